@@ -1,0 +1,624 @@
+"""Classifier ONNX -> detector ONNX: the paper's method fused into the graph by plain ONNX ops.
+
+No torch is needed here, so a classifier from any exporter (PyTorch, TensorFlow/Keras via
+tf2onnx, ...) can be turned into a detector. The detector graph::
+
+    image [B, C, H, W] float32 in [0, 1]          (or [B, H, W, 3] uint8, see ``input_format``)
+      -> x~_i = x + eps_i * kappa_i                 eps ~ N(0, 1): RandomNormalLike, or input ``noise``
+      -> classifier on [B * (n + 1), C, H, W]        (original + n noisy copies per image)
+      -> logits [B, K], label [B], score1 [B, n], score2 [B, n], score1_max [B], score2_max [B],
+         is_adversarial [B] = score1_max > threshold1 OR score2_max > threshold2
+
+``threshold1`` / ``threshold2`` are graph inputs backed by initializers: the calibrated values
+live in the file and can still be overridden at run time. An uncalibrated graph carries +inf and
+never flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .._version import __version__
+from ..errors import ModelError
+from ..reference import default_kappas
+
+__all__ = [
+    "DetectorConfig",
+    "InputFormat",
+    "NoiseMode",
+    "build_detector",
+    "export_detector",
+    "with_thresholds",
+    "extract_classifier",
+    "load_onnx",
+    "METADATA_PREFIX",
+    "PUBLIC_NAMES",
+    "CLASSIFIER_INPUT_KEY",
+    "CLASSIFIER_OUTPUT_KEY",
+]
+
+NoiseMode = Literal["graph", "input"]
+InputFormat = Literal["float-nchw", "uint8-nhwc-rgb", "uint8-nhwc-bgr"]
+INPUT_FORMATS: tuple[str, ...] = ("float-nchw", "uint8-nhwc-rgb", "uint8-nhwc-bgr")
+NOISE_MODES: tuple[str, ...] = ("graph", "input")
+
+METADATA_PREFIX = "rpdetect."
+# Graph inputs and outputs of every detector; a classifier tensor with one of these names is
+# renamed (prefixed "classifier/") during surgery.
+PUBLIC_NAMES: tuple[str, ...] = (
+    "image",
+    "noise",
+    "threshold1",
+    "threshold2",
+    "logits",
+    "label",
+    "score1",
+    "score2",
+    "score1_max",
+    "score2_max",
+    "is_adversarial",
+)
+_P = "rpdetect/"  # prefix of every internal tensor and node this module adds
+CLASSIFIER_INPUT_KEY = METADATA_PREFIX + "classifier_input"
+CLASSIFIER_OUTPUT_KEY = METADATA_PREFIX + "classifier_output"
+MIN_OPSET = 13
+MAX_GRAPH_NOISE_OPSET = 21  # opset >= 22 makes RandomNormalLike-22, which ONNX Runtime cannot run
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How the detector is built. Names follow the paper where they are the paper's."""
+
+    kappas: tuple[float, ...] = tuple(float(k) for k in default_kappas())
+    noise: NoiseMode = "graph"
+    seed: float | None = None
+    batch: int = 1
+    clip: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_format: InputFormat = "float-nchw"
+    threshold1: float = math.inf
+    threshold2: float = math.inf
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, channels: int) -> None:
+        if len(self.kappas) < 1:
+            raise ValueError("kappas: need at least one noise scale")
+        if not all(math.isfinite(k) and k >= 0 for k in self.kappas):
+            raise ValueError(f"kappas: every scale must be finite and >= 0, got {self.kappas}")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise: expected one of {NOISE_MODES}, got {self.noise!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(
+                f"input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}"
+            )
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch: expected an integer >= 1, got {self.batch!r}")
+        if self.input_format != "float-nchw" and channels != 3:
+            raise ValueError(
+                f"input_format {self.input_format!r} needs a 3-channel classifier, got {channels}"
+            )
+        for name, vec in (("mean", self.mean), ("std", self.std)):
+            if vec is not None and len(vec) not in (1, channels):
+                raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together: give both or neither")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError(f"std: values must be non-zero, got {self.std}")
+        for name, t in (("threshold1", self.threshold1), ("threshold2", self.threshold2)):
+            if math.isnan(t):
+                raise ValueError(f"{name}: must not be NaN")
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX model with its external data, or raise ModelError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    out: list[int | str | None] = []
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ModelError("classifier: no default-domain opset import")
+    return max(versions)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    subs: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            subs.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            subs.extend(attr.graphs)
+    return subs
+
+
+def _all_tensor_names(graph: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in graph.input} | {o.name for o in graph.output}
+    names |= {i.name for i in graph.initializer} | {v.name for v in graph.value_info}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for sub in _subgraphs(node):
+            names |= _all_tensor_names(sub)
+    names.discard("")
+    return names
+
+
+def _rename_tensors(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Rename tensors everywhere in ``graph`` (subgraphs included, which may read outer names)."""
+
+    def sub(name: str) -> str:
+        return mapping.get(name, name)
+
+    for node in graph.node:
+        node.input[:] = [sub(n) for n in node.input]
+        node.output[:] = [sub(n) for n in node.output]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_tensors(attr.g, mapping)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _rename_tensors(g, mapping)
+    for coll in (graph.input, graph.output, graph.value_info, graph.initializer):
+        for item in coll:
+            item.name = sub(item.name)
+    for sp in graph.sparse_initializer:
+        sp.values.name = sub(sp.values.name)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Builder:
+    """Collects nodes and initializers with unique, prefixed names, opset-aware."""
+
+    def __init__(self, opset: int, taken: set[str]) -> None:
+        self.opset = opset
+        self.taken = taken
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[TensorProto] = []
+
+    def name(self, base: str) -> str:
+        cand, i = _P + base, 0
+        while cand in self.taken:
+            i += 1
+            cand = f"{_P}{base}_{i}"
+        self.taken.add(cand)
+        return cand
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], base: str, *, out: str | None = None,
+           **attrs: object) -> str:
+        output = out if out is not None else self.name(base)
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), [output], name=self.name(base + "_node"), **attrs)
+        )
+        return output
+
+    def reduce(self, op_type: str, x: str, base: str, *, keepdims: int, out: str | None = None) -> str:
+        """Reduce over the last axis. Axes are an input from opset 18 (ReduceSum: 13)."""
+        axes_as_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if axes_as_input:
+            axes = self.const(base + "_axes", np.array([-1], dtype=np.int64))
+            return self.op(op_type, [x, axes], base, out=out, keepdims=keepdims)
+        return self.op(op_type, [x], base, out=out, axes=[-1], keepdims=keepdims)
+
+
+def build_detector(
+    classifier: onnx.ModelProto | str | Path,
+    config: DetectorConfig | None = None,
+    *,
+    classifier_output: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> onnx.ModelProto:
+    """Fuse the paper's detector around ``classifier`` and return the detector model.
+
+    ``classifier``: an ONNX model (or its path) with one float32 input [N, C, H, W] whose batch
+    axis is dynamic (or equals B * (n + 1)) and a logits output [N, K]; the first output is used
+    unless ``classifier_output`` names another. ``input_shape`` (C, H, W) is needed only when the
+    model leaves them dynamic. The returned model passes ``onnx.checker`` full check.
+    """
+    config = config or DetectorConfig()
+    if isinstance(classifier, (str, Path)):
+        source = Path(classifier)
+        model = load_onnx(source)
+        source_sha = _sha256(source.read_bytes())
+        source_name = source.name
+    else:
+        model = onnx.ModelProto()
+        model.CopyFrom(classifier)
+        source_sha = _sha256(classifier.SerializeToString())
+        source_name = model.graph.name or "<in-memory model>"
+    graph = model.graph
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise ModelError(
+            f"classifier: opset {opset} is too old (need >= {MIN_OPSET}); convert it first with "
+            f"onnx.version_converter.convert_version(model, 17)"
+        )
+    if config.noise == "graph" and opset > MAX_GRAPH_NOISE_OPSET:
+        raise ModelError(
+            f"classifier: opset {opset} would make RandomNormalLike-{opset}, which ONNX Runtime "
+            f"cannot run; export the classifier at opset <= {MAX_GRAPH_NOISE_OPSET} (20 is a good "
+            f"default) or build with noise='input'"
+        )
+
+    init_names = {i.name for i in graph.initializer}
+    real_inputs = [i for i in graph.input if i.name not in init_names]
+    if len(real_inputs) != 1:
+        raise ModelError(
+            f"classifier: expected exactly one image input, found {len(real_inputs)}: "
+            f"{[i.name for i in real_inputs]}"
+        )
+    x_info = real_inputs[0]
+    elem = x_info.type.tensor_type.elem_type
+    if elem != TensorProto.FLOAT:
+        raise ModelError(
+            f"classifier input {x_info.name!r}: dtype {TensorProto.DataType.Name(elem)}, "
+            f"rpdetect needs float32"
+        )
+    x_dims = _dims(x_info)
+    if len(x_dims) != 4:
+        raise ModelError(
+            f"classifier input {x_info.name!r}: rank {len(x_dims)} {x_dims}, expected 4 [N, C, H, W]"
+        )
+    if input_shape is not None:
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape: expected (C, H, W), got {tuple(input_shape)}")
+        for axis, (have, want) in enumerate(zip(x_dims[1:], input_shape), start=1):
+            if isinstance(have, int) and have != want:
+                raise ModelError(
+                    f"classifier input {x_info.name!r}: axis {axis} is {have}, input_shape says {want}"
+                )
+        chw = tuple(int(v) for v in input_shape)
+    else:
+        if not all(isinstance(v, int) for v in x_dims[1:]):
+            raise ModelError(
+                f"classifier input {x_info.name!r}: shape {x_dims} leaves C/H/W dynamic; "
+                f"pass input_shape=(C, H, W)"
+            )
+        chw = tuple(int(v) for v in x_dims[1:])  # type: ignore[arg-type]
+    c, h, w = chw
+    config.validate(c)
+    n = len(config.kappas)
+    b = config.batch
+    inner = b * (n + 1)
+    if isinstance(x_dims[0], int) and x_dims[0] != inner:
+        raise ModelError(
+            f"classifier input {x_info.name!r}: batch axis is fixed at {x_dims[0]}, but the detector "
+            f"runs {inner} images at once (B={b} x (1 + {n} copies)); re-export the classifier "
+            f"with a dynamic batch axis (torch.onnx.export dynamic_shapes/dynamic_axes)"
+        )
+
+    outputs = list(graph.output)
+    if classifier_output is None:
+        y_info = outputs[0]
+    else:
+        matches = [o for o in outputs if o.name == classifier_output]
+        if not matches:
+            raise ModelError(
+                f"classifier: no output named {classifier_output!r}; outputs are "
+                f"{[o.name for o in outputs]}"
+            )
+        y_info = matches[0]
+    y_dims = _dims(y_info)
+    if y_dims and len(y_dims) != 2:
+        raise ModelError(
+            f"classifier output {y_info.name!r}: rank {len(y_dims)} {y_dims}, expected 2 [N, classes]"
+        )
+    num_classes = y_dims[1] if len(y_dims) == 2 and isinstance(y_dims[1], int) else None
+
+    # Free the public names: a classifier tensor called "image" or "logits" gets a prefix.
+    taken = _all_tensor_names(graph)
+    clash = {name: f"classifier/{name}" for name in PUBLIC_NAMES if name in taken}
+    if clash:
+        _rename_tensors(graph, clash)
+        taken = _all_tensor_names(graph)
+    x_name = clash.get(x_info.name, x_info.name)
+    y_name = clash.get(y_info.name, y_info.name)
+
+    bld = _Builder(opset, taken | set(PUBLIC_NAMES))
+    kappas = np.asarray(config.kappas, dtype=np.float32)
+
+    # --- inputs ---------------------------------------------------------------------------
+    new_inputs: list[onnx.ValueInfoProto] = []
+    if config.input_format == "float-nchw":
+        new_inputs.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, [b, c, h, w]))
+        x = "image"
+    else:
+        new_inputs.append(helper.make_tensor_value_info("image", TensorProto.UINT8, [b, h, w, 3]))
+        xf = bld.op("Cast", ["image"], "image_float", to=TensorProto.FLOAT)
+        if config.input_format == "uint8-nhwc-bgr":
+            order = bld.const("bgr_to_rgb", np.array([2, 1, 0], dtype=np.int64))
+            xf = bld.op("Gather", [xf, order], "image_rgb", axis=3)
+        xf = bld.op("Transpose", [xf], "image_nchw", perm=[0, 3, 1, 2])
+        x = bld.op("Div", [xf, bld.const("uint8_scale", np.array(255.0, dtype=np.float32))], "pixels")
+
+    axis1 = bld.const("axis1", np.array([1], dtype=np.int64))
+    x_u = bld.op("Unsqueeze", [x, axis1], "image_u")  # [B, 1, C, H, W]
+    if config.noise == "graph":
+        # The random op's input must be a run-time tensor (TensorRT rejects an initializer
+        # there), so its shape comes from the image itself.
+        reps = bld.const("copies_shape", np.array([1, n, 1, 1, 1], dtype=np.int64))
+        like = bld.op("Expand", [x_u, reps], "noise_shape")
+        rattrs: dict[str, object] = {"dtype": TensorProto.FLOAT, "mean": 0.0, "scale": 1.0}
+        if config.seed is not None:
+            rattrs["seed"] = float(config.seed)
+        eps = bld.op("RandomNormalLike", [like], "noise", **rattrs)
+    else:
+        new_inputs.append(
+            helper.make_tensor_value_info("noise", TensorProto.FLOAT, [b, n, c, h, w])
+        )
+        eps = "noise"
+    k5 = bld.const("kappas", kappas.reshape(1, n, 1, 1, 1))
+    noisy = bld.op("Add", [x_u, bld.op("Mul", [eps, k5], "scaled_noise")], "noisy")
+    if config.clip:
+        lo = bld.const("clip_min", np.array(0.0, dtype=np.float32))
+        hi = bld.const("clip_max", np.array(1.0, dtype=np.float32))
+        noisy = bld.op("Clip", [noisy, lo, hi], "noisy_clipped")
+    stacked = bld.op("Concat", [x_u, noisy], "stacked", axis=1)  # [B, n+1, C, H, W]
+    flat_shape = bld.const("inner_shape", np.array([inner, c, h, w], dtype=np.int64))
+    if config.mean is not None and config.std is not None:
+        flat = bld.op("Reshape", [stacked, flat_shape], "inner_batch")
+        mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        centred = bld.op("Sub", [flat, bld.const("mean", mean)], "centred")
+        bld.op("Div", [centred, bld.const("std", std)], "normalised", out=x_name)
+    else:
+        bld.op("Reshape", [stacked, flat_shape], "inner_batch", out=x_name)
+    pre_nodes, bld.nodes = bld.nodes, []
+
+    # --- scores ---------------------------------------------------------------------------
+    z = bld.op("Reshape", [y_name, bld.const("z_shape", np.array([b, n + 1, -1], np.int64))], "z")
+    zero = bld.const("zero", np.array([0], dtype=np.int64))
+    one = axis1
+    end = bld.const("end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    z_clean = bld.op("Slice", [z, zero, one, axis1], "z_clean")  # [B, 1, K]
+    z_noisy = bld.op("Slice", [z, one, end, axis1], "z_noisy")  # [B, n, K]
+    bld.op("Squeeze", [z_clean, axis1], "logits", out="logits")
+    bld.op("ArgMax", ["logits"], "label", out="label", axis=1, keepdims=0)
+    # Eq. 5: population std over classes of d = Z(x) - Z(x~_i)
+    d = bld.op("Sub", [z_clean, z_noisy], "d")
+    d_mean = bld.reduce("ReduceMean", d, "d_mean", keepdims=1)
+    d_c = bld.op("Sub", [d, d_mean], "d_centred")
+    var = bld.reduce("ReduceMean", bld.op("Mul", [d_c, d_c], "d_sq"), "d_var", keepdims=0)
+    bld.op("Sqrt", [var], "score1", out="score1")
+    # Eq. 6: L1 norm of softmax Z(x) - softmax Z(x~_i)
+    p = bld.op("Softmax", [z], "p", axis=-1)
+    p_diff = bld.op(
+        "Sub",
+        [bld.op("Slice", [p, zero, one, axis1], "p_clean"),
+         bld.op("Slice", [p, one, end, axis1], "p_noisy")],
+        "p_diff",
+    )
+    bld.reduce("ReduceL1", p_diff, "score2", keepdims=0, out="score2")
+    bld.reduce("ReduceMax", "score1", "score1_max", keepdims=0, out="score1_max")
+    bld.reduce("ReduceMax", "score2", "score2_max", keepdims=0, out="score2_max")
+    over1 = bld.op("Greater", ["score1_max", "threshold1"], "over1")
+    over2 = bld.op("Greater", ["score2_max", "threshold2"], "over2")
+    bld.op("Or", [over1, over2], "is_adversarial", out="is_adversarial")
+    post_nodes = bld.nodes
+
+    t1 = numpy_helper.from_array(np.array(config.threshold1, dtype=np.float32), "threshold1")
+    t2 = numpy_helper.from_array(np.array(config.threshold2, dtype=np.float32), "threshold2")
+    new_inputs += [
+        helper.make_tensor_value_info("threshold1", TensorProto.FLOAT, []),
+        helper.make_tensor_value_info("threshold2", TensorProto.FLOAT, []),
+    ]
+    k_dim: int | str = num_classes if num_classes is not None else "classes"
+    new_outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, k_dim]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, [b]),
+        helper.make_tensor_value_info("score1", TensorProto.FLOAT, [b, n]),
+        helper.make_tensor_value_info("score2", TensorProto.FLOAT, [b, n]),
+        helper.make_tensor_value_info("score1_max", TensorProto.FLOAT, [b]),
+        helper.make_tensor_value_info("score2_max", TensorProto.FLOAT, [b]),
+        helper.make_tensor_value_info("is_adversarial", TensorProto.BOOL, [b]),
+    ]
+
+    # Initializers that are not graph inputs must not appear in graph.input (IR >= 4): drop the
+    # classifier's old inputs and outputs and put ours in.
+    old_init_inputs = [i for i in graph.input if i.name in init_names]
+    classifier_nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(pre_nodes + classifier_nodes + post_nodes)
+    del graph.input[:]
+    graph.input.extend(new_inputs + old_init_inputs)
+    del graph.output[:]
+    graph.output.extend(new_outputs)
+    graph.initializer.extend(bld.inits + [t1, t2])
+    graph.name = "rpdetect_detector"
+    # A stale value_info for the old graph input/output would carry its old batch axis.
+    keep = [v for v in graph.value_info if v.name not in (x_name, y_name)]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
+
+    # One default-domain opset import, and at least IR 4 (initializers as overridable inputs).
+    seen: dict[str, int] = {}
+    for o in model.opset_import:
+        dom = "" if o.domain == "ai.onnx" else o.domain
+        seen[dom] = max(seen.get(dom, 0), o.version)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(dom, ver) for dom, ver in seen.items())
+    model.ir_version = max(model.ir_version, 4)
+    model.producer_name = "rpdetect"
+    model.producer_version = __version__
+
+    meta = {
+        "version": __version__,
+        "kappas": json.dumps([float(k) for k in config.kappas]),
+        "noise": config.noise,
+        "seed": "none" if config.seed is None else repr(float(config.seed)),
+        "batch": str(b),
+        "clip": "true" if config.clip else "false",
+        "input_format": config.input_format,
+        "input_shape": json.dumps([c, h, w]),
+        "mean": json.dumps(list(config.mean)) if config.mean is not None else "none",
+        "std": json.dumps(list(config.std)) if config.std is not None else "none",
+        "num_classes": str(num_classes) if num_classes is not None else "unknown",
+        "classifier_sha256": source_sha,
+        "classifier_source": source_name,
+        "classifier_input": x_name,
+        "classifier_output": y_name,
+        "opset": str(opset),
+    }
+    meta.update(_threshold_meta(config.threshold1, config.threshold2, None))
+    meta.update(config.extra_metadata)
+    _set_metadata(model, meta)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ModelError(f"the fused detector graph failed onnx.checker: {exc}") from exc
+    return model
+
+
+def _threshold_meta(t1: float, t2: float, provenance: dict[str, object] | None) -> dict[str, str]:
+    calibrated = math.isfinite(t1) or math.isfinite(t2)
+    if provenance is None:
+        provenance = (
+            {"calibrated": False, "note": "uncalibrated: thresholds are +inf, the graph never flags"}
+            if not calibrated
+            else {"calibrated": True, "source": "set by hand"}
+        )
+    return {
+        "threshold1": repr(float(t1)),
+        "threshold2": repr(float(t2)),
+        "calibrated": "true" if calibrated else "false",
+        "thresholds_provenance": json.dumps(provenance, sort_keys=True),
+    }
+
+
+def _set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    keys = {METADATA_PREFIX + k: v for k, v in values.items()}
+    kept = [p for p in model.metadata_props if p.key not in keys]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for k, v in keys.items():
+        model.metadata_props.add(key=k, value=str(v))
+
+
+def with_thresholds(
+    model: onnx.ModelProto,
+    threshold1: float,
+    threshold2: float,
+    provenance: dict[str, object] | None = None,
+) -> onnx.ModelProto:
+    """Return a copy of a detector model whose default thresholds (initializers) and metadata
+    are ``threshold1``/``threshold2``; ``provenance`` (JSON-able) records where they came from."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    found = set()
+    for init in out.graph.initializer:
+        if init.name in ("threshold1", "threshold2"):
+            value = threshold1 if init.name == "threshold1" else threshold2
+            if math.isnan(value):
+                raise ValueError(f"{init.name}: must not be NaN")
+            init.CopyFrom(numpy_helper.from_array(np.array(value, dtype=np.float32), init.name))
+            found.add(init.name)
+    if found != {"threshold1", "threshold2"}:
+        raise ModelError("not an rpdetect detector: no threshold1/threshold2 initializers")
+    _set_metadata(out, _threshold_meta(threshold1, threshold2, provenance))
+    return out
+
+
+def export_detector(
+    classifier: onnx.ModelProto | str | Path,
+    output: str | Path,
+    config: DetectorConfig | None = None,
+    *,
+    classifier_output: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> Path:
+    """Build the detector and save it as ONE self-contained .onnx file (weights inside)."""
+    model = build_detector(
+        classifier, config, classifier_output=classifier_output, input_shape=input_shape
+    )
+    return save_onnx(model, output)
+
+
+def save_onnx(model: onnx.ModelProto, output: str | Path) -> Path:
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if model.ByteSize() > 2_000_000_000:
+        raise ModelError(
+            f"{output}: the model is over 2 GB, which one protobuf file cannot hold"
+        )
+    onnx.save(model, str(output))
+    return output
+
+
+def extract_classifier(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The classifier inside a detector, as a standalone model [N, C, H, W] -> [N, K] whose input
+    is what the classifier sees (normalised, if the detector folds normalisation in)."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        x_name, y_name = meta[CLASSIFIER_INPUT_KEY], meta[CLASSIFIER_OUTPUT_KEY]
+        c, h, w = json.loads(meta[METADATA_PREFIX + "input_shape"])
+    except KeyError as exc:
+        raise ModelError(f"not an rpdetect detector: metadata {exc} is missing") from exc
+    g = model.graph
+    # Nodes the classifier output depends on, walking back to the classifier input.
+    producer = {o: node for node in g.node for o in node.output}
+    needed: list[onnx.NodeProto] = []
+    seen: set[int] = set()
+    stack = [y_name]
+    while stack:
+        t = stack.pop()
+        node = producer.get(t)
+        if node is None or t == x_name or id(node) in seen:
+            continue
+        seen.add(id(node))
+        needed.append(node)
+        stack.extend(node.input)
+        for sub in _subgraphs(node):  # outer names read inside subgraphs
+            stack.extend(_all_tensor_names(sub))
+    order = {id(node): i for i, node in enumerate(g.node)}
+    needed.sort(key=lambda nd: order[id(nd)])
+    used = {i for nd in needed for i in nd.input}
+    for nd in needed:
+        for sub in _subgraphs(nd):
+            used |= _all_tensor_names(sub)
+    graph = helper.make_graph(
+        needed,
+        "rpdetect_classifier",
+        [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, ["N", c, h, w])],
+        [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, ["N", None])],
+        initializer=[i for i in g.initializer if i.name in used],
+    )
+    out = helper.make_model(
+        graph, opset_imports=list(model.opset_import), ir_version=model.ir_version
+    )
+    out.functions.extend(model.functions)
+    return out

@@ -1,0 +1,138 @@
+"""PyTorch module -> classifier ONNX whose input is RGB pixel space in [0, 1].
+
+The paper adds noise in pixel space, so the normalisation the model expects is folded into the
+exported graph: the ONNX input is x in [0, 1] and the graph computes model((x - mean) / std).
+Needs the ``export`` extra (torch, onnxscript, onnx-ir).
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import ModelError
+
+DEFAULT_OPSET = 20  # 18-21 work; >= 22 exports RandomNormalLike-22, which ORT cannot run
+
+__all__ = ["DEFAULT_OPSET", "load_factory", "load_module", "torch_to_onnx"]
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Resolve ``package.module:factory`` to a callable."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"model factory {spec!r}: expected the form package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"model factory {spec!r}: cannot import {module_name!r} ({exc})") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"model factory {spec!r}: {module_name!r} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"model factory {spec!r}: {attr!r} is not callable")
+    return obj
+
+
+def load_module(spec: str, weights: str | Path | None = None) -> Any:
+    """Build the module from its factory and, if given, load a state_dict with weights_only=True."""
+    import torch
+
+    module = load_factory(spec)()
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(f"model factory {spec!r} returned {type(module).__name__}, not an nn.Module")
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such weights file")
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(
+                f"{path}: cannot load as a state_dict with weights_only=True ({exc})"
+            ) from exc
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            module.load_state_dict(state)
+        except Exception as exc:
+            raise ModelError(f"{path}: weights do not fit {spec!r}: {exc}") from exc
+    return module.eval()
+
+
+def _normalised(module: Any, mean: Sequence[float] | None, std: Sequence[float] | None,
+                channels: int) -> Any:
+    import torch
+
+    if mean is None and std is None:
+        return module
+    if mean is None or std is None:
+        raise ValueError("mean and std go together: give both or neither")
+    for name, vec in (("mean", mean), ("std", std)):
+        if len(vec) not in (1, channels):
+            raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
+    if any(s == 0 for s in std):
+        raise ValueError(f"std: values must be non-zero, got {tuple(std)}")
+
+    class PixelSpace(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+            self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner((x - self.mean) / self.std)
+
+    return PixelSpace().eval()
+
+
+def torch_to_onnx(
+    module: Any,
+    output: str | Path,
+    *,
+    input_shape: Sequence[int],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export ``module`` (normalised input -> logits) as a pixel-space classifier ONNX with a
+    dynamic batch axis, input ``pixels`` [N, C, H, W], output ``logits`` [N, K], weights inside
+    the one file. Uses the dynamo exporter."""
+    import onnx
+    import torch
+
+    if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
+        raise ValueError(f"input_shape: expected C, H, W > 0, got {tuple(input_shape)}")
+    if opset > 21:
+        raise ValueError(
+            f"opset {opset}: ONNX Runtime cannot run RandomNormalLike from opset 22; use 18-21"
+        )
+    c, h, w = (int(v) for v in input_shape)
+    wrapped = _normalised(module.eval(), mean, std, c)
+    example = (torch.rand(2, c, h, w),)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        tmp_path = Path(tmp) / "classifier.onnx"
+        program = torch.onnx.export(
+            wrapped,
+            example,
+            dynamo=True,
+            opset_version=opset,
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(tmp_path), external_data=False)
+        model = onnx.load(str(tmp_path), load_external_data=True)
+    model.graph.name = "classifier"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(output))
+    return output

@@ -1,0 +1,122 @@
+"""The paper's equations in plain numpy: the readable statement of the method and the test oracle.
+
+Griveau, Jiang, Melnyk, *Adversarial Examples Detection Using Random Pixel-Space Perturbation*.
+For an image x in pixel space and noise scales kappa_1..kappa_n:
+
+    x~_i      = x + N(0, 1) * kappa_i                                   (noisy copies)
+    d_i       = Z(x) - Z(x~_i)                                          (logit differences)
+    score1_i  = std_k(d_i)          population std over the K classes   (Eq. 5)
+    score2_i  = || softmax Z(x) - softmax Z(x~_i) ||_1                   (Eq. 6)
+    adversarial  <=>  max_i score1_i > t1  or  max_i score2_i > t2       (strictly greater)
+
+Everything here is computed in float64 and is independent of ONNX, so tests can compare the fused
+detector graph against it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "default_kappas",
+    "softmax",
+    "noisy_copies",
+    "score1",
+    "score2",
+    "ReferenceResult",
+    "reference_scores",
+    "reference_detect",
+]
+
+
+def default_kappas(n: int = 10, low: float = 0.01, high: float = 0.1) -> np.ndarray:
+    """The paper's noise scales: n values linearly spaced from ``low`` to ``high``."""
+    return np.linspace(low, high, n, dtype=np.float64)
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def noisy_copies(
+    image: np.ndarray, noise: np.ndarray, kappas: np.ndarray, *, clip: bool = False
+) -> np.ndarray:
+    """x~_i = x + noise_i * kappa_i for image [C, H, W] and noise [n, C, H, W] -> [n, C, H, W]."""
+    kappas = np.asarray(kappas, dtype=np.float64).reshape(-1, 1, 1, 1)
+    out = np.asarray(image, dtype=np.float64)[None] + np.asarray(noise, dtype=np.float64) * kappas
+    return np.clip(out, 0.0, 1.0) if clip else out
+
+
+def score1(z_clean: np.ndarray, z_noisy: np.ndarray) -> np.ndarray:
+    """Eq. 5: population std over classes of Z(x) - Z(x~_i). z_clean [K], z_noisy [n, K] -> [n]."""
+    d = np.asarray(z_clean, dtype=np.float64)[None, :] - np.asarray(z_noisy, dtype=np.float64)
+    return d.std(axis=-1, ddof=0)
+
+
+def score2(z_clean: np.ndarray, z_noisy: np.ndarray) -> np.ndarray:
+    """Eq. 6: L1 norm of softmax Z(x) - softmax Z(x~_i). z_clean [K], z_noisy [n, K] -> [n]."""
+    return np.abs(softmax(z_clean)[None, :] - softmax(z_noisy)).sum(axis=-1)
+
+
+class ReferenceResult(NamedTuple):
+    logits: np.ndarray  # [B, K] logits of the clean images
+    label: np.ndarray  # [B]
+    score1: np.ndarray  # [B, n]
+    score2: np.ndarray  # [B, n]
+    score1_max: np.ndarray  # [B]
+    score2_max: np.ndarray  # [B]
+    is_adversarial: np.ndarray  # [B] bool
+
+
+def reference_scores(
+    z_clean: np.ndarray,
+    z_noisy: np.ndarray,
+    *,
+    threshold1: float = np.inf,
+    threshold2: float = np.inf,
+) -> ReferenceResult:
+    """Scores and verdicts from logits: z_clean [B, K], z_noisy [B, n, K]."""
+    z_clean = np.asarray(z_clean, dtype=np.float64)
+    z_noisy = np.asarray(z_noisy, dtype=np.float64)
+    s1 = np.stack([score1(zc, zn) for zc, zn in zip(z_clean, z_noisy)])
+    s2 = np.stack([score2(zc, zn) for zc, zn in zip(z_clean, z_noisy)])
+    s1_max, s2_max = s1.max(axis=1), s2.max(axis=1)
+    return ReferenceResult(
+        logits=z_clean,
+        label=z_clean.argmax(axis=1),
+        score1=s1,
+        score2=s2,
+        score1_max=s1_max,
+        score2_max=s2_max,
+        is_adversarial=(s1_max > threshold1) | (s2_max > threshold2),
+    )
+
+
+def reference_detect(
+    classifier: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    noise: np.ndarray,
+    kappas: np.ndarray,
+    *,
+    threshold1: float = np.inf,
+    threshold2: float = np.inf,
+    clip: bool = False,
+) -> ReferenceResult:
+    """The whole method for images [B, C, H, W] and noise [B, n, C, H, W].
+
+    ``classifier`` maps a batch of pixel-space images [N, C, H, W] to logits [N, K]; it is
+    called once on the clean images and once per image on its noisy copies.
+    """
+    images = np.asarray(images)
+    z_clean = np.asarray(classifier(images), dtype=np.float64)
+    z_noisy = np.stack(
+        [
+            np.asarray(classifier(noisy_copies(img, nz, kappas, clip=clip)), dtype=np.float64)
+            for img, nz in zip(images, noise)
+        ]
+    )
+    return reference_scores(z_clean, z_noisy, threshold1=threshold1, threshold2=threshold2)
