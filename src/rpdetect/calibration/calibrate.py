@@ -1,0 +1,283 @@
+"""Calibration life cycle: ``Calibrator(detector).collect(reader)`` (repeatable) then
+``.compute(fpr=..., mode=...)`` -> ``CalibrationResult``; ``calibrate_file`` does it all for a
+detector file and writes the calibrated copy, a JSON report and a histogram."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from .._version import __version__
+from ..errors import InputError, ModelError, ProviderError
+from .reader import ImageReader, as_reader
+from .thresholds import (
+    CalibrationMode,
+    Rates,
+    Summary,
+    achieved_rates,
+    joint_thresholds,
+    per_score_thresholds,
+    summarize,
+)
+
+__all__ = ["CalibrationResult", "Calibrator", "Failure", "SupportsDetect", "calibrate_file"]
+
+_RULES = {
+    CalibrationMode.PER_SCORE: per_score_thresholds,
+    CalibrationMode.JOINT: joint_thresholds,
+}
+QUANTILE_RULE = {
+    CalibrationMode.PER_SCORE: (
+        "each threshold = the (n - floor(fpr*n))-th smallest clean score "
+        "(np.quantile(s, 1 - fpr, method='inverted_cdf')); at most fpr of the set lies strictly above"
+    ),
+    CalibrationMode.JOINT: (
+        "per-score allowances (k1, k2) grown in turn (0,0),(1,0),(1,1),...; last step whose union "
+        "s1 > t1 OR s2 > t2 flags at most floor(fpr*n) clean images"
+    ),
+}
+
+
+class SupportsDetect(Protocol):
+    """What the calibrator needs from a detector (``rpdetect.Detector`` has it): ``detect(image)``
+    returning a result with ``score1_max`` and ``score2_max``."""
+
+    def detect(self, image: Any) -> Any: ...
+
+
+class Failure(NamedTuple):
+    """An image the detector could not score."""
+
+    source: str
+    error: str
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Thresholds chosen on clean images, with what they do on that same set."""
+
+    threshold1: float
+    threshold2: float
+    fpr: float
+    mode: CalibrationMode
+    n_images: int  # images scored (the calibration set)
+    n_failed: int  # images that could not be scored
+    rates: Rates  # fraction of the calibration set flagged: score1 alone, score2 alone, combined
+    score1: Summary  # clean score1_max distribution
+    score2: Summary  # clean score2_max distribution
+    source: str  # where the images came from (folder name)
+    date: str  # ISO 8601, UTC
+    failures: tuple[Failure, ...] = field(default=(), repr=False)
+
+    def provenance(self) -> dict[str, object]:
+        """What goes into the detector's ``rpdetect.thresholds_provenance`` metadata."""
+        return {
+            "calibrated": True,
+            "fpr": self.fpr,
+            "mode": self.mode.value,
+            "n_images": self.n_images,
+            "n_failed": self.n_failed,
+            "source": self.source,
+            "date": self.date,
+            "rpdetect_version": __version__,
+            "achieved_rates": self.rates._asdict(),
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """Everything, JSON-able (the calibration report)."""
+        return {
+            "threshold1": self.threshold1,
+            "threshold2": self.threshold2,
+            "fpr": self.fpr,
+            "mode": self.mode.value,
+            "rule": QUANTILE_RULE[self.mode],
+            "n_images": self.n_images,
+            "n_failed": self.n_failed,
+            "achieved_rates": self.rates._asdict(),
+            "score1_max": self.score1._asdict(),
+            "score2_max": self.score2._asdict(),
+            "source": self.source,
+            "date": self.date,
+            "rpdetect_version": __version__,
+            "failures": [f._asdict() for f in self.failures],
+        }
+
+
+class Calibrator:
+    """Runs a detector over clean images and turns their scores into thresholds.
+
+    ``collect`` may be called several times (several folders, or a stream in chunks); each image's
+    ``score1_max`` and ``score2_max`` are kept. Images the detector cannot read (an
+    ``InputError``/``ValueError`` or ``OSError`` from ``detect``, or non-finite scores) are counted
+    and listed, not fatal; a ``ModelError`` or ``ProviderError`` is about the detector and is raised.
+    """
+
+    def __init__(self, detector: SupportsDetect) -> None:
+        self.detector = detector
+        self._score1: list[float] = []
+        self._score2: list[float] = []
+        self._failures: list[Failure] = []
+        self._sources: list[str] = []
+        self._locations: list[str] = []
+
+    @property
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clean ``score1_max`` and ``score2_max`` collected so far (float64 copies)."""
+        return np.array(self._score1, dtype=np.float64), np.array(self._score2, dtype=np.float64)
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        return tuple(self._failures)
+
+    def collect(
+        self,
+        reader: ImageReader | str | Path | np.ndarray | Iterable[Any],
+        *,
+        limit: int | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Score every image of ``reader`` (at most ``limit``); return how many were scored."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit: expected a positive number of images, got {limit}")
+        reader = as_reader(reader)
+        if reader.source not in self._sources:
+            self._sources.append(reader.source)
+        location = reader.location or reader.source
+        if location not in self._locations:
+            self._locations.append(location)
+        items = islice(reader, limit)
+        total = len(reader) if hasattr(reader, "__len__") else None  # type: ignore[arg-type]
+        if total is not None and limit is not None:
+            total = min(total, limit)
+        scored = 0
+        for name, image in tqdm(items, total=total, desc="calibrate", unit="img",
+                                disable=not progress, leave=False):
+            try:
+                result = self.detector.detect(image)
+            except (ModelError, ProviderError):
+                raise
+            except (ValueError, OSError) as exc:
+                self._failures.append(Failure(str(name), f"{type(exc).__name__}: {exc}"))
+                continue
+            s1, s2 = _scalar(result.score1_max), _scalar(result.score2_max)
+            if not (math.isfinite(s1) and math.isfinite(s2)):
+                self._failures.append(
+                    Failure(str(name), f"non-finite scores score1_max={s1}, score2_max={s2}")
+                )
+                continue
+            self._score1.append(s1)
+            self._score2.append(s2)
+            scored += 1
+        return scored
+
+    def compute(
+        self, *, fpr: float = 0.05, mode: CalibrationMode | str = CalibrationMode.PER_SCORE
+    ) -> CalibrationResult:
+        """Thresholds for ``fpr`` by ``mode`` (see ``rpdetect.calibration.thresholds``)."""
+        mode = CalibrationMode.parse(mode)
+        source = ", ".join(self._sources) or "nothing"
+        if not self._score1:
+            where = ", ".join(self._locations) or "nothing (collect() was never called)"
+            detail = (
+                f"all {len(self._failures)} images failed, first: {self._failures[0].source}: "
+                f"{self._failures[0].error}" if self._failures else "no images were collected"
+            )
+            raise InputError(
+                f"calibration images from {where}: no readable clean image ({detail}); "
+                f"give a folder of images the detector can decode"
+            )
+        s1, s2 = self.scores
+        t1, t2 = _RULES[mode](s1, s2, fpr=fpr)
+        return CalibrationResult(
+            threshold1=t1,
+            threshold2=t2,
+            fpr=float(fpr),
+            mode=mode,
+            n_images=len(s1),
+            n_failed=len(self._failures),
+            rates=achieved_rates(s1, s2, t1, t2),
+            score1=summarize(s1),
+            score2=summarize(s2),
+            source=source,
+            date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            failures=tuple(self._failures),
+        )
+
+
+def _scalar(value: Any) -> float:
+    arr = np.asarray(value, dtype=np.float64).ravel()
+    if arr.size != 1:
+        raise ModelError(f"detector returned {arr.size} values for one image's max score")
+    return float(arr[0])
+
+
+def calibrate_file(
+    detector_path: str | Path,
+    reader: ImageReader | str | Path | np.ndarray | Iterable[Any],
+    out_path: str | Path,
+    *,
+    fpr: float = 0.05,
+    mode: CalibrationMode | str = CalibrationMode.PER_SCORE,
+    limit: int | None = None,
+    providers: str | Sequence[Any] = "auto",
+    threads: int | None = None,
+    report_path: str | Path | None = None,
+    histogram_path: str | Path | None = None,
+    progress: bool = False,
+) -> CalibrationResult:
+    """Calibrate the detector at ``detector_path`` on the clean images of ``reader`` and save the
+    calibrated copy to ``out_path`` (thresholds as initializer defaults, provenance in metadata).
+
+    Also writes a JSON report and a PNG histogram, by default next to ``out_path``
+    (``OUT.calibration.json`` / ``OUT.calibration.png``). The histogram needs matplotlib (the
+    ``eval`` extra); without it, it is skipped with a warning.
+    """
+    from ..engine import Detector
+    from ..export.graph import load_onnx, save_onnx, with_thresholds
+    from ..export.metadata import read_info
+    from .report import default_paths, write_histogram, write_json
+
+    detector_path, out_path = Path(detector_path), Path(out_path)
+    mode = CalibrationMode.parse(mode)
+    model = load_onnx(detector_path)
+    info = read_info(model)  # ModelError now, before any image is run, if it is no detector
+    calibrator = Calibrator(Detector(detector_path, providers=providers, threads=threads))
+    calibrator.collect(reader, limit=limit, progress=progress)
+    result = calibrator.compute(fpr=fpr, mode=mode)
+
+    save_onnx(with_thresholds(model, result.threshold1, result.threshold2, result.provenance()),
+              out_path)
+    default_report, default_histogram = default_paths(out_path)
+    report = result.to_dict()
+    report["detector"] = str(detector_path)
+    report["output"] = str(out_path)
+    report["kappas"] = list(info.kappas)
+    report["noise"] = info.noise
+    write_json(report, report_path or default_report)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        warnings.warn(
+            "histogram skipped: matplotlib is not installed (pip install 'rpdetect[eval]')",
+            stacklevel=2,
+        )
+        return result
+    s1, s2 = calibrator.scores
+    write_histogram(
+        s1, s2,
+        threshold1=result.threshold1,
+        threshold2=result.threshold2,
+        title=(f"{detector_path.name} on {result.n_images} clean images from {result.source}: "
+               f"fpr {result.fpr:g}, mode {result.mode.value}, "
+               f"combined rate {result.rates.combined:.2%}"),
+        path=histogram_path or default_histogram,
+    )
+    return result

@@ -1,0 +1,85 @@
+"""``rpdetect calibrate``: thresholds from a folder of clean images, written into a copy of the
+detector."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .calibrate import calibrate_file
+from .reader import FolderReader
+from .report import default_paths
+from .thresholds import CalibrationMode, allowed_count
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "calibrate",
+        help="set the detector's thresholds from clean images",
+        description="Run the detector over clean images and set threshold1/threshold2 so that a "
+        "chosen fraction of them is flagged (per-score: the paper's rule, fpr per score; joint: "
+        "fpr for score1 OR score2). Writes OUT.onnx, OUT.calibration.json and "
+        "OUT.calibration.png.",
+    )
+    p.add_argument("detector", type=Path, metavar="DETECTOR.onnx", help="detector to calibrate")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR",
+                   help="folder of clean images (ImageFolder tree or flat, searched recursively)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx",
+                   help="where to write the calibrated detector")
+    p.add_argument("--fpr", type=float, default=0.05,
+                   help="fraction of clean images to flag (default 0.05, as in the paper)")
+    p.add_argument("--mode", choices=[m.value for m in CalibrationMode],
+                   default=CalibrationMode.PER_SCORE.value,
+                   help="per-score: fpr for each score alone (paper); joint: fpr for the "
+                   "combined rule (default per-score)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use at most N images")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="shuffle the images with this seed before --limit takes the first N "
+                   "(default: sorted order)")
+    p.add_argument("--providers", default="auto",
+                   help="ONNX Runtime execution providers, comma-separated, e.g. cuda,cpu "
+                   "(default auto)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads for ONNX Runtime (default: ORT's choice)")
+    p.add_argument("--report", type=Path, default=None, metavar="PATH",
+                   help="JSON report path (default OUT.calibration.json)")
+    p.add_argument("--histogram", type=Path, default=None, metavar="PATH",
+                   help="PNG histogram path (default OUT.calibration.png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    reader = FolderReader(args.images, limit=args.limit, shuffle_seed=args.seed)
+    providers = "auto" if args.providers == "auto" else [
+        s.strip() for s in args.providers.split(",") if s.strip()
+    ]
+    report, histogram = default_paths(args.output)
+    report, histogram = args.report or report, args.histogram or histogram
+    result = calibrate_file(
+        args.detector, reader, args.output,
+        fpr=args.fpr, mode=args.mode, providers=providers, threads=args.threads,
+        report_path=report, histogram_path=histogram, progress=not args.no_progress,
+    )
+    r = result.rates
+    print(f"calibrated on {result.n_images} clean images from {result.source} "
+          f"({result.n_failed} unreadable), fpr {result.fpr:g}, mode {result.mode.value}")
+    print(f"threshold1 = {result.threshold1:.9g}   (score1_max, Eq. 5)")
+    print(f"threshold2 = {result.threshold2:.9g}   (score2_max, Eq. 6)")
+    print(f"flagged on the calibration set: score1 {r.score1:.2%}, score2 {r.score2:.2%}, "
+          f"combined {r.combined:.2%}")
+    if allowed_count(result.fpr, result.n_images) == 0 and result.fpr > 0:
+        print(f"warning: {result.n_images} images are too few for fpr {result.fpr:g} "
+              f"(fewer than 1/fpr): the thresholds are the maxima and flag none of them",
+              file=sys.stderr)
+    for f in result.failures[:5]:
+        print(f"unreadable: {f.source}: {f.error}", file=sys.stderr)
+    if result.n_failed > 5:
+        print(f"... and {result.n_failed - 5} more (see {report})", file=sys.stderr)
+    written = [args.output, report] + ([histogram] if histogram.is_file() else [])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
