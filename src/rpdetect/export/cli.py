@@ -1,0 +1,122 @@
+"""``rpdetect export-classifier`` and ``rpdetect export``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .graph import INPUT_FORMATS, NOISE_MODES, DetectorConfig, export_detector
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected integers like 3,224,224, got {text!r}") from exc
+
+
+def kappas_from_args(
+    kappas: Sequence[float] | None, n: int, kappa_min: float, kappa_max: float, spacing: str
+) -> tuple[float, ...]:
+    """Explicit kappas, or ``n`` values from kappa_min to kappa_max (linear as the paper, or log)."""
+    if kappas:
+        return tuple(kappas)
+    if n < 1:
+        raise ValueError(f"--n: need at least one noise copy, got {n}")
+    if spacing == "log":
+        if kappa_min <= 0:
+            raise ValueError("--kappa-spacing log needs --kappa-min > 0")
+        return tuple(float(k) for k in np.geomspace(kappa_min, kappa_max, n))
+    return tuple(float(k) for k in np.linspace(kappa_min, kappa_max, n))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "export-classifier",
+        help="PyTorch module -> classifier ONNX with pixel-space [0, 1] input",
+        description="Export a PyTorch classifier to ONNX (dynamo exporter, dynamic batch, weights "
+        "inside the file), folding its normalisation in so the ONNX input is RGB in [0, 1].",
+    )
+    p.add_argument("--model", required=True, metavar="PKG.MODULE:FACTORY",
+                   help="factory returning the torch.nn.Module, e.g. rpdetect.zoo.efficientnet_lite0:build")
+    p.add_argument("--weights", help="state_dict file (loaded with torch.load(weights_only=True))")
+    p.add_argument("--input-shape", type=_ints, required=True, metavar="C,H,W")
+    p.add_argument("--mean", type=_floats, help="per-channel mean the model expects, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=_floats, help="per-channel std the model expects")
+    p.add_argument("--opset", type=int, default=20, help="ONNX opset (18-21; default 20)")
+    p.add_argument("-o", "--output", required=True, help="classifier .onnx to write")
+    p.set_defaults(func=_export_classifier)
+
+    d = sub.add_parser(
+        "export",
+        help="classifier ONNX -> detector ONNX (noise, scores and verdict fused in the graph)",
+        description="Fuse the paper's detector around any classifier ONNX ([N, C, H, W] -> "
+        "logits [N, K], dynamic batch). No torch needed.",
+    )
+    d.add_argument("classifier", help="classifier .onnx")
+    d.add_argument("-o", "--output", required=True, help="detector .onnx to write")
+    d.add_argument("--mean", type=_floats, help="fold (x - mean) / std in front of the classifier")
+    d.add_argument("--std", type=_floats)
+    d.add_argument("--kappas", type=_floats, help="explicit noise scales, comma-separated")
+    d.add_argument("--n", type=int, default=10, help="number of noisy copies (default 10)")
+    d.add_argument("--kappa-min", type=float, default=0.01)
+    d.add_argument("--kappa-max", type=float, default=0.1)
+    d.add_argument("--kappa-spacing", choices=("linear", "log"), default="linear")
+    d.add_argument("--noise", choices=NOISE_MODES, default="graph",
+                   help="graph: RandomNormalLike inside the graph; input: noise is a graph input")
+    d.add_argument("--seed", type=float, help="seed attribute of the random op (graph noise)")
+    d.add_argument("--batch", type=int, default=1, help="images per run B (inner batch B*(n+1))")
+    d.add_argument("--clip", action="store_true", help="clip noisy copies to [0, 1] (paper: no)")
+    d.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw")
+    d.add_argument("--input-shape", type=_ints, metavar="C,H,W",
+                   help="needed only when the classifier leaves C/H/W dynamic")
+    d.add_argument("--classifier-output", help="classifier output holding the logits (default: first)")
+    d.add_argument("--threshold1", type=float, default=math.inf)
+    d.add_argument("--threshold2", type=float, default=math.inf)
+    d.set_defaults(func=_export)
+
+
+def _export_classifier(args: argparse.Namespace) -> int:
+    from .torch_export import load_module, torch_to_onnx
+
+    module = load_module(args.model, args.weights)
+    out = torch_to_onnx(module, args.output, input_shape=args.input_shape, mean=args.mean,
+                        std=args.std, opset=args.opset)
+    print(f"wrote {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = DetectorConfig(
+        kappas=kappas_from_args(args.kappas, args.n, args.kappa_min, args.kappa_max,
+                                args.kappa_spacing),
+        noise=args.noise,
+        seed=args.seed,
+        batch=args.batch,
+        clip=args.clip,
+        mean=args.mean,
+        std=args.std,
+        input_format=args.input_format,
+        threshold1=args.threshold1,
+        threshold2=args.threshold2,
+    )
+    out = export_detector(args.classifier, args.output, config,
+                          classifier_output=args.classifier_output, input_shape=args.input_shape)
+    state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
+        "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"
+    print(f"wrote {out}: {len(config.kappas)} noisy copies, noise={config.noise}, "
+          f"batch={config.batch}, {state}")
+    return 0

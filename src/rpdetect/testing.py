@@ -1,0 +1,87 @@
+"""Tiny classifiers and ONNX Runtime shortcuts for tests and smoke checks (like numpy.testing).
+
+A torch CNN for the dynamo exporter (needs torch), and plain ONNX classifiers written with
+onnx.helper, as a TensorFlow or other exporter would hand them to us."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+
+def torch_cnn(channels: int, classes: int, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 8, 3, stride=2, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, classes),
+    ).eval()
+
+
+def plain_classifier(
+    *, channels: int = 3, size: int = 32, classes: int = 10, seed: int = 0, opset: int = 17,
+    batch: int | str = "N", input_name: str = "input", output_name: str = "output",
+) -> onnx.ModelProto:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, random weights, by onnx.helper."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.5, (16, channels, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, (16,)).astype(np.float32)
+    fc = rng.normal(0, 1.0, (classes, 16)).astype(np.float32)
+    fcb = rng.normal(0, 0.1, (classes,)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", [input_name, "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+            helper.make_node("Flatten", ["g"], ["f"]),
+            helper.make_node("Gemm", ["f", "fc", "fcb"], [output_name], transB=1),
+        ],
+        "plain",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, channels, size, size])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, classes])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fc, "fc"), (fcb, "fcb"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def flatten_classifier(channels: int = 3, size: int = 32, opset: int = 17) -> onnx.ModelProto:
+    """'Logits' = the pixels themselves, so d = Z(x) - Z(x~_i) is minus the scaled noise."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["y"], axis=1)],
+        "flatten",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels * size * size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def session(model_or_path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def run(model_or_path, feed: dict) -> dict[str, np.ndarray]:
+    s = session(model_or_path)
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
+
+
+def classifier_fn(model_or_path):
+    s = session(model_or_path)
+    name = s.get_inputs()[0].name
+    return lambda x: s.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
