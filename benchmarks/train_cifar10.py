@@ -18,7 +18,7 @@ with a provenance JSON ``cifar10_cnn.json`` next to them.
 
 Usage (from the repository root)::
 
-    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 18 --resume
+    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 16 --resume
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int =
     model.eval()
     correct = 0
     for i in range(0, len(x), bs):
-        correct += (model(x[i : i + bs]).argmax(1) == y[i : i + bs]).sum().item()
+        xb = x[i : i + bs].contiguous(memory_format=torch.channels_last)
+        correct += (model(xb).argmax(1) == y[i : i + bs]).sum().item()
     return correct / max(1, len(x))
 
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-train.tar")
     p.add_argument("--workdir", type=Path, default=REPO / "cache" / "train" / "cifar10")
-    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.2)
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     model = cifar10_cnn.build(pretrained=False)
+    model = model.to(memory_format=torch.channels_last)  # ~25% faster on CPU (oneDNN)
     opt = torch.optim.SGD(
         model.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=args.wd
     )
@@ -231,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, args.lr)
             idx = perm[b * args.batch : (b + 1) * args.batch]
-            xb, yb = augment(x_tr[idx], gen), y_tr[idx]
+            xb = augment(x_tr[idx], gen).contiguous(memory_format=torch.channels_last)
+            yb = y_tr[idx]
             out = model(xb)
             loss = F.cross_entropy(out, yb, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)

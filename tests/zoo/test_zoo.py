@@ -1,0 +1,155 @@
+"""Fast checks of the classifiers we train ourselves (no training here)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from rpdetect.zoo import cifar10_cnn, dogscats  # noqa: E402
+
+DATA = Path(__file__).parents[2].parent / "shared" / "data"
+
+
+def _need(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} absent")
+    return path
+
+
+def _need_weights(path: Path) -> None:
+    if not path.exists():
+        pytest.skip(f"{path.name} not trained yet")
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+def test_cifar10_build_random_shape():
+    model = cifar10_cnn.build(pretrained=False)
+    assert not model.training
+    with torch.no_grad():
+        out = model(torch.randn(3, *cifar10_cnn.INPUT_SHAPE))
+    assert out.shape == (3, len(cifar10_cnn.CLASSES)) == (3, 10)
+
+
+def test_cifar10_constants():
+    assert cifar10_cnn.INPUT_SHAPE == (3, 32, 32)
+    assert len(cifar10_cnn.MEAN) == len(cifar10_cnn.STD) == 3
+    assert list(cifar10_cnn.CLASSES) == sorted(cifar10_cnn.CLASSES)
+
+
+def test_cifar10_weights_load_weights_only():
+    _need_weights(cifar10_cnn.WEIGHTS)
+    state = torch.load(cifar10_cnn.WEIGHTS, map_location="cpu", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    assert cifar10_cnn.WEIGHTS.stat().st_size < 20e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = cifar10_cnn.build()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_cifar10_split_json():
+    _need_weights(cifar10_cnn.SPLIT)
+    split = json.loads(cifar10_cnn.SPLIT.read_text())
+    held = split["held_aside"]
+    assert len(held) == len(set(held)) == split["n_held_aside"] == 5000
+    classes = [Path(n).parts[-2] for n in held]
+    assert all(classes.count(c) == 500 for c in cifar10_cnn.CLASSES)
+
+
+def _cifar_held_subset(n_per_class: int):
+    tar_path = _need("cifar10-train.tar")
+    split = json.loads(cifar10_cnn.SPLIT.read_text())
+    by_class: dict[str, list[str]] = {}
+    for name in split["held_aside"]:
+        by_class.setdefault(Path(name).parts[-2], []).append(name)
+    pick = {n for c in cifar10_cnn.CLASSES for n in sorted(by_class[c])[:n_per_class]}
+    imgs, labels = [], []
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            if m.name in pick:
+                buf = np.frombuffer(tar.extractfile(m).read(), dtype=np.uint8)
+                rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                imgs.append(rgb)
+                labels.append(cifar10_cnn.CLASSES.index(Path(m.name).parts[-2]))
+    assert len(imgs) == len(pick)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(cifar10_cnn.MEAN).view(1, 3, 1, 1)) / torch.tensor(cifar10_cnn.STD).view(
+        1, 3, 1, 1
+    )
+    return x, torch.tensor(labels)
+
+
+@pytest.mark.data
+def test_cifar10_held_aside_accuracy():
+    _need_weights(cifar10_cnn.WEIGHTS)
+    x, y = _cifar_held_subset(50)  # 500 held-aside images
+    model = cifar10_cnn.build()
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y).float().mean().item()
+    assert acc >= 0.85, acc
+
+
+# ---------------------------------------------------------------- dogs vs cats
+
+
+def test_dogscats_prepare_policy():
+    rgb = np.zeros((256, 341, 3), np.uint8)
+    rgb[:, 170] = 255  # a column at the centre survives the centre crop
+    out = dogscats.prepare(rgb)
+    assert out.shape == (224, 224, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    cols = np.flatnonzero(out[0, :, 0] > 0.1)  # 341*224/256 = 298 wide, crop offset 37
+    assert cols.min() >= 108 and cols.max() <= 116, cols
+    assert out[:, 100:124].sum() > 0.5 * 224 and out[:, :100].max() == 0.0
+    tall = dogscats.prepare(np.full((400, 224, 3), 128, np.uint8))
+    assert tall.shape == (224, 224, 3)
+    x = dogscats.to_input(out)
+    assert x.shape == (1, 3, 224, 224) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+def test_dogscats_build_shape():
+    model = dogscats.build(pretrained=False)
+    assert not model.training
+    with torch.no_grad():
+        out = model(torch.randn(2, *dogscats.INPUT_SHAPE))
+    assert out.shape == (2, 2)
+
+
+def test_dogscats_weights_load_weights_only():
+    _need_weights(dogscats.WEIGHTS)
+    state = torch.load(dogscats.WEIGHTS, map_location="cpu", weights_only=True)
+    assert state["weight"].shape == (2, dogscats.FEATURES) and state["bias"].shape == (2,)
+    split = json.loads(dogscats.SPLIT.read_text())
+    held = split["held_aside"]
+    assert len(held) == len(set(held)) == 500
+    assert sum("/cats/" in n for n in held) == sum("/dogs/" in n for n in held) == 250
+
+
+@pytest.mark.data
+def test_dogscats_held_aside_accuracy():
+    _need_weights(dogscats.WEIGHTS)
+    tar_path = _need("dogscats-train.tar")
+    held = json.loads(dogscats.SPLIT.read_text())["held_aside"]
+    pick = set(sorted(n for n in held if "/cats/" in n)[:20] + sorted(n for n in held if "/dogs/" in n)[:20])
+    imgs, labels = [], []
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            if m.name in pick:
+                imgs.append(dogscats.prepare(dogscats.decode(tar.extractfile(m).read())))
+                labels.append(dogscats.CLASSES.index(Path(m.name).parts[-2]))
+    model = dogscats.build()
+    with torch.no_grad():
+        pred = model(dogscats.to_input(np.stack(imgs))).argmax(1).numpy()
+    assert (pred == np.asarray(labels)).mean() >= 0.9
