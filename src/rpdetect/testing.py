@@ -85,3 +85,9 @@ def classifier_fn(model_or_path):
     s = session(model_or_path)
     name = s.get_inputs()[0].name
     return lambda x: s.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def tiny_torch_cnn():
+    """Factory for ``rpdetect export-classifier --model rpdetect.testing:tiny_torch_cnn``:
+    a random 3-channel, 10-class CNN (fixed seed)."""
+    return torch_cnn(3, 10, seed=0)
