@@ -1,5 +1,6 @@
 """Tiny detectors for the calibration tests: a random CNN written with onnx.helper (no torch),
-fused by build_detector, plus a stand-in detector that runs the graph with ONNX Runtime."""
+fused by build_detector, and a stand-in detector that runs the graph with ONNX Runtime and fixed
+noise. Tests get them through fixtures."""
 
 from __future__ import annotations
 
@@ -75,7 +76,6 @@ class OrtStandIn:
         )
         return Scores(float(out[0][0]), float(out[1][0]), bool(out[2][0]))
 
-
 @pytest.fixture(scope="session")
 def input_noise_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_onnx(tiny_detector(noise="input"),
@@ -95,3 +95,18 @@ def fixed_noise() -> np.ndarray:
 @pytest.fixture(scope="session")
 def clean_images() -> np.ndarray:
     return np.random.default_rng(3).random((60, *SHAPE), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def stand_in() -> type[OrtStandIn]:
+    return OrtStandIn
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier() -> onnx.ModelProto:
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def kappas() -> tuple[float, ...]:
+    return KAPPAS

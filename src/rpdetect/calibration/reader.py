@@ -167,5 +167,10 @@ def as_reader(source: ImageReader | str | Path | np.ndarray | Iterable[Any]) -> 
     if isinstance(source, np.ndarray):
         return ArrayReader(source)
     if hasattr(source, "get_next"):  # an ORT-style reader that does not subclass ours
-        return IterableReader(iter(source.get_next, None), source=type(source).__name__)
+        return IterableReader(_drain(source), source=type(source).__name__)
     return IterableReader(source)
+
+
+def _drain(reader: Any) -> Iterator[Any]:
+    while (item := reader.get_next()) is not None:  # `is`, not ==: items may be arrays
+        yield item
