@@ -1,6 +1,6 @@
-"""Tiny detectors for the calibration tests: a random CNN written with onnx.helper (no torch),
-fused by build_detector, and a stand-in detector that runs the graph with ONNX Runtime and fixed
-noise. Tests get them through fixtures."""
+"""Tiny detectors for the calibration tests: rpdetect.testing's random CNN (onnx.helper, no
+torch) fused by build_detector, and a stand-in detector that runs the graph on ONNX Runtime with
+fixed noise. Tests get them through fixtures."""
 
 from __future__ import annotations
 
@@ -11,40 +11,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
+from rpdetect.testing import plain_classifier
 
 SHAPE = (3, 8, 8)
 CLASSES = 5
 KAPPAS = (0.02, 0.05, 0.1)
 
 
-def tiny_cnn(seed: int = 0) -> onnx.ModelProto:
-    """pixels [N, 3, 8, 8] -> Conv 3x3 (4) -> Relu -> GlobalAveragePool -> Gemm -> logits [N, 5]."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 1.0, (4, 3, 3, 3)).astype(np.float32), "w_conv"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "b_conv"),
-        numpy_helper.from_array(rng.normal(0, 3.0, (4, CLASSES)).astype(np.float32), "w_fc"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (CLASSES,)).astype(np.float32), "b_fc"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["pixels", "w_conv", "b_conv"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv"], ["relu"]),
-        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny_cnn",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", *SHAPE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
+def tiny_cnn() -> onnx.ModelProto:
+    """pixels [N, 3, 8, 8] -> Conv -> Relu -> GlobalAveragePool -> Gemm -> logits [N, 5]."""
+    return plain_classifier(size=SHAPE[1], classes=CLASSES, seed=1, input_name="pixels",
+                            output_name="logits")
 
 
 def tiny_detector(*, noise: str = "graph", seed: float | None = None) -> onnx.ModelProto:
