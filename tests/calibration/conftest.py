@@ -5,7 +5,7 @@ fixed noise. Tests get them through fixtures."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import onnx
@@ -26,8 +26,9 @@ def tiny_cnn() -> onnx.ModelProto:
                             output_name="logits")
 
 
-def tiny_detector(*, noise: str = "graph", seed: float | None = None) -> onnx.ModelProto:
-    model = build_detector(tiny_cnn(), DetectorConfig(kappas=KAPPAS, noise=noise, seed=seed))  # type: ignore[arg-type]
+def tiny_detector(*, noise: str = "graph", batch: int = 1) -> onnx.ModelProto:
+    config = DetectorConfig(kappas=KAPPAS, noise=noise, batch=batch)  # type: ignore[arg-type]
+    model = build_detector(tiny_cnn(), config)
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -89,3 +90,8 @@ def tiny_classifier() -> onnx.ModelProto:
 @pytest.fixture(scope="session")
 def kappas() -> tuple[float, ...]:
     return KAPPAS
+
+
+@pytest.fixture(scope="session")
+def make_detector() -> Callable[..., onnx.ModelProto]:
+    return tiny_detector

@@ -115,9 +115,11 @@ class Calibrator:
     """Runs a detector over clean images and turns their scores into thresholds.
 
     ``collect`` may be called several times (several folders, or a stream in chunks); each image's
-    ``score1_max`` and ``score2_max`` are kept. Images the detector cannot read (an
-    ``InputError``/``ValueError`` or ``OSError`` from ``detect``, or non-finite scores) are counted
-    and listed, not fatal; a ``ModelError`` or ``ProviderError`` is about the detector and is raised.
+    ``score1_max`` and ``score2_max`` are kept. Images the detector cannot read (a ``Failure`` from
+    ``detect_many``; an ``InputError``/``ValueError`` or ``OSError`` from ``detect``; non-finite
+    scores) are counted and listed, not fatal; a ``ModelError`` or ``ProviderError`` is about the
+    detector and is raised. ``detector``: ``rpdetect.Detector`` (scored ``batch`` images per run
+    through ``detect_many``) or anything with ``detect(image)``.
     """
 
     def __init__(self, detector: SupportsDetect) -> None:
@@ -157,26 +159,50 @@ class Calibrator:
         total = len(reader) if hasattr(reader, "__len__") else None  # type: ignore[arg-type]
         if total is not None and limit is not None:
             total = min(total, limit)
+        # Whole static batches per session run when the detector can (rpdetect.Detector's
+        # detect_many); one detect() per image otherwise.
+        chunk = max(int(getattr(self.detector, "batch", 1)), 1) * 16
         scored = 0
-        for name, image in tqdm(items, total=total, desc="calibrate", unit="img",
-                                disable=not progress, leave=False):
+        with tqdm(total=total, desc="calibrate", unit="img", disable=not progress,
+                  leave=False) as bar:
+            while block := list(islice(items, chunk)):
+                for name, outcome in zip((str(n) for n, _ in block), self._score(block)):
+                    scored += self._record(name, outcome)
+                bar.update(len(block))
+        return scored
+
+    def _score(self, block: list[tuple[str, Any]]) -> list[Any]:
+        """One outcome per item: an object with score1_max/score2_max, or an error message."""
+        images = [image for _, image in block]
+        detect_many = getattr(self.detector, "detect_many", None)
+        if detect_many is not None:
+            report = detect_many(images, progress=False)
+            failed = {f.index: f.error for f in report.failures}
+            results = iter(report.results)  # the good inputs, in input order
+            return [failed[i] if i in failed else next(results) for i in range(len(images))]
+        outcomes: list[Any] = []
+        for image in images:
             try:
-                result = self.detector.detect(image)
+                outcomes.append(self.detector.detect(image))
             except (ModelError, ProviderError):
                 raise
             except (ValueError, OSError) as exc:
-                self._failures.append(Failure(str(name), f"{type(exc).__name__}: {exc}"))
-                continue
-            s1, s2 = _scalar(result.score1_max), _scalar(result.score2_max)
-            if not (math.isfinite(s1) and math.isfinite(s2)):
-                self._failures.append(
-                    Failure(str(name), f"non-finite scores score1_max={s1}, score2_max={s2}")
-                )
-                continue
-            self._score1.append(s1)
-            self._score2.append(s2)
-            scored += 1
-        return scored
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+        return outcomes
+
+    def _record(self, name: str, outcome: Any) -> int:
+        if isinstance(outcome, str):
+            self._failures.append(Failure(name, outcome))
+            return 0
+        s1, s2 = _scalar(outcome.score1_max), _scalar(outcome.score2_max)
+        if not (math.isfinite(s1) and math.isfinite(s2)):
+            self._failures.append(
+                Failure(name, f"non-finite scores score1_max={s1}, score2_max={s2}")
+            )
+            return 0
+        self._score1.append(s1)
+        self._score2.append(s2)
+        return 1
 
     def compute(
         self, *, fpr: float = 0.05, mode: CalibrationMode | str = CalibrationMode.PER_SCORE
@@ -229,6 +255,7 @@ def calibrate_file(
     limit: int | None = None,
     providers: str | Sequence[Any] = "auto",
     threads: int | None = None,
+    seed: int | None = None,
     report_path: str | Path | None = None,
     histogram_path: str | Path | None = None,
     progress: bool = False,
@@ -238,7 +265,9 @@ def calibrate_file(
 
     Also writes a JSON report and a PNG histogram, by default next to ``out_path``
     (``OUT.calibration.json`` / ``OUT.calibration.png``). The histogram needs matplotlib (the
-    ``eval`` extra); without it, it is skipped with a warning.
+    ``eval`` extra); without it, it is skipped with a warning. ``providers``, ``threads`` and
+    ``seed`` (the noise generator of detectors built with noise="input") go to
+    ``rpdetect.Detector``.
     """
     from ..engine import Detector
     from ..export.graph import load_onnx, save_onnx, with_thresholds
@@ -249,7 +278,9 @@ def calibrate_file(
     mode = CalibrationMode.parse(mode)
     model = load_onnx(detector_path)
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
-    calibrator = Calibrator(Detector(detector_path, providers=providers, threads=threads))
+    calibrator = Calibrator(
+        Detector(detector_path, providers=providers, threads=threads, seed=seed)
+    )
     calibrator.collect(reader, limit=limit, progress=progress)
     result = calibrator.compute(fpr=fpr, mode=mode)
 

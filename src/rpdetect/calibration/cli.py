@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use at most N images")
     p.add_argument("--seed", type=int, default=None, metavar="S",
-                   help="shuffle the images with this seed before --limit takes the first N "
-                   "(default: sorted order)")
+                   help="seeds the noise of detectors built with noise='input' (graph-noise "
+                   "detectors carry their own seed) and, with --limit, the random choice of the "
+                   "N images (default: fresh noise; the first N in sorted order)")
     p.add_argument("--providers", default="auto",
                    help="ONNX Runtime execution providers, comma-separated, e.g. cuda,cpu "
                    "(default auto)")
@@ -54,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    reader = FolderReader(args.images, limit=args.limit, shuffle_seed=args.seed)
+    reader = FolderReader(args.images, limit=args.limit,
+                          shuffle_seed=args.seed if args.limit is not None else None)
     providers = "auto" if args.providers == "auto" else [
         s.strip() for s in args.providers.split(",") if s.strip()
     ]
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     report, histogram = args.report or report, args.histogram or histogram
     result = calibrate_file(
         args.detector, reader, args.output,
-        fpr=args.fpr, mode=args.mode, providers=providers, threads=args.threads,
+        fpr=args.fpr, mode=args.mode, providers=providers, threads=args.threads, seed=args.seed,
         report_path=report, histogram_path=histogram, progress=not args.no_progress,
     )
     r = result.rates
