@@ -149,3 +149,18 @@ def test_cli_empty_folder_exits_2_naming_it(graph_noise_detector: Path, tmp_path
                  "-o", str(tmp_path / "o.onnx")])
     assert code == 2
     assert f"{empty}: no image files found" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_plain_classifier_and_a_bad_fpr_before_running(
+    tmp_path: Path, image_dir: Path, graph_noise_detector: Path, tiny_classifier: onnx.ModelProto,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plain = tmp_path / "classifier.onnx"
+    onnx.save(tiny_classifier, str(plain))
+    out = tmp_path / "o.onnx"
+    assert main(["calibrate", str(plain), "--images", str(image_dir), "-o", str(out)]) == 2
+    assert "not an rpdetect detector" in capsys.readouterr().err
+    assert main(["calibrate", str(graph_noise_detector), "--images", str(image_dir),
+                 "--fpr", "5", "-o", str(out)]) == 2
+    assert "fpr: expected a false-positive rate in [0, 1), got 5.0" in capsys.readouterr().err
+    assert not out.exists()

@@ -5,6 +5,7 @@ detector file and writes the calibrated copy, a JSON report and a histogram."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from .thresholds import (
     Rates,
     Summary,
     achieved_rates,
+    check_fpr,
     joint_thresholds,
     per_score_thresholds,
     summarize,
@@ -77,12 +79,22 @@ class CalibrationResult:
     date: str  # ISO 8601, UTC
     failures: tuple[Failure, ...] = field(default=(), repr=False)
 
+    def __post_init__(self) -> None:
+        check_fpr(self.fpr)
+        if self.n_images < 1 or self.n_failed < 0 or len(self.failures) not in (0, self.n_failed):
+            raise ValueError(f"CalibrationResult: inconsistent counts n_images={self.n_images}, "
+                             f"n_failed={self.n_failed}, failures={len(self.failures)}")
+        for name in ("threshold1", "threshold2"):
+            if math.isnan(getattr(self, name)):
+                raise ValueError(f"CalibrationResult: {name} is NaN")
+
     def provenance(self) -> dict[str, object]:
         """What goes into the detector's ``rpdetect.thresholds_provenance`` metadata."""
         return {
             "calibrated": True,
             "fpr": self.fpr,
             "mode": self.mode.value,
+            "rule": QUANTILE_RULE[self.mode],
             "n_images": self.n_images,
             "n_failed": self.n_failed,
             "source": self.source,
@@ -146,7 +158,8 @@ class Calibrator:
         limit: int | None = None,
         progress: bool = False,
     ) -> int:
-        """Score every image of ``reader`` (at most ``limit``); return how many were scored."""
+        """Score every image of ``reader`` (at most ``limit``); return how many were scored.
+        ``progress``: a tqdm bar on stderr when stderr is a terminal."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit: expected a positive number of images, got {limit}")
         reader = as_reader(reader)
@@ -163,8 +176,8 @@ class Calibrator:
         # detect_many); one detect() per image otherwise.
         chunk = max(int(getattr(self.detector, "batch", 1)), 1) * 16
         scored = 0
-        with tqdm(total=total, desc="calibrate", unit="img", disable=not progress,
-                  leave=False) as bar:
+        with tqdm(total=total, desc="calibrate", unit="img", file=sys.stderr, leave=False,
+                  disable=not (progress and sys.stderr.isatty())) as bar:
             while block := list(islice(items, chunk)):
                 for name, outcome in zip((str(n) for n, _ in block), self._score(block)):
                     scored += self._record(name, outcome)
@@ -276,6 +289,7 @@ def calibrate_file(
 
     detector_path, out_path = Path(detector_path), Path(out_path)
     mode = CalibrationMode.parse(mode)
+    check_fpr(fpr)  # before any image is run
     model = load_onnx(detector_path)
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
     calibrator = Calibrator(

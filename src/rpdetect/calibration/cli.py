@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
               f"(fewer than 1/fpr): the thresholds are the maxima and flag none of them",
               file=sys.stderr)
     for f in result.failures[:5]:
-        print(f"unreadable: {f.source}: {f.error}", file=sys.stderr)
+        print(f"unreadable: {f.error if f.source in f.error else f'{f.source}: {f.error}'}",
+              file=sys.stderr)
     if result.n_failed > 5:
         print(f"... and {result.n_failed - 5} more (see {report})", file=sys.stderr)
     written = [args.output, report] + ([histogram] if histogram.is_file() else [])

@@ -47,8 +47,13 @@ def write_histogram(
     )
     for ax, (name, what, scores, threshold) in zip(fig.subplots(1, 2), panels):
         s = np.asarray(scores, dtype=np.float64)
-        bins = int(np.clip(len(s) // 5, 10, 60))
+        n_bins = int(np.clip(len(s) // 5, 10, 60))
+        # Softmax differences of confident classifiers span decades: log axis when they do.
+        log = bool(s.min() > 0 and s.max() / s.min() > 1e3)
+        bins = np.geomspace(s.min(), s.max(), n_bins + 1) if log else n_bins
         ax.hist(s, bins=bins, color="tab:blue", alpha=0.8, label=f"clean (n={len(s)})")
+        if log:
+            ax.set_xscale("log")
         flagged = float(np.mean(s > threshold))
         ax.axvline(threshold, color="tab:red", linestyle="--",
                    label=f"threshold {threshold:.4g} ({flagged:.1%} above)")

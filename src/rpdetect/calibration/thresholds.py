@@ -32,6 +32,7 @@ __all__ = [
     "Rates",
     "Summary",
     "allowed_count",
+    "check_fpr",
     "achieved_rates",
     "joint_thresholds",
     "order_threshold",
@@ -84,7 +85,7 @@ def summarize(scores: np.ndarray) -> Summary:
     )
 
 
-def _check_fpr(fpr: float) -> float:
+def check_fpr(fpr: float) -> float:
     fpr = float(fpr)
     if not (math.isfinite(fpr) and 0.0 <= fpr < 1.0):
         raise ValueError(f"fpr: expected a false-positive rate in [0, 1), got {fpr!r}")
@@ -94,7 +95,7 @@ def _check_fpr(fpr: float) -> float:
 def allowed_count(fpr: float, n: int) -> int:
     """``k = floor(fpr * n)``: how many of ``n`` clean images may be flagged. The product is
     rounded to 9 decimals first so that e.g. 0.29 * 100 gives 29, not 28."""
-    return int(math.floor(round(_check_fpr(fpr) * n, 9)))
+    return int(math.floor(round(check_fpr(fpr) * n, 9)))
 
 
 def order_threshold(sorted_scores: np.ndarray, k: int) -> float:
