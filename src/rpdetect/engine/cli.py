@@ -1,0 +1,213 @@
+"""``rpdetect detect`` and ``rpdetect info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from ..export.metadata import is_uncalibrated
+from .detector import Detector
+from .images import IMAGE_SUFFIXES, RESIZE_POLICIES
+
+
+def _providers(text: str) -> str | list[str]:
+    names = [p for p in text.replace(" ", "").split(",") if p]
+    if not names:
+        raise argparse.ArgumentTypeError("expected 'auto' or comma-separated provider names")
+    return "auto" if names == ["auto"] else names
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _session_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--providers", type=_providers, default="auto", metavar="LIST",
+                   help="'auto' (TensorRT > CUDA > CPU, default) or comma-separated names in "
+                        "priority order, e.g. cuda,cpu")
+    p.add_argument("--provider-option", type=_option, action="append", default=[],
+                   metavar="NAME=VALUE", dest="provider_option",
+                   help="execution-provider option under ONNX Runtime's name, routed to the "
+                        "provider that knows it (e.g. trt_fp16_enable=1, device_id=0); repeatable")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser(
+        "detect",
+        help="run a detector on image files",
+        description="Run a detector .onnx on images (files, or directories: every image file "
+                    "below them, sorted, hidden ones skipped). One line per image: path, label, score1_max, "
+                    "score2_max, verdict. Exit 1 if any image failed.",
+    )
+    d.add_argument("model", help="detector .onnx (from `rpdetect export`)")
+    d.add_argument("images", nargs="+", help="image files or directories")
+    d.add_argument("--json", action="store_true", help="print one JSON document instead")
+    d.add_argument("--logits", action="store_true", help="include logits in --json output")
+    d.add_argument("--threshold1", type=float, help="override the file's threshold1")
+    d.add_argument("--threshold2", type=float, help="override the file's threshold2")
+    d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
+                   help="fit images to the detector's size (default: shorter-crop)")
+    d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _session_args(d)
+    d.set_defaults(func=_detect)
+
+    i = sub.add_parser(
+        "info",
+        help="describe a detector file",
+        description="Inputs/outputs, kappas, noise mode, batch, thresholds and their provenance, "
+                    "classifier hash, and the providers a session gets.",
+    )
+    i.add_argument("model", help="detector .onnx")
+    i.add_argument("--json", action="store_true")
+    _session_args(i)
+    i.set_defaults(func=_info)
+
+
+def _detector(args: argparse.Namespace, **kwargs: Any) -> Detector:
+    return Detector(args.model, providers=args.providers, threads=args.threads,
+                    **dict(args.provider_option), **kwargs)
+
+
+def _expand(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Files to run on (directories expanded, sorted) and errors for empty directories."""
+    files: list[str] = []
+    errors: list[str] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(
+                str(f) for f in path.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
+            if found:
+                files += found
+            else:
+                errors.append(f"{path}: directory holds no image files "
+                              f"({', '.join(IMAGE_SUFFIXES[:8])}, ...)")
+        else:
+            files.append(text)  # a missing or bad file becomes a failure of detect_many
+    return files, errors
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _detect(args: argparse.Namespace) -> int:
+    detector = _detector(args, resize=args.resize, seed=args.seed)
+    files, dir_errors = _expand(args.images)
+    report = detector.detect_many(files, threshold1=args.threshold1, threshold2=args.threshold2,
+                                  progress=not args.no_progress and not args.json)
+    t1 = detector.info.threshold1 if args.threshold1 is None else args.threshold1
+    t2 = detector.info.threshold2 if args.threshold2 is None else args.threshold2
+    never = math.isinf(t1) and math.isinf(t2)
+    failures = [{"index": None, "source": e.partition(":")[0], "error": e} for e in dir_errors]
+    failures += report.to_dict(logits=False)["failures"]
+    if args.json:
+        doc = {
+            "model": str(detector.path),
+            "providers": list(detector.providers),
+            "thresholds": {"threshold1": _finite_or_none(t1), "threshold2": _finite_or_none(t2),
+                           "note": "null means +inf" + (": uncalibrated, never flags" if never
+                                                        else "")},
+            "results": [r.to_dict(logits=args.logits) for r in report.results],
+            "failures": failures,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        if never:
+            print(f"rpdetect detect: note: {detector.path.name} is uncalibrated (thresholds "
+                  f"+inf): it never flags; run `rpdetect calibrate` or pass --threshold1/2",
+                  file=sys.stderr)
+        for r in report.results:
+            verdict = "ADVERSARIAL" if r.is_adversarial else "clean"
+            print(f"{r.source}\tlabel={r.label}\tscore1_max={r.score1_max:.6g}\t"
+                  f"score2_max={r.score2_max:.6g}\t{verdict}")
+    for f in failures:
+        print(f"rpdetect detect: error: {f['error']}", file=sys.stderr)
+    if failures:
+        print(f"rpdetect detect: {len(failures)} input(s) failed, {len(report.results)} done",
+              file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _info_doc(detector: Detector) -> dict[str, Any]:
+    info = detector.info
+    return {
+        "model": str(detector.path),
+        "rpdetect_version": info.version,
+        "classifier_sha256": info.classifier_sha256,
+        "classifier_source": info.classifier_source,
+        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+                   for t in detector.inputs],
+        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+                    for t in detector.outputs],
+        "input_format": info.input_format,
+        "input_shape": list(info.input_shape),
+        "batch": info.batch,
+        "n": info.n,
+        "kappas": list(info.kappas),
+        "noise": info.noise,
+        "seed": info.seed,
+        "clip": info.clip,
+        "mean": None if info.mean is None else list(info.mean),
+        "std": None if info.std is None else list(info.std),
+        "num_classes": info.num_classes,
+        "threshold1": _finite_or_none(info.threshold1),
+        "threshold2": _finite_or_none(info.threshold2),
+        "calibrated": not is_uncalibrated(info),
+        "thresholds_provenance": info.thresholds_provenance,
+        "providers": list(detector.providers),
+        "providers_requested": list(detector.plan.requested),
+        "available_providers": list(ort.get_available_providers()),
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    detector = _detector(args)
+    doc = _info_doc(detector)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    info = detector.info
+    c, h, w = info.input_shape
+    thresholds = f"threshold1={info.threshold1:.6g} threshold2={info.threshold2:.6g}"
+    if is_uncalibrated(info):
+        thresholds += "  (uncalibrated: never flags)"
+    kappas = ", ".join(f"{k:.4g}" for k in info.kappas)
+    lines = [
+        f"model        {detector.path}",
+        f"rpdetect     {info.version}",
+        f"classifier   {info.classifier_source}  sha256 {info.classifier_sha256}",
+        f"input        {info.input_format} {c}x{h}x{w}, batch {info.batch}"
+        + ("" if info.mean is None else f", mean {list(info.mean)} std {list(info.std or ())} "
+           f"folded in"),
+        f"classes      {info.num_classes if info.num_classes is not None else 'unknown'}",
+        f"noise        {info.noise}"
+        + (f" (seed {info.seed:g})" if info.seed is not None else "")
+        + (", noisy copies clipped to [0, 1]" if info.clip else ""),
+        f"kappas       n={info.n}: {kappas}",
+        f"thresholds   {thresholds}",
+        f"provenance   {json.dumps(info.thresholds_provenance, sort_keys=True)}",
+        "inputs",
+        *(f"  {t.name:<14} {t.dtype:<8} {list(t.shape)}" for t in detector.inputs),
+        "outputs",
+        *(f"  {t.name:<14} {t.dtype:<8} {list(t.shape)}" for t in detector.outputs),
+        f"providers    {', '.join(detector.providers)}  (requested: "
+        f"{', '.join(detector.plan.requested)}; available: "
+        f"{', '.join(ort.get_available_providers())})",
+    ]
+    print("\n".join(lines))
+    return 0

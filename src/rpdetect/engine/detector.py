@@ -1,0 +1,453 @@
+"""``Detector``: one rpdetect detector ONNX file on an ONNX Runtime session.
+
+The graph does all the work (noisy copies, classifier, score1/score2, thresholds); this wrapper
+chooses providers, validates the model and the inputs, turns images into feeds (see
+``images.py`` for the policy), chunks them into the graph's static batch and reads the results
+back. It holds no mutable state besides a lock-guarded noise generator, so one Detector may be
+shared by threads (``InferenceSession.run`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tqdm import tqdm
+
+from ..errors import InputError, ModelError, ProviderError, RpdetectError
+from ..export.metadata import DetectorInfo, read_info
+from .images import CHANNEL_ORDERS, RESIZE_POLICIES, ChannelOrder, ImageLike, ResizePolicy, prepare_image
+from .providers import ProviderPlan, resolve_providers
+
+__all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
+
+_log = logging.getLogger("rpdetect.engine")
+
+REQUIRED_INPUTS: tuple[str, ...] = ("image", "threshold1", "threshold2")
+REQUIRED_OUTPUTS: tuple[str, ...] = (
+    "logits", "label", "score1", "score2", "score1_max", "score2_max", "is_adversarial",
+)
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
+    "tensor(bool)": "bool", "tensor(double)": "float64", "tensor(float16)": "float16",
+}
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionResult:
+    """The verdict on one image. ``score1``/``score2`` hold one value per noise scale kappa_i
+    (read-only float32 arrays of length n); ``logits`` are the clean image's [K] logits;
+    ``source`` is the file path, or "array" / "array[i]" for arrays."""
+
+    label: int
+    is_adversarial: bool
+    score1: np.ndarray
+    score2: np.ndarray
+    score1_max: float
+    score2_max: float
+    logits: np.ndarray
+    source: str
+
+    def to_dict(self, *, logits: bool = True) -> dict[str, Any]:
+        """JSON-ready: plain ints, floats, bools and lists."""
+        out: dict[str, Any] = {
+            "source": self.source,
+            "label": self.label,
+            "is_adversarial": self.is_adversarial,
+            "score1_max": self.score1_max,
+            "score2_max": self.score2_max,
+            "score1": [float(v) for v in self.score1],
+            "score2": [float(v) for v in self.score2],
+        }
+        if logits:
+            out["logits"] = [float(v) for v in self.logits]
+        return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input of ``detect_many`` that could not be read: its position, name and why."""
+
+    index: int
+    source: str
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """``detect_many``'s answer: results of the good inputs in input order, and the failures."""
+
+    results: tuple[DetectionResult, ...]
+    failures: tuple[Failure, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self, *, logits: bool = True) -> dict[str, Any]:
+        return {
+            "results": [r.to_dict(logits=logits) for r in self.results],
+            "failures": [{"index": f.index, "source": f.source, "error": f.error}
+                         for f in self.failures],
+        }
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as the session sees it."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+
+
+def _load_model(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file; expected a detector .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)  # weights: ORT reads them
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(
+            f"{path}: not an ONNX model ({type(exc).__name__}); expected a detector .onnx file "
+            f"built with `rpdetect export`"
+        ) from exc
+    if not model.graph.node and not model.graph.input:
+        raise ModelError(f"{path}: not an ONNX model (no graph); expected a detector .onnx file")
+    return model
+
+
+def _check_io(model: onnx.ModelProto, path: Path) -> None:
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    missing_in = [n for n in REQUIRED_INPUTS if n not in inputs]
+    missing_out = [n for n in REQUIRED_OUTPUTS if n not in outputs]
+    if missing_in or missing_out:
+        raise ModelError(
+            f"{path}: not an rpdetect detector: missing inputs {missing_in}, missing outputs "
+            f"{missing_out} (it has inputs {sorted(inputs)[:8]}, outputs {sorted(outputs)[:8]}). "
+            f"If it is a classifier, build a detector from it first: "
+            f"`rpdetect export {path.name} -o detector.onnx` (Python: rpdetect.export.export_detector)"
+        )
+
+
+def _spec(arg: Any) -> TensorSpec:
+    return TensorSpec(arg.name, tuple(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
+
+
+def _threshold_feed(name: str, value: float | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: expected a number, got {value!r}") from exc
+    if math.isnan(value):
+        raise InputError(f"{name}: must not be NaN")
+    return np.array(value, dtype=np.float32)
+
+
+class Detector:
+    """Run an rpdetect detector ONNX file with ONNX Runtime.
+
+    ``Detector(path, providers="auto", threads=None, provider_options=None, *, seed=None,
+    channel_order="rgb", resize="shorter-crop", **options)``
+
+    * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
+      order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
+      ONNX Runtime's names). ``detector.providers`` is what the session really uses.
+    * ``threads``: ONNX Runtime intra-op threads (None: ORT's default, one per core).
+    * ``**options`` / ``provider_options``: execution-provider options under ONNX Runtime's
+      names, e.g. ``Detector(p, trt_fp16_enable=True, device_id=1)`` or
+      ``provider_options={"cuda": {"gpu_mem_limit": 2 << 30}}`` (see ``providers.py``).
+    * ``seed``: seeds the numpy Generator that draws the N(0, 1) noise for detectors built
+      with ``noise="input"`` when ``detect`` is given none (graph-noise detectors draw it
+      inside the graph).
+    * ``channel_order``: the order of 3/4-channel integer arrays you pass ("rgb"; "bgr" for
+      OpenCV frames). ``resize``: "shorter-crop", "stretch" or "none" (see ``images.py``).
+
+    Raises ModelError for a file that is not an rpdetect detector, ProviderError for providers
+    or options ONNX Runtime cannot honour.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: str | Sequence[str] = "auto",
+        threads: int | None = None,
+        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        seed: int | None = None,
+        channel_order: ChannelOrder = "rgb",
+        resize: ResizePolicy = "shorter-crop",
+        **options: Any,
+    ) -> None:
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize: expected one of {RESIZE_POLICIES}, got {resize!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError(f"threads: expected an integer >= 1 or None, got {threads!r}")
+        self.path = Path(path)
+        self.channel_order: str = channel_order
+        self.resize: str = resize
+        model = _load_model(self.path)
+        _check_io(model, self.path)
+        try:
+            self.info: DetectorInfo = read_info(model)
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from exc
+        del model
+
+        self.plan: ProviderPlan = resolve_providers(
+            providers,
+            available=ort.get_available_providers(),
+            provider_options=provider_options,
+            options=options,
+        )
+        for name in self.plan.skipped:
+            _log.warning("%s: %s is not available, falling back to %s",
+                         self.path, name, list(self.plan.names))
+        session_options = ort.SessionOptions()
+        # ORT warns that threshold1/threshold2 are initializers that are also graph inputs:
+        # that is by design (overridable thresholds), so only errors are shown.
+        session_options.log_severity_level = 3
+        if threads is not None:
+            session_options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options, **self.plan.session_kwargs()
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it with providers {list(self.plan.names)}: "
+                f"{exc}"
+            ) from exc
+        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
+        self._check_session_providers()
+        _log.info("%s: running on %s", self.path, list(self.providers))
+
+        # threshold1/threshold2 are initializers that runs may override: list them as inputs
+        overridable = [a for a in self.session.get_overridable_initializers()
+                       if a.name in ("threshold1", "threshold2")]
+        self.inputs: tuple[TensorSpec, ...] = tuple(
+            _spec(a) for a in [*self.session.get_inputs(), *overridable])
+        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self.session.get_outputs())
+        self._check_session_io()
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+
+    # --- construction checks ------------------------------------------------------------
+    def _check_session_providers(self) -> None:
+        missing = [p for p in self.plan.names if p not in self.providers]
+        for name in missing:
+            _log.warning("%s: %s was requested but ONNX Runtime did not start it (its libraries "
+                         "may be missing); the session uses %s", self.path, name,
+                         list(self.providers))
+        if self.plan.requested != ("auto",) and len(missing) == len(self.plan.names):
+            raise ProviderError(
+                f"{self.path}: ONNX Runtime did not start any of {list(self.plan.names)} "
+                f"(it uses {list(self.providers)}); check the CUDA/cuDNN/TensorRT installation "
+                f"or ask for providers=['cpu']"
+            )
+
+    def _check_session_io(self) -> None:
+        info = self.info
+        c, h, w = info.input_shape
+        want_image = ((info.batch, c, h, w) if info.input_format == "float-nchw"
+                      else (info.batch, h, w, 3))
+        by_name = {t.name: t for t in self.inputs}
+        expected = {"image": want_image}
+        if info.noise == "input":
+            expected["noise"] = (info.batch, info.n, c, h, w)
+        for name, shape in expected.items():
+            got = by_name.get(name)
+            if got is None or tuple(got.shape) != shape:
+                raise ModelError(
+                    f"{self.path}: input {name!r} has shape {None if got is None else got.shape}, "
+                    f"but the rpdetect metadata says {shape}; re-export the detector"
+                )
+
+    # --- properties ---------------------------------------------------------------------
+    @property
+    def batch(self) -> int:
+        return self.info.batch
+
+    @property
+    def kappas(self) -> tuple[float, ...]:
+        return self.info.kappas
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the detector takes."""
+        return self.info.input_shape
+
+    def __repr__(self) -> str:
+        c, h, w = self.info.input_shape
+        return (f"Detector({str(self.path)!r}, providers={list(self.providers)}, "
+                f"batch={self.batch}, n={self.info.n}, input={self.info.input_format} "
+                f"{c}x{h}x{w}, noise={self.info.noise!r})")
+
+    # --- feeds --------------------------------------------------------------------------
+    def _image_feed(self, image: ImageLike, source: str) -> np.ndarray:
+        c, h, w = self.info.input_shape
+        fmt = self.info.input_format
+        if fmt == "float-nchw":
+            return prepare_image(image, (h, w), channels=c, channel_order=self.channel_order,
+                                 resize=self.resize, source=source)
+        hwc = prepare_image(image, (h, w), channels=3, channel_order=self.channel_order,
+                            resize=self.resize, layout="uint8-hwc", source=source)
+        return np.ascontiguousarray(hwc[:, :, ::-1]) if fmt == "uint8-nhwc-bgr" else hwc
+
+    def _noise_feed(self, noise: np.ndarray | None, source: str) -> np.ndarray | None:
+        c, h, w = self.info.input_shape
+        shape = (self.info.n, c, h, w)
+        if self.info.noise != "input":
+            if noise is not None:
+                raise InputError(
+                    f"{source}: noise given, but {self.path.name} draws its noise inside the "
+                    f"graph (noise='graph'); build the detector with noise='input' to feed it"
+                )
+            return None
+        if noise is None:
+            with self._rng_lock:
+                return self._rng.standard_normal(shape, dtype=np.float32)
+        noise = np.asarray(noise)
+        if noise.shape == (1, *shape):
+            noise = noise[0]
+        if noise.shape != shape:
+            raise InputError(f"{source}: noise has shape {noise.shape}, expected {shape} "
+                             f"(n, C, H, W)")
+        if not np.issubdtype(noise.dtype, np.floating):
+            raise InputError(f"{source}: noise has dtype {noise.dtype}, expected float")
+        if not np.isfinite(noise).all():
+            raise InputError(f"{source}: noise contains NaN/Inf")
+        return noise.astype(np.float32, copy=False)
+
+    def _run(
+        self,
+        images: Sequence[np.ndarray],
+        noises: Sequence[np.ndarray | None],
+        sources: Sequence[str],
+        thresholds: dict[str, np.ndarray],
+    ) -> list[DetectionResult]:
+        """One session run on up to ``batch`` prepared images (the rest of the batch is padding
+        whose results are dropped)."""
+        count, b = len(images), self.batch
+        pad = b - count
+        feed: dict[str, np.ndarray] = {
+            "image": np.stack(list(images) + [images[-1]] * pad),
+            **thresholds,
+        }
+        if self.info.noise == "input":
+            zeros = np.zeros_like(noises[0])
+            feed["noise"] = np.stack(list(noises) + [zeros] * pad)  # type: ignore[arg-type]
+        try:
+            out = dict(zip(REQUIRED_OUTPUTS, self.session.run(list(REQUIRED_OUTPUTS), feed)))
+        except Exception as exc:
+            raise RpdetectError(f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") \
+                from exc
+        return [
+            DetectionResult(
+                label=int(out["label"][i]),
+                is_adversarial=bool(out["is_adversarial"][i]),
+                score1=_frozen(np.array(out["score1"][i], dtype=np.float32)),
+                score2=_frozen(np.array(out["score2"][i], dtype=np.float32)),
+                score1_max=float(out["score1_max"][i]),
+                score2_max=float(out["score2_max"][i]),
+                logits=_frozen(np.array(out["logits"][i], dtype=np.float32)),
+                source=sources[i],
+            )
+            for i in range(count)
+        ]
+
+    @staticmethod
+    def _thresholds(threshold1: float | None, threshold2: float | None) -> dict[str, np.ndarray]:
+        feeds = {"threshold1": _threshold_feed("threshold1", threshold1),
+                 "threshold2": _threshold_feed("threshold2", threshold2)}
+        return {k: v for k, v in feeds.items() if v is not None}
+
+    # --- public API ---------------------------------------------------------------------
+    def detect(
+        self,
+        image: ImageLike,
+        *,
+        noise: np.ndarray | None = None,
+        threshold1: float | None = None,
+        threshold2: float | None = None,
+    ) -> DetectionResult:
+        """Detect on one image: a file path, a uint8/uint16 HWC array or a float CHW array in
+        [0, 1] (policy in ``rpdetect.engine.images``).
+
+        ``noise`` [n, C, H, W] N(0, 1) draws, only for detectors built with noise="input"
+        (default: drawn from this Detector's seeded Generator). ``threshold1``/``threshold2``
+        override the thresholds stored in the file for this call (verdict: strictly greater).
+        Raises InputError naming the image and what is wrong with it."""
+        source = str(image) if isinstance(image, (str, Path)) else "array"
+        thresholds = self._thresholds(threshold1, threshold2)
+        feed = self._image_feed(image, source)
+        return self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0]
+
+    def detect_many(
+        self,
+        items: Iterable[ImageLike],
+        *,
+        noise: np.ndarray | Sequence[np.ndarray] | None = None,
+        threshold1: float | None = None,
+        threshold2: float | None = None,
+        progress: bool = True,
+    ) -> BatchReport:
+        """Detect on many images, ``batch`` per session run. A bad input becomes a ``Failure``
+        (index, source, message) and never costs the other results. ``items``: paths and/or
+        arrays (a 4-D array is a batch of CHW/HWC images); arrays are named "array[i]".
+        ``noise``: optional [len(items), n, C, H, W]. The progress bar (tqdm, stderr) shows only
+        when ``progress`` and stderr is a terminal."""
+        if isinstance(items, (str, Path)) or (isinstance(items, np.ndarray) and items.ndim < 4):
+            raise InputError("detect_many: expected a sequence of images (paths or arrays); "
+                             "use detect() for one image")
+        thresholds = self._thresholds(threshold1, threshold2)
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        if noise is not None and total is not None and len(noise) != total:
+            raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")
+        results: list[DetectionResult] = []
+        failures: list[Failure] = []
+        pending: tuple[list[np.ndarray], list[np.ndarray | None], list[str]] = ([], [], [])
+        bar = tqdm(total=total, unit="img", file=sys.stderr, desc="rpdetect",
+                   disable=not (progress and sys.stderr.isatty()))
+        try:
+            for index, item in enumerate(items):
+                source = str(item) if isinstance(item, (str, Path)) else f"array[{index}]"
+                try:
+                    image = self._image_feed(item, source)
+                    draw = self._noise_feed(None if noise is None else noise[index], source)
+                except InputError as exc:
+                    failures.append(Failure(index, source, str(exc)))
+                    bar.update(1)
+                    continue
+                for bucket, value in zip(pending, (image, draw, source)):
+                    bucket.append(value)  # type: ignore[arg-type]
+                if len(pending[0]) == self.batch:
+                    results += self._run(*pending, thresholds)
+                    bar.update(len(pending[0]))
+                    pending = ([], [], [])
+            if pending[0]:
+                results += self._run(*pending, thresholds)
+                bar.update(len(pending[0]))
+        finally:
+            bar.close()
+        return BatchReport(tuple(results), tuple(failures))

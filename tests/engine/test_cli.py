@@ -1,0 +1,150 @@
+"""``rpdetect detect`` / ``rpdetect info`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from rpdetect.cli import main
+
+
+@pytest.fixture
+def images(tmp_path, tools):
+    """A folder of good images (RGB, gray, RGBA, 16-bit, other sizes) and a folder of bad ones."""
+    good = tmp_path / "good"
+    (good / "sub").mkdir(parents=True)
+    rgb = tools.rgb_image(0)
+    tools.write_png(good / "a_rgb.png", rgb)
+    tools.write_png(good / "b_gray.png", rgb[:, :, 0])
+    tools.write_png(good / "sub" / "c_rgba.png", np.dstack([rgb, np.full((32, 32), 9, np.uint8)]))
+    tools.write_png(good / "d_deep.png", rgb.astype(np.uint16) * 257)
+    tools.write_png(good / "e_wide.png", tools.rgb_image(1, (40, 64)))
+    (good / "notes.txt").write_text("not an image, and not an image suffix: skipped")
+    (good / ".hidden.png").write_bytes(b"")  # hidden: skipped
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.jpg").write_text("hello")
+    ok, jpg = cv2.imencode(".jpg", rgb)
+    (bad / "cut.jpg").write_bytes(jpg.tobytes()[:-2])
+    png = (good / "a_rgb.png").read_bytes()
+    (bad / "cut.png").write_bytes(png[: len(png) // 2])
+    nan = np.full((32, 32, 3), 0.5, np.float32)
+    nan[3, 4, 1] = np.nan
+    assert cv2.imwrite(str(bad / "nan.tiff"), nan)
+    assert cv2.imwrite(str(bad / "range.tiff"), np.full((32, 32, 3), 2.0, np.float32))
+    (tmp_path / "empty_dir").mkdir()
+    return tmp_path
+
+
+GOOD = ["a_rgb.png", "b_gray.png", "d_deep.png", "e_wide.png", "sub/c_rgba.png"]
+BAD = {"cut.jpg": "truncated JPEG", "cut.png": "truncated PNG", "empty.png": "empty file",
+       "nan.tiff": "NaN/Inf", "range.tiff": r"observed range [2, 2]",
+       "text.jpg": "not an image OpenCV can decode"}
+
+
+def test_detect_prints_a_line_per_image(det_input, images, capsys):
+    rc = main(["detect", str(det_input), str(images / "good"), "--no-progress", "--seed", "0"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    lines = out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(images / "good" / g) for g in GOOD]
+    for line in lines:
+        path, label, s1, s2, verdict = line.split("\t")
+        assert label.startswith("label=") and s1.startswith("score1_max=")
+        assert s2.startswith("score2_max=") and verdict == "clean"
+    assert "uncalibrated" in err and "never flags" in err
+
+
+def test_detect_threshold_override_flags(det_input, images, capsys):
+    rc = main(["detect", str(det_input), str(images / "good" / "a_rgb.png"), "--threshold1", "0",
+               "--threshold2", "1e9", "--providers", "cpu", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out.strip().endswith("ADVERSARIAL") and "never flags" not in err
+
+
+def test_detect_reports_every_bad_file_and_exits_1(det_input, images, capsys):
+    missing = images / "missing.png"
+    rc = main(["detect", str(det_input), str(images / "good" / "a_rgb.png"), str(images / "bad"),
+               str(missing), str(images / "empty_dir"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert out.count("\n") == 1 and "a_rgb.png" in out  # the good one still ran
+    for name, message in BAD.items():
+        line = next(e for e in err.splitlines() if f"{images / 'bad' / name}:" in e)
+        assert message in line
+    assert f"{missing}: no such file" in err
+    assert "empty_dir: directory holds no image files" in err
+    assert "8 input(s) failed, 1 done" in err
+
+
+def test_detect_json(det_input, images, capsys):
+    rc = main(["detect", str(det_input), str(images / "good"), str(images / "bad" / "cut.png"),
+               "--json", "--seed", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    doc = json.loads(out)
+    assert doc["providers"] == ["CPUExecutionProvider"]
+    assert doc["thresholds"]["threshold1"] is None and "never flags" in doc["thresholds"]["note"]
+    assert [r["source"] for r in doc["results"]] == [str(images / "good" / g) for g in GOOD]
+    assert "logits" not in doc["results"][0] and len(doc["results"][0]["score1"]) == 4
+    (failure,) = doc["failures"]
+    assert failure["index"] == 5 and "truncated PNG" in failure["error"]
+    assert "truncated PNG" in err
+
+
+def test_detect_resize_none_rejects_other_sizes(det_input, images, capsys):
+    rc = main(["detect", str(det_input), str(images / "good" / "e_wide.png"), "--resize", "none"])
+    assert rc == 1 and "size 40x64 (HxW), the detector needs 32x32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--providers", "tensorrt"], "not available in this onnxruntime; available: "),
+        (["--providers", "cdua"], "unknown execution provider 'cdua'"),
+        (["--provider-option", "trt_fp16=1"], "unknown provider option 'trt_fp16'"),
+    ],
+)
+def test_detect_provider_errors_exit_2(det_input, images, capsys, args, message):
+    rc = main(["detect", str(det_input), str(images / "good" / "a_rgb.png"), *args])
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_models_that_are_not_detectors_exit_2(tmp_path, plain_classifier_file, images, capsys):
+    image = str(images / "good" / "a_rgb.png")
+    text = tmp_path / "notes.onnx"
+    text.write_text("no protobuf here\n")
+    assert main(["detect", str(text), image]) == 2
+    assert f"{text}: not an ONNX model" in capsys.readouterr().err
+    assert main(["detect", str(plain_classifier_file), image]) == 2
+    err = capsys.readouterr().err
+    assert "not an rpdetect detector: missing inputs" in err and "rpdetect export" in err
+    assert main(["info", str(tmp_path / "missing.onnx")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_info_text(det_input_b3, capsys):
+    assert main(["info", str(det_input_b3), "--providers", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "uncalibrated: never flags" in out
+    assert "kappas       n=4: 0.01, 0.04, 0.07, 0.1" in out
+    assert "float-nchw 3x32x32, batch 3" in out and "noise        input" in out
+    assert "noise          float32  [3, 4, 3, 32, 32]" in out
+    assert "threshold1     float32  []" in out and "is_adversarial bool     [3]" in out
+    assert "providers    CPUExecutionProvider  (requested: cpu; available:" in out
+    assert "sha256 " in out
+
+
+def test_info_json(det_calibrated, capsys):
+    assert main(["info", str(det_calibrated), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["calibrated"] is True
+    assert doc["threshold1"] == pytest.approx(0.05) and doc["threshold2"] == pytest.approx(0.01)
+    assert doc["thresholds_provenance"] == {"calibrated": True, "source": "set by hand"}
+    assert doc["providers"] == ["CPUExecutionProvider"] and doc["providers_requested"] == ["auto"]
+    assert [i["name"] for i in doc["inputs"]] == ["image", "noise", "threshold1", "threshold2"]
+    assert len(doc["classifier_sha256"]) == 64 and doc["kappas"][0] == pytest.approx(0.01)
