@@ -1,0 +1,119 @@
+"""``rpdetect bench``: latency of a detector against its batch-(n+1) floor and the naive way."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cases import SessionSettings, TorchModel
+from .providers import DEFAULT_VARIANTS
+from .report import Targets
+from .runner import QUICK, Timing
+from .suite import DEFAULT_BATCHES, run_benchmark
+
+
+def _list(kind: type, what: str):
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            values = tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one of {what}")
+        return values
+    return parse
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="latency: detector vs. its batch-(n+1) floor and the naive PyTorch way",
+        description="Time the fused detector, the classifier alone at batch 1 and at the "
+        "detector's inner batch (the floor), graph- and input-noise detectors at several B, and "
+        "(with --torch) the naive eager PyTorch way; each configuration in its own process, "
+        "interleaved in rounds. Prints a Markdown table; --out DIR also writes JSON + Markdown.",
+    )
+    p.add_argument("detector", help="detector .onnx (rpdetect export)")
+    p.add_argument("--classifier", help="classifier .onnx for the classifier-alone configurations "
+                   "(default: the classifier inside the detector)")
+    p.add_argument("--torch", metavar="PKG.MODULE:FACTORY",
+                   help="torch module (normalised input -> logits) for the naive configurations, "
+                   "e.g. rpdetect.zoo.efficientnet_lite0:build")
+    p.add_argument("--weights", help="state_dict for --torch (torch.load weights_only=True)")
+    p.add_argument("--mean", type=_list(float, "numbers"), help="normalisation --torch expects")
+    p.add_argument("--std", type=_list(float, "numbers"))
+    p.add_argument("--input-shape", type=_list(int, "integers"), metavar="C,H,W",
+                   help="default: the detector's")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    p.add_argument("--providers", type=_list(str, "names"), default=DEFAULT_VARIANTS,
+                   help=f"provider variants (default {','.join(DEFAULT_VARIANTS)}; missing ones "
+                   "are listed as skipped)")
+    p.add_argument("--batches", type=_list(int, "integers"), default=DEFAULT_BATCHES,
+                   help="images per detector run (default 1,4,16; 1 is always included)")
+    p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"),
+                   default="all")
+    p.add_argument("--no-spinning", action="store_true",
+                   help="session.intra_op.allow_spinning=0 (idle threads sleep instead of spin)")
+    p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {Timing().rounds})")
+    p.add_argument("--round-time", type=float, metavar="S",
+                   help=f"seconds per configuration per round (default {Timing().round_time_s})")
+    p.add_argument("--quick", action="store_true", help="a few runs only (smoke test)")
+    p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime profile")
+    p.add_argument("--in-process", action="store_true",
+                   help="run configurations in this process (debugging; peak RSS is shared)")
+    p.add_argument("--target-floor", type=float, help="report whether detector/floor <= this")
+    p.add_argument("--target-naive", type=float, help="report whether naive/detector >= this")
+    p.add_argument("--out", type=Path, help="folder for <stem>.json and <stem>.md")
+    p.add_argument("--stem", help="file name stem (default: latency-<detector name>)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    detector = Path(args.detector)
+    if not detector.is_file():
+        raise FileNotFoundError(f"{detector}: no such detector file")
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected >= 1, got {args.threads}")
+    torch_model = None
+    if args.torch:
+        from ..export.graph import load_onnx
+        from ..export.metadata import read_info
+
+        info = read_info(load_onnx(detector))
+        shape = tuple(args.input_shape or info.input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"--input-shape: expected C,H,W, got {shape}")
+        torch_model = TorchModel(spec=args.torch, input_shape=shape,  # type: ignore[arg-type]
+                                 weights=args.weights, mean=args.mean, std=args.std)
+    elif args.weights or args.mean or args.std:
+        raise ValueError("--weights/--mean/--std describe the --torch model; give --torch too")
+    timing = QUICK if args.quick else Timing()
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise ValueError(f"--rounds: expected >= 1, got {args.rounds}")
+        timing = replace(timing, rounds=args.rounds)
+    if args.round_time is not None:
+        timing = replace(timing, round_time_s=args.round_time)
+    report = run_benchmark(
+        detector,
+        classifier=args.classifier,
+        torch_model=torch_model,
+        providers=args.providers,
+        batches=args.batches,
+        settings=SessionSettings(threads=args.threads, graph_optimization=args.graph_optimization,
+                                 spinning=not args.no_spinning),
+        timing=timing,
+        isolate=not args.in_process,
+        profile_runs=0 if args.no_profile else (3 if args.quick else 10),
+        targets=Targets(args.target_floor, args.target_naive),
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    report.settings["command"] = "rpdetect bench " + " ".join(sys.argv[2:])
+    print(report.to_markdown())
+    if args.out is not None:
+        js, md = report.write(args.out, args.stem or f"latency-{detector.stem}")
+        print(f"wrote {js} and {md}", file=sys.stderr)
+    return 0

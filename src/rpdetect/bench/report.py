@@ -1,0 +1,226 @@
+"""Ratios, the JSON record and the Markdown table of one benchmark."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .profile import GROUPS, ProfileBreakdown
+from .runner import CaseOutcome
+from .stats import summarise
+
+__all__ = ["SCHEMA", "Ratio", "Targets", "Report", "compute_ratios"]
+
+SCHEMA = "rpdetect.bench.latency/1"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Design targets the report checks (none is asserted anywhere)."""
+
+    detector_over_floor: float | None = None  # at most
+    naive_over_detector: float | None = None  # at least
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"detector_over_floor_max": self.detector_over_floor,
+                "naive_over_detector_min": self.naive_over_detector}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """median(numerator) / median(denominator) over all timed runs; ``per_round`` the same
+    ratio within each round (both measured back to back), whose spread shows the noise."""
+
+    name: str
+    provider: str
+    numerator: str
+    denominator: str
+    value: float
+    per_round: list[float]
+    target: float | None = None
+    target_kind: str | None = None  # "max" or "min"
+
+    @property
+    def meets(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value <= self.target if self.target_kind == "max" else self.value >= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "numerator": self.numerator,
+                "denominator": self.denominator, "value": self.value,
+                "per_round": self.per_round,
+                "per_round_min": min(self.per_round) if self.per_round else None,
+                "per_round_max": max(self.per_round) if self.per_round else None,
+                "target": self.target, "target_kind": self.target_kind, "meets": self.meets}
+
+
+# (ratio name, numerator role, denominator role, which target applies)
+_RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("detector / floor", "detector-graph", "floor", "detector_over_floor"),
+    ("detector (input noise) / floor", "detector-input", "floor", "detector_over_floor"),
+    ("naive / detector", "naive", "detector-graph", "naive_over_detector"),
+    ("torch batch / detector", "torch-batch", "detector-graph", None),
+    ("floor / classifier B=1", "floor", "classifier-b1", None),
+)
+
+
+def _ratio_of(a: CaseOutcome, b: CaseOutcome) -> tuple[float, list[float]]:
+    value = float(np.median(a.times_s) / np.median(b.times_s))
+    rounds = [ra / rb for ra, rb in zip(a.round_medians_s, b.round_medians_s)]
+    return value, rounds
+
+
+def compute_ratios(outcomes: Sequence[CaseOutcome], targets: Targets) -> list[Ratio]:
+    """The headline ratios per provider, from B=1 configurations that ran."""
+    by_key = {(o.case.variant, o.case.role): o for o in outcomes
+              if o.status == "ok" and o.times_s and o.case.batch == 1}
+    ratios: list[Ratio] = []
+    for provider in dict.fromkeys(o.case.variant for o in outcomes):
+        for name, num, den, target_name in _RATIOS:
+            a, b = by_key.get((provider, num)), by_key.get((provider, den))
+            if a is None or b is None:
+                continue
+            value, rounds = _ratio_of(a, b)
+            target = getattr(targets, target_name) if target_name else None
+            kind = None if target is None else ("max" if target_name == "detector_over_floor"
+                                                  else "min")
+            ratios.append(Ratio(name, provider, a.case.name, b.case.name, value, rounds,
+                                target, kind))
+    return ratios
+
+
+def _case_dict(o: CaseOutcome) -> dict[str, Any]:
+    d = o.case.to_dict()
+    d.update({"status": o.status, "reason": o.reason or None})
+    if o.status == "ok" and o.times_s:
+        d.update({
+            "stats": summarise(o.times_s, images_per_run=o.case.images_per_run).to_dict(),
+            "round_medians_ms": [t * 1e3 for t in o.round_medians_s],
+            "times_ms": [t * 1e3 for t in o.times_s],
+            "peak_rss_mib": None if o.peak_rss_bytes is None else o.peak_rss_bytes / 2**20,
+            "session_providers": o.providers,
+            "setup_s": o.setup_s,
+            "threads": o.case.workload.get("threads"),
+        })
+    return d
+
+
+@dataclass
+class Report:
+    title: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    model: dict[str, Any]
+    providers: list[dict[str, Any]]
+    outcomes: list[CaseOutcome]
+    targets: Targets = field(default_factory=Targets)
+    profile: ProfileBreakdown | None = None
+    profile_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[Ratio]:
+        return compute_ratios(self.outcomes, self.targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "title": self.title,
+            "machine": self.machine,
+            "settings": self.settings,
+            "model": self.model,
+            "providers": self.providers,
+            "targets": self.targets.to_dict(),
+            "ratios": [r.to_dict() for r in self.ratios],
+            "cases": [_case_dict(o) for o in self.outcomes],
+            "profile": None if self.profile is None else self.profile.to_dict(),
+            "profile_note": self.profile_note,
+            "notes": self.notes,
+        }
+
+    def to_markdown(self) -> str:
+        m, s = self.machine, self.settings
+        lines = [
+            f"# Latency: {self.title}",
+            "",
+            f"{m.get('cpu_model')}, {m.get('usable_cores')} usable cores, "
+            f"{m.get('memory_gib')} GiB; onnxruntime {m.get('onnxruntime')}, torch "
+            f"{m.get('torch')}; {m.get('date_utc')}; load average at start "
+            f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
+            f"Threads {s['session']['threads']}, graph optimisation "
+            f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
+            f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
+            f"per configuration, each in its own process: {s['isolate']}.",
+            "",
+            "## Ratios (same run; per-round range in brackets)",
+            "",
+            "| provider | ratio | value | per-round range | target | meets |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.ratios:
+            rng = (f"[{min(r.per_round):.3f}, {max(r.per_round):.3f}]" if r.per_round else "-")
+            target = "-" if r.target is None else f"{'<=' if r.target_kind == 'max' else '>='} {r.target:g}"
+            meets = "-" if r.meets is None else ("yes" if r.meets else "**no**")
+            lines.append(f"| {r.provider} | {r.name} | {r.value:.3f} | {rng} | {target} | {meets} |")
+        lines += [
+            "",
+            "## Configurations",
+            "",
+            "| configuration | B | inner batch | median ms | p90 ms | p99 ms | min ms | images/s "
+            "| peak RSS MiB | runs |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        skipped = {p["name"]: p["reason"] for p in self.providers if p.get("status") == "skipped"}
+        for o in self.outcomes:
+            c = o.case
+            if c.variant in skipped:  # one line per provider below, not one per configuration
+                continue
+            if o.status != "ok" or not o.times_s:
+                lines.append(f"| {c.name} | {c.batch} | {c.inner_batch} | {o.status}: "
+                             f"{o.reason} | | | | | | |")
+                continue
+            st = summarise(o.times_s, images_per_run=c.images_per_run)
+            rss = "-" if o.peak_rss_bytes is None else f"{o.peak_rss_bytes / 2**20:.0f}"
+            lines.append(
+                f"| {c.name} | {c.batch} | {c.inner_batch} | {st.median_ms:.2f} | "
+                f"{st.p90_ms:.2f} | {st.p99_ms:.2f} | {st.min_ms:.2f} | {st.images_per_s:.1f} | "
+                f"{rss} | {st.runs} |")
+        if skipped:
+            lines += ["", "Skipped providers (every configuration above, on that provider):", ""]
+            lines += [f"- {name}: {reason}" for name, reason in skipped.items()]
+        if self.profile is not None:
+            pr = self.profile
+            lines += [
+                "",
+                f"## Where the detector's time goes (ONNX Runtime profile, {pr.runs} runs, "
+                f"{self.profile_note or ''})",
+                "",
+                f"model_run median while profiling: {pr.run_ms:.2f} ms; sum of node kernel "
+                f"times: {pr.kernel_ms:.2f} ms.",
+                "",
+                "| group | ms per run | share |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {g} | {pr.groups_ms.get(g, 0.0):.3f} | {100 * pr.share(g):.1f}% |"
+                      for g in GROUPS]
+            if pr.top_nodes:
+                lines += ["", "Slowest nodes outside the classifier:", "",
+                          "| node | op | group | ms |", "|---|---|---|---|"]
+                lines += [f"| `{t['node']}` | {t['op']} | {t['group']} | {t['ms']:.3f} |"
+                          for t in pr.top_nodes]
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path, stem: str) -> tuple[Path, Path]:
+        """``<out_dir>/<stem>.json`` and ``<stem>.md``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+        js.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        md.write_text(self.to_markdown())
+        return js, md

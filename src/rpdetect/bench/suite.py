@@ -1,0 +1,149 @@
+"""One benchmark: a detector file -> its configurations -> timed -> a Report.
+
+The detector variants (graph noise at each B, input noise at B=1) are rebuilt from the
+classifier inside the given detector with its own kappas, clip, mean/std, seed and input
+format, so every configuration runs the same classifier. Intermediate models live in a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import onnxruntime as ort
+
+from ..export.graph import DetectorConfig, build_detector, extract_classifier, load_onnx, save_onnx
+from ..export.metadata import DetectorInfo, read_info
+from .cases import Case, SessionSettings, TorchModel, plan_cases
+from .machine import machine_info
+from .profile import breakdown
+from .providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant, plan_variants
+from .report import Report, Targets
+from .runner import CaseOutcome, InProcessWorker, Timing, WorkerProcess, run_cases
+
+__all__ = ["DEFAULT_BATCHES", "run_benchmark"]
+
+DEFAULT_BATCHES: tuple[int, ...] = (1, 4, 16)
+
+
+def _detector_config(info: DetectorInfo, *, noise: str, batch: int) -> DetectorConfig:
+    return DetectorConfig(kappas=info.kappas, noise=noise, seed=info.seed,  # type: ignore[arg-type]
+                          batch=batch, clip=info.clip, mean=info.mean, std=info.std,
+                          input_format=info.input_format)  # type: ignore[arg-type]
+
+
+def _profile(case: Case, *, runs: int, directory: Path, isolate: bool):
+    channel = (WorkerProcess if isolate else InProcessWorker)(case.name)
+    try:
+        reply = channel.request({"op": "setup", "workload": case.workload})
+        if reply.get("ok"):
+            reply = channel.request({"op": "profile", "runs": runs, "dir": str(directory)})
+    finally:
+        channel.close()
+    if not reply.get("ok"):
+        return None, f"profile failed: {reply.get('error')}"
+    return breakdown(reply["nodes"], run_us=reply["run_us"], runs=runs), None
+
+
+def run_benchmark(
+    detector: str | Path,
+    *,
+    classifier: str | Path | None = None,
+    torch_model: TorchModel | None = None,
+    providers: Sequence[str] = DEFAULT_VARIANTS,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    settings: SessionSettings = SessionSettings(),
+    timing: Timing = Timing(),
+    isolate: bool = True,
+    profile_runs: int = 10,
+    targets: Targets = Targets(),
+    title: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Report:
+    """Time ``detector`` against its floor (and the naive torch way when ``torch_model`` is
+    given) on every provider variant; ``profile_runs=0`` skips the ONNX Runtime profile."""
+    detector = Path(detector)
+    if any(not isinstance(b, int) or b < 1 for b in batches):
+        raise ValueError(f"batches: expected integers >= 1, got {list(batches)}")
+    if settings.threads < 1:
+        raise ValueError(f"threads: expected >= 1, got {settings.threads}")
+    model = load_onnx(detector)
+    info = read_info(model)
+    n = info.n
+    inner_classifier = extract_classifier(model)
+    variants = plan_variants(providers, available=ort.get_available_providers())
+    runnable = [v for v in variants if isinstance(v, ProviderVariant)]
+    skipped = [v for v in variants if isinstance(v, SkippedVariant)]
+    machine = machine_info()
+
+    with tempfile.TemporaryDirectory(prefix="rpdetect-bench-") as tmp:
+        root = Path(tmp)
+        if classifier is None:
+            classifier_path = str(save_onnx(inner_classifier, root / "classifier.onnx"))
+        else:
+            classifier_path = str(Path(classifier))
+            load_onnx(classifier_path)  # a readable model, or ModelError naming the file
+        graph_paths: dict[int, str] = {}
+        for b in sorted({1, *batches}):
+            log(f"build detector graph noise B={b}")
+            det = build_detector(inner_classifier, _detector_config(info, noise="graph", batch=b),
+                                 input_shape=info.input_shape)
+            graph_paths[b] = str(save_onnx(det, root / f"detector_graph_b{b}.onnx"))
+        det = build_detector(inner_classifier, _detector_config(info, noise="input", batch=1),
+                             input_shape=info.input_shape)
+        input_path = str(save_onnx(det, root / "detector_input_b1.onnx"))
+
+        plan = dict(classifier=classifier_path, detectors_graph=graph_paths,
+                    detector_input=input_path, n=n, kappas=info.kappas, settings=settings,
+                    torch_model=torch_model)
+        cases = plan_cases(variants=runnable, **plan)
+        outcomes = run_cases(cases, timing=timing, isolate=isolate, log=log)
+        for v in skipped:  # listed configuration by configuration, with the reason
+            placeholder = ProviderVariant(v.name, ("",), ({},))
+            outcomes += [CaseOutcome(c, status="skipped", reason=v.reason)
+                         for c in plan_cases(variants=[placeholder], **plan)]
+
+        prof, prof_note = None, None
+        first = next((c for c in cases if c.role == "detector-graph" and c.batch == 1), None)
+        if profile_runs > 0 and first is not None:
+            log(f"profile {first.name}")
+            prof, failure = _profile(first, runs=profile_runs, directory=root / "profile",
+                                     isolate=isolate)
+            prof_note = failure or f"{first.name}, threads {settings.threads}"
+
+    try:
+        machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        machine["load_average_at_end"] = None
+    torch_info = None if torch_model is None else {
+        "spec": torch_model.spec, "weights": torch_model.weights,
+        "mean": torch_model.mean, "std": torch_model.std,
+        "input_shape": list(torch_model.input_shape)}
+    return Report(
+        title=title or detector.name,
+        machine=machine,
+        settings={"session": settings.to_dict(), "timing": timing.to_dict(), "isolate": isolate,
+                  "batches": sorted({1, *batches}), "providers_requested": list(providers)},
+        model={"detector": str(detector), "classifier": classifier_path if classifier else
+               "extracted from the detector", "input_shape": list(info.input_shape), "n": n,
+               "kappas": list(info.kappas), "num_classes": info.num_classes,
+               "mean": info.mean, "std": info.std, "clip": info.clip,
+               "input_format": info.input_format, "classifier_sha256": info.classifier_sha256,
+               "torch": torch_info},
+        providers=[{"name": v.name, "status": "ok", **v.to_dict()} for v in runnable]
+        + [{"name": v.name, "status": "skipped", "reason": v.reason} for v in skipped],
+        outcomes=outcomes,
+        targets=targets,
+        profile=prof,
+        profile_note=prof_note,
+        notes=[
+            "detector variants are rebuilt from the classifier inside the detector file with its "
+            "kappas, clip, mean/std, seed and input format",
+            "input-noise runs draw the noise with numpy (default_rng().standard_normal, float32) "
+            "inside the timed run",
+            "images/s = B / median; the floor and the torch configurations judge one image per run",
+        ],
+    )

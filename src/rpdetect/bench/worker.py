@@ -1,0 +1,253 @@
+"""The process that times one configuration: ``python -m rpdetect.bench.worker``.
+
+Protocol: one JSON object per line on stdin, one JSON reply per line on stdout (the worker
+moves anything else written to its stdout, by C libraries too, to stderr). Requests:
+
+* ``{"op": "setup", "workload": {...}}`` -> ``{"ok": true, "setup_s", "providers"}``: builds
+  the session or torch model (see ``rpdetect.bench.cases`` for workload fields);
+* ``{"op": "run", "min_time_s": t, "min_runs": k}`` -> ``{"ok": true, "times_s": [...]}``:
+  runs until both ``t`` seconds and ``k`` runs are reached, each run timed with
+  ``time.perf_counter``;
+* ``{"op": "profile", "runs": k, "dir": d}`` -> ``{"ok": true, "nodes": {name: {"op", "us"}},
+  "run_us"}``: an ONNX Runtime profile of k runs (median kernel time per node);
+* ``{"op": "peak"}`` -> ``{"ok": true, "peak_rss_bytes"}``: the process's RSS high-water mark;
+* ``{"op": "exit"}``.
+
+Errors come back as ``{"ok": false, "error": "...", "skip": bool}``; ``skip`` marks a provider
+that ONNX Runtime did not start (the configuration is reported as skipped, not failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["Worker", "main", "peak_rss_bytes"]
+
+Run = Callable[[], object]
+_GRAPH_OPT = ("disable", "basic", "extended", "all")
+
+
+class SkipCase(Exception):
+    """The configuration cannot run here for a reason that is not a bug (provider missing)."""
+
+
+def peak_rss_bytes() -> int:
+    """RSS high-water mark of this process (``getrusage``; kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _ort_session(w: dict[str, Any], *, profile_prefix: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = int(w["threads"])
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = w.get("graph_optimization", "all")
+    if level not in _GRAPH_OPT:
+        raise ValueError(f"graph_optimization: expected one of {_GRAPH_OPT}, got {level!r}")
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    so.add_session_config_entry("session.intra_op.allow_spinning",
+                                "1" if w.get("spinning", True) else "0")
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    session = ort.InferenceSession(
+        w["model"], so, providers=list(w["providers"]),
+        provider_options=[dict(o) for o in w["provider_options"]],
+    )
+    used = session.get_providers()
+    if used[0] != w["providers"][0]:
+        raise SkipCase(
+            f"ONNX Runtime did not start {w['providers'][0]} (the session runs on {used}); "
+            f"its libraries (CUDA, cuDNN, TensorRT) may be missing"
+        )
+    return session
+
+
+def _ort_run(w: dict[str, Any], session: Any) -> Run:
+    """One run = session.run on a fixed image feed; inputs named in ``fresh_normal`` (the
+    ``noise`` input of noise='input' detectors) are drawn anew inside every run, as a user must."""
+    rng = np.random.default_rng(0)
+    fresh = set(w.get("fresh_normal", ()))
+    feed: dict[str, np.ndarray] = {}
+    fresh_shapes: dict[str, tuple[int, ...]] = {}
+    for arg in session.get_inputs():
+        shape = tuple(d if isinstance(d, int) else int(w["batch"]) for d in arg.shape)
+        if arg.name in fresh:
+            fresh_shapes[arg.name] = shape
+        elif arg.type == "tensor(float)":
+            feed[arg.name] = rng.random(shape, dtype=np.float32)
+        elif arg.type == "tensor(uint8)":
+            feed[arg.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            raise ValueError(f"input {arg.name!r}: cannot make a feed of {arg.type}")
+
+    def run() -> object:
+        for name, shape in fresh_shapes.items():
+            feed[name] = rng.standard_normal(shape, dtype=np.float32)
+        return session.run(None, feed)
+
+    return run
+
+
+def _torch_run(w: dict[str, Any]) -> Run:
+    """What a user would write without rpdetect: the torch module in eager mode."""
+    import torch
+
+    from ..export.torch_export import load_module
+    from ..reference import noisy_copies, reference_scores
+
+    torch.set_num_threads(int(w["threads"]))
+    model = load_module(w["spec"], w.get("weights"))
+    c, h, w_ = (int(v) for v in w["input_shape"])
+    mean = torch.tensor(w["mean"] or [0.0], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(w["std"] or [1.0], dtype=torch.float32).view(1, -1, 1, 1)
+    kappas = np.asarray(w["kappas"], dtype=np.float64)
+    n = kappas.size
+    rng = np.random.default_rng(0)
+    image = rng.random((1, c, h, w_), dtype=np.float32)
+
+    if w["kind"] == "torch-naive":
+        def classify(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model((torch.from_numpy(x) - mean) / std).numpy()
+
+        def naive() -> object:
+            # 1 + n separate forward passes at batch 1, scores by the numpy reference
+            noise = rng.standard_normal((n, c, h, w_), dtype=np.float32)
+            copies = noisy_copies(image[0], noise, kappas).astype(np.float32)
+            z_clean = classify(image)
+            z_noisy = np.concatenate([classify(copies[i:i + 1]) for i in range(n)])
+            return reference_scores(z_clean, z_noisy[None])
+
+        return naive
+
+    x = torch.from_numpy(image)
+    k = torch.tensor(kappas, dtype=torch.float32).view(n, 1, 1, 1)
+
+    def batched() -> object:
+        # one forward pass at batch 1 + n, scores in torch
+        with torch.inference_mode():
+            copies = x + torch.randn(n, c, h, w_) * k
+            z = model((torch.cat([x, copies]) - mean) / std)
+            d = z[:1] - z[1:]
+            s1 = d.std(dim=1, correction=0)
+            p = torch.softmax(z, dim=1)
+            s2 = (p[:1] - p[1:]).abs().sum(dim=1)
+            return (z[0].argmax(), s1.max(), s2.max())
+
+    return batched
+
+
+class Worker:
+    """Handles protocol requests; usable in-process (``handle``) or as the subprocess main."""
+
+    def __init__(self) -> None:
+        self.workload: dict[str, Any] | None = None
+        self.run: Run | None = None
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            if op == "setup":
+                return self._setup(request["workload"])
+            if op == "run":
+                return self._run(float(request["min_time_s"]), int(request["min_runs"]))
+            if op == "profile":
+                return self._profile(int(request["runs"]), Path(request["dir"]))
+            if op == "peak":
+                return {"ok": True, "peak_rss_bytes": peak_rss_bytes()}
+            raise ValueError(f"unknown op {op!r}")
+        except SkipCase as exc:
+            return {"ok": False, "skip": True, "error": str(exc)}
+        except Exception as exc:  # reported to the parent, which names the configuration
+            return {"ok": False, "skip": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _setup(self, workload: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        if workload["kind"] == "onnx":
+            session = _ort_session(workload)
+            self.run = _ort_run(workload, session)
+            providers = list(session.get_providers())
+        elif workload["kind"] in ("torch-naive", "torch-batch"):
+            self.run = _torch_run(workload)
+            providers = ["torch-eager-cpu"]
+        else:
+            raise ValueError(f"unknown workload kind {workload['kind']!r}")
+        self.workload = workload
+        return {"ok": True, "setup_s": time.perf_counter() - start, "providers": providers}
+
+    def _run(self, min_time_s: float, min_runs: int) -> dict[str, Any]:
+        if self.run is None:
+            raise ValueError("run before setup")
+        run, times = self.run, []
+        clock = time.perf_counter
+        begin = clock()
+        while len(times) < min_runs or clock() - begin < min_time_s:
+            t0 = clock()
+            run()
+            times.append(clock() - t0)
+        return {"ok": True, "times_s": times}
+
+    def _profile(self, runs: int, directory: Path) -> dict[str, Any]:
+        w = self.workload
+        if w is None or w["kind"] != "onnx":
+            raise ValueError("profile needs an ONNX workload set up first")
+        directory.mkdir(parents=True, exist_ok=True)
+        session = _ort_session(w, profile_prefix=str(directory / "ort_profile"))
+        run = _ort_run(w, session)
+        run()  # the first run allocates; its events are dropped below
+        for _ in range(runs):
+            run()
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        nodes: dict[str, dict[str, Any]] = {}
+        run_us: list[float] = []
+        for event in trace:
+            if event.get("cat") == "Session" and event.get("name") == "model_run":
+                run_us.append(float(event["dur"]))
+            if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+                continue
+            name = event["name"][: -len("_kernel_time")]
+            entry = nodes.setdefault(name, {"op": event.get("args", {}).get("op_name", "?"),
+                                            "us": []})
+            entry["us"].append(float(event["dur"]))
+        # drop the first (warm-up) occurrence of every node and of model_run; medians, as a
+        # descheduled thread on a shared machine makes single kernel times jump
+        out = {name: {"op": e["op"], "us": float(np.median(e["us"][1:] or e["us"]))}
+               for name, e in nodes.items()}
+        return {"ok": True, "nodes": out, "run_us": float(np.median(run_us[1:] or run_us))}
+
+
+def main() -> int:
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not break the protocol
+    sys.stdout = sys.stderr
+    worker = Worker()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        if request.get("op") == "exit":
+            break
+        protocol.write(json.dumps(worker.handle(request)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

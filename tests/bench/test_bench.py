@@ -1,0 +1,182 @@
+"""The latency benchmark end to end on tiny models (quick mode), and its parts. No test here
+asserts a time: only that every figure is there and well-formed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import onnx
+import pytest
+
+from rpdetect.bench import (
+    QUICK, Case, CaseOutcome, SessionSettings, Targets, TorchModel, plan_variants, run_benchmark,
+    summarise,
+)
+from rpdetect.bench.cases import ROLES
+from rpdetect.bench.profile import GROUPS, group_of
+from rpdetect.bench.providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant
+from rpdetect.bench.report import compute_ratios
+from rpdetect.bench.worker import Worker
+from rpdetect.cli import main
+from rpdetect.errors import ProviderError
+from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
+from rpdetect.testing import plain_classifier
+
+CPU_ONLY = ["CPUExecutionProvider"]
+GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+STAT_KEYS = {"runs", "median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms", "images_per_s"}
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    det = build_detector(plain_classifier(size=16), DetectorConfig(kappas=(0.01, 0.05, 0.1)))
+    onnx.checker.check_model(det, full_check=True)
+    return save_onnx(det, tmp_path_factory.mktemp("bench") / "tiny.onnx")
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
+    report = run_benchmark(
+        tiny_detector,
+        torch_model=TorchModel("rpdetect.testing:tiny_torch_cnn", (3, 16, 16)),
+        providers=DEFAULT_VARIANTS,
+        batches=(2,),
+        settings=SessionSettings(threads=1),
+        timing=QUICK,
+        profile_runs=2,
+        targets=Targets(detector_over_floor=1.05, naive_over_detector=5.0),
+        title="tiny",
+    )
+    js, md = report.write(tmp_path / "out", "tiny")
+    data = json.loads(js.read_text())
+    assert data["schema"] == "rpdetect.bench.latency/1"
+    for key in ("cpu_model", "logical_cores", "onnxruntime", "torch", "date_utc",
+                "load_average_at_end"):
+        assert key in data["machine"], key
+    assert data["model"]["n"] == 3 and data["model"]["input_shape"] == [3, 16, 16]
+
+    cases = {(c["provider"], c["role"], c["batch"]): c for c in data["cases"]}
+    for role in ROLES:  # every configuration ran on the CPU ...
+        case = cases[("cpu", role, 1)]
+        assert case["status"] == "ok", case
+        assert set(case["stats"]) == STAT_KEYS
+        assert case["stats"]["runs"] >= QUICK.rounds * QUICK.min_runs
+        assert all(math.isfinite(v) and v > 0 for v in case["stats"].values())
+        assert len(case["round_medians_ms"]) == QUICK.rounds
+        assert case["peak_rss_mib"] > 0 and case["threads"] == 1
+    assert cases[("cpu", "detector-graph", 2)]["inner_batch"] == 2 * 4
+    assert cases[("cpu", "floor", 1)]["inner_batch"] == 4
+    for provider in ("cuda", "tensorrt", "tensorrt-fp16"):  # ... and is skipped elsewhere
+        on_it = [c for c in data["cases"] if c["provider"] == provider]
+        assert {c["role"] for c in on_it} >= set(ROLES) - {"naive", "torch-batch"}
+        assert all(c["status"] == "skipped" and "onnxruntime-gpu" in c["reason"] for c in on_it)
+
+    ratios = {r["name"]: r for r in data["ratios"] if r["provider"] == "cpu"}
+    assert set(ratios) == {"detector / floor", "detector (input noise) / floor",
+                           "naive / detector", "torch batch / detector", "floor / classifier B=1"}
+    for r in ratios.values():
+        assert r["value"] > 0 and len(r["per_round"]) == QUICK.rounds
+    assert ratios["detector / floor"]["target"] == 1.05
+    assert ratios["naive / detector"]["target_kind"] == "min"
+    assert isinstance(ratios["naive / detector"]["meets"], bool)
+
+    prof = data["profile"]
+    assert set(prof["groups_ms"]) == set(GROUPS)
+    assert prof["groups_ms"]["noise"] > 0 and prof["groups_ms"]["classifier"] > 0
+    assert abs(sum(prof["groups_share"].values()) - 1) < 1e-6
+
+    text = md.read_text()
+    assert text == report.to_markdown()
+    for needle in ("| cpu | detector / floor |", "| cpu | naive / detector |",
+                   "| detector graph noise B=2 [cpu] |", "Skipped providers",
+                   "- tensorrt-fp16: TensorrtExecutionProvider is not in",
+                   "| noise |", "| scores |"):
+        assert needle in text, needle
+
+
+def test_cli_in_process_writes_json_and_markdown(tiny_detector, tmp_path, capsys):
+    out = tmp_path / "res"
+    code = main(["bench", str(tiny_detector), "--quick", "--in-process", "--providers", "cpu",
+                 "--batches", "1", "--no-profile", "--threads", "1", "--out", str(out),
+                 "--stem", "t"])
+    assert code == 0
+    data = json.loads((out / "t.json").read_text())
+    assert {c["role"] for c in data["cases"]} == {"classifier-b1", "floor", "detector-graph",
+                                                  "detector-input"}
+    assert all(c["status"] == "ok" for c in data["cases"])
+    assert data["profile"] is None and data["settings"]["isolate"] is False
+    assert "| cpu | detector / floor |" in capsys.readouterr().out
+    assert (out / "t.md").read_text().startswith("# Latency: tiny.onnx")
+
+
+def test_cli_errors_name_the_problem(tiny_detector, tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx: no such detector file" in capsys.readouterr().err
+    assert main(["bench", str(tiny_detector), "--providers", "tpu"]) == 2
+    assert "unknown provider variant 'tpu'" in capsys.readouterr().err
+    assert main(["bench", str(tiny_detector), "--mean", "0.5"]) == 2
+    assert "give --torch too" in capsys.readouterr().err
+
+
+def test_gpu_variants_are_skipped_with_the_reason_when_absent():
+    plan = plan_variants(["cpu", "CUDA", "trt", "tensorrt-fp16"], available=CPU_ONLY)
+    assert isinstance(plan[0], ProviderVariant) and plan[0].providers == ("CPUExecutionProvider",)
+    assert [type(v) for v in plan[1:]] == [SkippedVariant] * 3
+    assert [v.name for v in plan] == ["cpu", "cuda", "tensorrt", "tensorrt-fp16"]
+    for v in plan[1:]:
+        assert "not in onnxruntime.get_available_providers()" in v.reason
+        assert "pip install 'rpdetect[gpu]'" in v.reason
+
+
+def test_gpu_variants_resolve_when_present():
+    plan = {v.name: v for v in plan_variants(DEFAULT_VARIANTS, available=GPU_BUILD)}
+    assert all(isinstance(v, ProviderVariant) for v in plan.values())
+    assert plan["cuda"].providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert plan["tensorrt"].primary == "TensorrtExecutionProvider"
+    assert plan["tensorrt"].provider_options[0]["trt_fp16_enable"] == "0"
+    assert plan["tensorrt-fp16"].provider_options[0]["trt_fp16_enable"] == "1"
+    with pytest.raises(ProviderError, match="unknown provider variant 'tpu'.*known"):
+        plan_variants(["tpu"], available=GPU_BUILD)
+
+
+def test_worker_skips_a_provider_the_session_did_not_start(tiny_detector):
+    # This onnxruntime has no CUDA: the session falls back to the CPU, which must not be
+    # reported as a CUDA number.
+    reply = Worker().handle({"op": "setup", "workload": {
+        "kind": "onnx", "model": str(tiny_detector), "threads": 1, "batch": 1,
+        "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "provider_options": [{}, {}]}})
+    if reply.get("ok"):
+        pytest.skip("this onnxruntime starts CUDA")
+    assert reply["skip"] is True and "did not start CUDAExecutionProvider" in reply["error"]
+
+
+def test_summarise_and_ratios():
+    st = summarise([0.004, 0.001, 0.002, 0.003, 0.005], images_per_run=4)
+    assert (st.runs, st.median_ms, st.min_ms) == (5, 3.0, 1.0)
+    assert st.p90_ms == pytest.approx(4.6) and st.images_per_s == pytest.approx(4 / 0.003)
+    with pytest.raises(ValueError, match="no timed runs"):
+        summarise([], images_per_run=1)
+
+    def outcome(role, rounds):
+        case = Case(role, role, "cpu", 1, 11, 1, {})
+        return CaseOutcome(case, times_s=[t for r in rounds for t in r], round_times_s=rounds)
+
+    floor = outcome("floor", [[1.0, 1.0], [2.0, 2.0]])
+    det = outcome("detector-graph", [[1.1, 1.1], [2.0, 2.0]])
+    (r,) = compute_ratios([floor, det], Targets(detector_over_floor=1.03))
+    assert r.name == "detector / floor" and r.value == pytest.approx(1.55 / 1.5)
+    assert r.per_round == pytest.approx([1.1, 1.0]) and r.meets is False
+
+
+def test_profile_groups_follow_rpdetect_node_names():
+    assert group_of("rpdetect/noise_node") == "noise"
+    assert group_of("rpdetect/noise_uniform_node_2") == "noise"
+    assert group_of("rpdetect/scaled_noise_node") == "noise"
+    assert group_of("rpdetect/stacked_node") == "input"
+    assert group_of("rpdetect/normalised_node") == "normalisation"
+    assert group_of("rpdetect/score2_node") == "scores"
+    assert group_of("rpdetect/z_noisy_node/GatherSliceToSplitFusion") == "scores"
+    assert group_of("rpdetect/noisy_node/SomeFusion") == "noise"
+    assert group_of("/features/conv/Conv") == "classifier"
