@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
         "detect",
         help="run a detector on image files",
         description="Run a detector .onnx on images (files, or directories: every image file "
-                    "below them, sorted, hidden ones skipped). One line per image: path, label, score1_max, "
-                    "score2_max, verdict. Exit 1 if any image failed.",
+                    "below them, sorted, hidden ones skipped). One line per image: path, label, "
+                    "score1_max, score2_max, verdict. Exit 1 if any image failed.",
     )
     d.add_argument("model", help="detector .onnx (from `rpdetect export`)")
     d.add_argument("images", nargs="+", help="image files or directories")
@@ -66,7 +66,8 @@ def register(sub: Any) -> None:
         "info",
         help="describe a detector file",
         description="Inputs/outputs, kappas, noise mode, batch, thresholds and their provenance, "
-                    "classifier hash, and the providers a session gets.",
+                    "classifier hash, and the providers a session gets (it opens a real session: "
+                    "with TensorRT that builds the engines, so enable trt_engine_cache_enable).",
     )
     i.add_argument("model", help="detector .onnx")
     i.add_argument("--json", action="store_true")
@@ -79,10 +80,10 @@ def _detector(args: argparse.Namespace, **kwargs: Any) -> Detector:
                     **dict(args.provider_option), **kwargs)
 
 
-def _expand(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Files to run on (directories expanded, sorted) and errors for empty directories."""
+def _expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files to run on (directories expanded, sorted) and (directory, error) for empty ones."""
     files: list[str] = []
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     for text in paths:
         path = Path(text)
         if path.is_dir():
@@ -94,8 +95,8 @@ def _expand(paths: list[str]) -> tuple[list[str], list[str]]:
             if found:
                 files += found
             else:
-                errors.append(f"{path}: directory holds no image files "
-                              f"({', '.join(IMAGE_SUFFIXES[:8])}, ...)")
+                errors.append((text, f"{path}: directory holds no image files "
+                                     f"({', '.join(IMAGE_SUFFIXES[:8])}, ...)"))
         else:
             files.append(text)  # a missing or bad file becomes a failure of detect_many
     return files, errors
@@ -113,7 +114,7 @@ def _detect(args: argparse.Namespace) -> int:
     t1 = detector.info.threshold1 if args.threshold1 is None else args.threshold1
     t2 = detector.info.threshold2 if args.threshold2 is None else args.threshold2
     never = math.isinf(t1) and math.isinf(t2)
-    failures = [{"index": None, "source": e.partition(":")[0], "error": e} for e in dir_errors]
+    failures = [{"index": None, "source": src, "error": msg} for src, msg in dir_errors]
     failures += report.to_dict(logits=False)["failures"]
     if args.json:
         doc = {

@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from ..errors import InputError, ModelError, ProviderError, RpdetectError
 from ..export.metadata import DetectorInfo, read_info
-from .images import CHANNEL_ORDERS, RESIZE_POLICIES, ChannelOrder, ImageLike, ResizePolicy, prepare_image
+from .images import (
+    CHANNEL_ORDERS,
+    RESIZE_POLICIES,
+    ChannelOrder,
+    ImageLike,
+    ResizePolicy,
+    prepare_image,
+)
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -141,7 +148,8 @@ def _check_io(model: onnx.ModelProto, path: Path) -> None:
             f"{path}: not an rpdetect detector: missing inputs {missing_in}, missing outputs "
             f"{missing_out} (it has inputs {sorted(inputs)[:8]}, outputs {sorted(outputs)[:8]}). "
             f"If it is a classifier, build a detector from it first: "
-            f"`rpdetect export {path.name} -o detector.onnx` (Python: rpdetect.export.export_detector)"
+            f"`rpdetect export {path.name} -o detector.onnx` "
+            f"(Python: rpdetect.export.export_detector)"
         )
 
 
@@ -164,8 +172,8 @@ def _threshold_feed(name: str, value: float | None) -> np.ndarray | None:
 class Detector:
     """Run an rpdetect detector ONNX file with ONNX Runtime.
 
-    ``Detector(path, providers="auto", threads=None, provider_options=None, *, seed=None,
-    channel_order="rgb", resize="shorter-crop", **options)``
+    ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
+    channel_order="rgb", resize="shorter-crop", **options)`` (options are keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
       order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
@@ -197,7 +205,8 @@ class Detector:
         **options: Any,
     ) -> None:
         if channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
+            raise ValueError(
+                f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
         if resize not in RESIZE_POLICIES:
             raise ValueError(f"resize: expected one of {RESIZE_POLICIES}, got {resize!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
@@ -360,8 +369,8 @@ class Detector:
         try:
             out = dict(zip(REQUIRED_OUTPUTS, self.session.run(list(REQUIRED_OUTPUTS), feed)))
         except Exception as exc:
-            raise RpdetectError(f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") \
-                from exc
+            raise RpdetectError(
+                f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") from exc
         return [
             DetectionResult(
                 label=int(out["label"][i]),

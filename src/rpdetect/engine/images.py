@@ -20,6 +20,8 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
   side for square targets; no extra border as in ImageNet's 256 -> 224); ``"stretch"`` scales
   each axis to the target; ``"none"`` raises InputError unless the size already matches. Images
   already at the target size are never touched. OpenCV's INTER_AREA shrinks, INTER_LINEAR grows.
+* Detectors whose graph takes uint8 (``input_format`` "uint8-nhwc-rgb"/"-bgr") receive 8-bit
+  RGB/BGR bytes: 16-bit and float images are rounded to 8 bits first.
 """
 
 from __future__ import annotations

@@ -216,7 +216,10 @@ class ProviderPlan:
         return {"providers": list(self.names), "provider_options": [dict(o) for o in self.options]}
 
 
-def _select(requested: str | Sequence[str], available: Sequence[str]) -> tuple[list[str], list[str], bool]:
+def _select(
+    requested: str | Sequence[str], available: Sequence[str]
+) -> tuple[list[str], list[str], bool]:
+    """(chosen, skipped, auto) for what the user asked; ProviderError if nothing is left."""
     if isinstance(requested, str) and _key(requested) == "auto":
         chosen = [p for p in AUTO_ORDER if p in available]
         if not chosen:
