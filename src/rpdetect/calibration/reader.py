@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..engine.images import IMAGE_SUFFIXES
 from ..errors import InputError
 
 __all__ = [
@@ -26,10 +27,8 @@ __all__ = [
     "as_reader",
 ]
 
-# What OpenCV decodes out of the box; matched case-insensitively.
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-)
+# What OpenCV decodes, the same list `rpdetect detect DIR` expands; matched case-insensitively.
+IMAGE_EXTENSIONS: tuple[str, ...] = IMAGE_SUFFIXES
 
 Item = tuple[str, Any]
 
