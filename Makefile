@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m rpdetect.demo
+	$(PY) -m rpdetect.demo --workdir cache/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

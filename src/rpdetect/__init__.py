@@ -2,13 +2,17 @@
 Melnyk), fused into one ONNX graph and run on ONNX Runtime."""
 
 from ._version import __version__
+from .engine import BatchReport, DetectionResult, Detector, Failure
 from .errors import InputError, ModelError, ProviderError, RpdetectError
 
-__all__ = ["__version__", "InputError", "ModelError", "ProviderError", "RpdetectError"]
-
-try:  # the engine is optional while it is being built; export works without it
-    from .engine import Detector, DetectionResult  # noqa: F401
-
-    __all__ += ["Detector", "DetectionResult"]
-except ImportError:  # pragma: no cover
-    pass
+__all__ = [
+    "__version__",
+    "BatchReport",
+    "DetectionResult",
+    "Detector",
+    "Failure",
+    "InputError",
+    "ModelError",
+    "ProviderError",
+    "RpdetectError",
+]

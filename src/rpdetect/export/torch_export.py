@@ -7,8 +7,11 @@ Needs the ``export`` extra (torch, onnxscript, onnx-ir).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -91,6 +94,21 @@ def _normalised(module: Any, mean: Sequence[float] | None, std: Sequence[float] 
     return PixelSpace().eval()
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter logs a line per torchvision op it cannot find and a pytree
+    FutureWarning; neither concerns a classifier export, so keep them off the user's screen."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def torch_to_onnx(
     module: Any,
     output: str | Path,
@@ -117,7 +135,7 @@ def torch_to_onnx(
     example = (torch.rand(2, c, h, w),)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), _quiet_exporter():
         tmp_path = Path(tmp) / "classifier.onnx"
         program = torch.onnx.export(
             wrapped,
