@@ -39,10 +39,20 @@ class SkipCase(Exception):
     """The configuration cannot run here for a reason that is not a bug (provider missing)."""
 
 
-def peak_rss_bytes() -> int:
-    """RSS high-water mark of this process (``getrusage``; kilobytes on Linux, bytes on macOS)."""
+def peak_rss_bytes(*, status: Path = Path("/proc/self/status")) -> int:
+    """RSS high-water mark of this process: ``VmHWM`` on Linux, else ``getrusage``.
+
+    Linux's ``getrusage(RUSAGE_SELF).ru_maxrss`` carries the parent's high-water mark across
+    fork + exec, so a worker started by a big parent would report the parent's peak; VmHWM
+    belongs to the worker's own address space."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
 
 
 def _ort_session(w: dict[str, Any], *, profile_prefix: str | None = None) -> Any:

@@ -1,0 +1,160 @@
+"""Latency of the fused detector on the standard models (issue 4): ``rpdetect bench`` for
+
+* EfficientNet-Lite0 at 224x224 (``rpdetect.zoo.efficientnet_lite0``, ImageNet weights);
+* the CIFAR-10 CNN at 32x32 (``rpdetect.zoo.cifar10_cnn``) when its weights are committed,
+  otherwise a RANDOM-weight VGG-11-style CNN at 32x32 (``rpdetect.bench.models``), and the
+  report says which.
+
+Each model: classifier exported with ``torch_to_onnx`` (cached under ``cache/bench-latency``),
+a graph-noise detector with the paper's kappas, then the suite (classifier alone at B=1 and at
+the floor B=11, detector with graph and input noise, B = 1, 4, 16, the naive eager PyTorch way)
+with the design's targets. Writes ``<model>.json`` / ``<model>.md`` and ``README.md`` (the
+headline ratios of all models) to ``benchmarks/results/latency/`` unless ``--out`` says else.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_latency.py [--quick] [--models effnet,cifar]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rpdetect.bench import QUICK, Report, SessionSettings, Targets, Timing, TorchModel, run_benchmark
+from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
+from rpdetect.export.torch_export import load_module, torch_to_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latency"
+DEFAULT_CACHE = ROOT / "cache" / "bench-latency"
+
+
+@dataclass(frozen=True)
+class Standard:
+    key: str
+    title: str
+    torch: TorchModel
+    targets: Targets
+
+
+def standard_models() -> dict[str, Standard]:
+    from rpdetect.zoo import cifar10_cnn, efficientnet_lite0
+
+    effnet = Standard(
+        "efficientnet_lite0-224", "EfficientNet-Lite0, 224x224, ImageNet weights",
+        TorchModel("rpdetect.zoo.efficientnet_lite0:build", efficientnet_lite0.INPUT_SHAPE,
+                   mean=efficientnet_lite0.MEAN, std=efficientnet_lite0.STD),
+        Targets(detector_over_floor=1.03, naive_over_detector=2.0))
+    targets32 = Targets(detector_over_floor=1.05, naive_over_detector=5.0)
+    if cifar10_cnn.WEIGHTS.exists():
+        cifar = Standard(
+            "cifar10_cnn-32", "CIFAR-10 ResNet-9 (half width), 32x32, trained weights",
+            TorchModel("rpdetect.zoo.cifar10_cnn:build", cifar10_cnn.INPUT_SHAPE,
+                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32)
+    else:
+        cifar = Standard(
+            "vgg11_random-32",
+            "VGG-11-style CNN, 32x32, RANDOM weights (the CIFAR-10 CNN's weights are not "
+            "committed yet)",
+            TorchModel("rpdetect.bench.models:vgg11_cifar", (3, 32, 32),
+                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32)
+    return {"effnet": effnet, "cifar": cifar}
+
+
+def detector_for(model: Standard, cache: Path) -> Path:
+    """Export the classifier and build the B=1 graph-noise detector, once per cache."""
+    det_path = cache / f"{model.key}-detector.onnx"
+    if det_path.is_file():
+        return det_path
+    cls_path = torch_to_onnx(load_module(model.torch.spec, model.torch.weights),
+                             cache / f"{model.key}-classifier.onnx",
+                             input_shape=model.torch.input_shape, mean=model.torch.mean,
+                             std=model.torch.std)
+    return save_onnx(build_detector(cls_path, DetectorConfig()), det_path)
+
+
+def headline(reports: dict[str, Report], command: str) -> str:
+    lines = ["# Latency of the fused detector (rpdetect bench)", "",
+             f"Command: `{command}`", "",
+             "| model | provider | detector / floor | target | naive / detector | target | "
+             "detector (input noise) / floor | torch B=11 / detector |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, rep in reports.items():
+        by = {(r.provider, r.name): r for r in rep.ratios}
+        for provider in dict.fromkeys(r.provider for r in rep.ratios):
+            def cell(name: str, with_target: bool = False) -> str:
+                r = by.get((provider, name))
+                if r is None:
+                    return "- | -" if with_target else "-"
+                value = f"{r.value:.3f}"
+                if not with_target:
+                    return value
+                mark = "" if r.meets is None else (" (met)" if r.meets else " (**missed**)")
+                sign = "<=" if r.target_kind == "max" else ">="
+                return f"{value}{mark} | {sign} {r.target:g}" if r.target else f"{value} | -"
+            lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
+                         f"| {cell('naive / detector', True)} | "
+                         f"{cell('detector (input noise) / floor')} | "
+                         f"{cell('torch batch / detector')} |")
+    m = next(iter(reports.values())).machine
+    lines += ["", f"Machine: {m['cpu_model']}, {m['usable_cores']} usable cores, onnxruntime "
+              f"{m['onnxruntime']}, torch {m['torch']}, {m['date_utc']}. GPU providers: see "
+              "each model's report (skipped where onnxruntime has none).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="effnet,cifar", help="comma-separated: effnet, cifar")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--providers", default="cpu,cuda,tensorrt,tensorrt-fp16")
+    p.add_argument("--batches", default="1,4,16")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--round-time", type=float)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-spinning", action="store_true")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = p.parse_args(argv)
+    command = "python benchmarks/bench_latency.py " + " ".join(shlex.quote(a) for a in
+                                                               (argv or sys.argv[1:]))
+    models = standard_models()
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in models]
+    if unknown:
+        p.error(f"--models: unknown {unknown}; known: {list(models)}")
+    timing = QUICK if args.quick else Timing()
+    if args.rounds:
+        timing = replace(timing, rounds=args.rounds)
+    if args.round_time:
+        timing = replace(timing, round_time_s=args.round_time)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, Report] = {}
+    for key in keys:
+        model = models[key]
+        print(f"== {model.title}", file=sys.stderr)
+        report = run_benchmark(
+            detector_for(model, args.cache),
+            torch_model=model.torch,
+            providers=args.providers.split(","),
+            batches=[int(b) for b in args.batches.split(",")],
+            settings=SessionSettings(threads=args.threads, spinning=not args.no_spinning),
+            timing=timing,
+            profile_runs=3 if args.quick else 20,
+            targets=model.targets,
+            title=model.title,
+            log=lambda msg: print("  " + msg, file=sys.stderr),
+        )
+        report.settings["command"] = command
+        js, _ = report.write(args.out, model.key)
+        print(report.to_markdown())
+        print(f"wrote {js}", file=sys.stderr)
+        reports[model.key] = report
+    (args.out / "README.md").write_text(headline(reports, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
