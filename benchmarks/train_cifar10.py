@@ -18,7 +18,7 @@ with a provenance JSON ``cifar10_cnn.json`` next to them.
 
 Usage (from the repository root)::
 
-    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 16 --resume
+    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 14 --resume
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-train.tar")
     p.add_argument("--workdir", type=Path, default=REPO / "cache" / "train" / "cifar10")
-    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.2)
