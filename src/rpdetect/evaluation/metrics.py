@@ -1,0 +1,138 @@
+"""The paper's detection metrics for one attack: clean images are negatives, adversarial
+examples positives.
+
+Zero-division conventions (stated, and tested):
+
+* precision = TP / (TP + FP), and 0 when nothing is flagged (TP + FP = 0);
+* recall = TP / (TP + FN), and 0 when there are no adversarial examples;
+* F_beta = (1 + beta^2) P R / (beta^2 P + R), and 0 when P = R = 0;
+* ROC-AUC (beyond the paper) is the Mann-Whitney probability that an adversarial score exceeds a
+  clean one, ties counting one half (average ranks); NaN when either set is empty.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DetectionMetrics",
+    "ScoreSet",
+    "AttackMetrics",
+    "attack_metrics",
+    "detection_metrics",
+    "f_beta",
+    "precision",
+    "recall",
+    "roc_auc",
+]
+
+BETA = 2.0  # the paper reports F2: recall weighs more than precision
+
+
+def precision(tp: int, fp: int) -> float:
+    return tp / (tp + fp) if tp + fp > 0 else 0.0
+
+
+def recall(tp: int, fn: int) -> float:
+    return tp / (tp + fn) if tp + fn > 0 else 0.0
+
+
+def f_beta(p: float, r: float, beta: float = BETA) -> float:
+    b2 = beta * beta
+    denom = b2 * p + r
+    return (1.0 + b2) * p * r / denom if denom > 0 else 0.0
+
+
+class DetectionMetrics(NamedTuple):
+    tp: int  # adversarial examples flagged
+    fp: int  # clean images flagged
+    fn: int  # adversarial examples missed
+    tn: int  # clean images passed
+    precision: float
+    recall: float
+    f2: float
+
+
+def detection_metrics(clean_flags: np.ndarray, adversarial_flags: np.ndarray) -> DetectionMetrics:
+    """Counts and rates from the verdicts on the clean set and on the adversarial set."""
+    clean = np.asarray(clean_flags, dtype=bool).ravel()
+    adv = np.asarray(adversarial_flags, dtype=bool).ravel()
+    tp, fp = int(adv.sum()), int(clean.sum())
+    fn, tn = int(adv.size - tp), int(clean.size - fp)
+    p, r = precision(tp, fp), recall(tp, fn)
+    return DetectionMetrics(tp, fp, fn, tn, p, r, f_beta(p, r))
+
+
+def roc_auc(clean_scores: np.ndarray, adversarial_scores: np.ndarray) -> float:
+    """Rank-based ROC-AUC with average ranks for ties (adversarial = positive class)."""
+    neg = np.asarray(clean_scores, dtype=np.float64).ravel()
+    pos = np.asarray(adversarial_scores, dtype=np.float64).ravel()
+    if neg.size == 0 or pos.size == 0:
+        return math.nan
+    values = np.concatenate([pos, neg])
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(values.size, dtype=np.float64)
+    sorted_vals = values[order]
+    # average rank (1-based) over each run of equal values
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + 1 + e) / 2.0
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+class ScoreSet(NamedTuple):
+    """Detector outputs on a set of images."""
+
+    score1_max: np.ndarray  # [N]
+    score2_max: np.ndarray  # [N]
+    label: np.ndarray  # [N] the classifier's label of the (unperturbed) input
+
+
+class AttackMetrics(NamedTuple):
+    attack: str
+    attempted: int  # correctly classified images the attack was run on
+    failed: int  # attacks that did not reach their criterion (excluded)
+    used: int  # adversarial examples (and clean images) in the table
+    mean_l2: float  # mean L2 of the used adversarial examples, [0, 1] pixel units
+    threshold1: float
+    threshold2: float
+    score1: DetectionMetrics
+    score2: DetectionMetrics
+    combined: DetectionMetrics
+    auc1: float
+    auc2: float
+
+
+def attack_metrics(
+    attack: str,
+    *,
+    clean: ScoreSet,
+    adversarial: ScoreSet,
+    threshold1: float,
+    threshold2: float,
+    attempted: int,
+    failed: int,
+    l2: np.ndarray,
+) -> AttackMetrics:
+    """One row of Table 1: verdicts by score1 alone, score2 alone and combined (OR)."""
+    c1, c2 = clean.score1_max > threshold1, clean.score2_max > threshold2
+    a1, a2 = adversarial.score1_max > threshold1, adversarial.score2_max > threshold2
+    return AttackMetrics(
+        attack=attack,
+        attempted=attempted,
+        failed=failed,
+        used=int(np.asarray(adversarial.score1_max).size),
+        mean_l2=float(np.mean(l2)) if np.size(l2) else math.nan,
+        threshold1=float(threshold1),
+        threshold2=float(threshold2),
+        score1=detection_metrics(c1, a1),
+        score2=detection_metrics(c2, a2),
+        combined=detection_metrics(c1 | c2, a1 | a2),
+        auc1=roc_auc(clean.score1_max, adversarial.score1_max),
+        auc2=roc_auc(clean.score2_max, adversarial.score2_max),
+    )

@@ -1,0 +1,81 @@
+"""Table 1 metrics against hand-computed cases, zero-division edges included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rpdetect.evaluation.metrics import (
+    ScoreSet,
+    attack_metrics,
+    detection_metrics,
+    f_beta,
+    precision,
+    recall,
+    roc_auc,
+)
+
+
+def test_detection_metrics_hand_computed() -> None:
+    # 10 adversarial, 8 flagged; 10 clean, 2 flagged
+    adv = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
+    clean = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0], bool)
+    m = detection_metrics(clean, adv)
+    assert (m.tp, m.fp, m.fn, m.tn) == (8, 2, 2, 8)
+    assert m.precision == pytest.approx(0.8)
+    assert m.recall == pytest.approx(0.8)
+    assert m.f2 == pytest.approx(0.8)  # P == R gives F_beta == P for every beta
+
+
+def test_f2_weighs_recall() -> None:
+    # P = 0.5, R = 1: F2 = 5 * 0.5 / (4 * 0.5 + 1) = 2.5 / 3
+    assert f_beta(0.5, 1.0) == pytest.approx(2.5 / 3)
+    assert f_beta(1.0, 0.5) == pytest.approx(2.5 / 4.5)
+    assert f_beta(0.5, 1.0, beta=1.0) == pytest.approx(2 / 3)
+
+
+def test_zero_division_edges() -> None:
+    assert precision(0, 0) == 0.0  # nothing flagged
+    assert recall(0, 0) == 0.0  # no adversarial examples
+    assert f_beta(0.0, 0.0) == 0.0
+    m = detection_metrics(np.zeros(5, bool), np.zeros(5, bool))
+    assert (m.tp, m.fp, m.fn, m.tn) == (0, 0, 5, 5)
+    assert (m.precision, m.recall, m.f2) == (0.0, 0.0, 0.0)
+    m = detection_metrics(np.ones(3, bool), np.zeros(0, bool))
+    assert (m.tp, m.fp, m.precision, m.recall) == (0, 3, 0.0, 0.0)
+
+
+def test_roc_auc_hand_computed_with_ties() -> None:
+    assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
+    assert roc_auc([0.3, 0.4], [0.1, 0.2]) == 0.0
+    # pairs (pos, neg): (0.2,0.2) tie=0.5, (0.2,0.1)=1, (0.3,0.2)=1, (0.3,0.1)=1 -> 3.5/4
+    assert roc_auc([0.2, 0.1], [0.2, 0.3]) == pytest.approx(0.875)
+    assert roc_auc([1.0, 1.0, 1.0], [1.0, 1.0]) == pytest.approx(0.5)
+    assert math.isnan(roc_auc([], [1.0]))
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(0)
+    neg = rng.integers(0, 5, 40).astype(float)
+    pos = rng.integers(1, 7, 30).astype(float)
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(neg, pos) == pytest.approx(pairs)
+
+
+def test_attack_metrics_combined_is_or_and_strictly_greater() -> None:
+    clean = ScoreSet(np.array([0.5, 1.0, 0.1, 0.1]), np.array([0.1, 0.1, 0.3, 0.1]),
+                     np.zeros(4, np.int64))
+    adv = ScoreSet(np.array([2.0, 0.2, 0.2, 1.0]), np.array([0.1, 0.9, 0.2, 0.2]),
+                   np.zeros(4, np.int64))
+    row = attack_metrics("x", clean=clean, adversarial=adv, threshold1=1.0, threshold2=0.2,
+                         attempted=6, failed=2, l2=np.array([1.0, 2.0, 3.0, 4.0]))
+    # score1 > 1.0: adv [1,0,0,0] (1.0 is not > 1.0), clean none
+    assert (row.score1.tp, row.score1.fp) == (1, 0)
+    # score2 > 0.2: adv [0,1,0,0], clean [0,0,1,0]
+    assert (row.score2.tp, row.score2.fp) == (1, 1)
+    assert (row.combined.tp, row.combined.fp) == (2, 1)
+    assert row.combined.precision == pytest.approx(2 / 3)
+    assert row.combined.recall == pytest.approx(0.5)
+    assert (row.used, row.attempted, row.failed, row.mean_l2) == (4, 6, 2, 2.5)
