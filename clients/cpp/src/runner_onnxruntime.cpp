@@ -3,6 +3,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <array>
+#include <string>
 
 #include "runner.hpp"
 
@@ -49,10 +50,11 @@ Outputs run_onnxruntime(const DetectorFile& file, const Feeds& feeds, int thread
   }
   std::array<float, 2> thresholds = {feeds.threshold1.value_or(file.threshold1),
                                      feeds.threshold2.value_or(file.threshold2)};
-  if (feeds.threshold1 || feeds.threshold2) {  // scalars: shape []
-    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[0], 1, nullptr, 0));
+  const int64_t scalar_dims[1] = {1};  // shape [] (rank 0): the pointer is not read
+  if (feeds.threshold1 || feeds.threshold2) {
+    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[0], 1, scalar_dims, 0));
     in_names.push_back("threshold1");
-    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[1], 1, nullptr, 0));
+    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[1], 1, scalar_dims, 0));
     in_names.push_back("threshold2");
   }
 
@@ -63,7 +65,7 @@ Outputs run_onnxruntime(const DetectorFile& file, const Feeds& feeds, int thread
                   out_names.data(), out_names.size());
 
   Outputs o;
-  o.runtime = "onnxruntime " + Ort::GetVersionString();
+  o.runtime = std::string("onnxruntime ") + OrtGetApiBase()->GetVersionString();
   o.logits = values<float>(outs[0]);
   o.label = static_cast<long long>(values<int64_t>(outs[1]).at(0));
   o.score1 = values<float>(outs[2]);
