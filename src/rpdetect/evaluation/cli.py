@@ -32,10 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
+def _command_line() -> str:
+    """How this run was started, for the table's header."""
+    program = Path(sys.argv[0])
+    head = f"python benchmarks/{program.name}" if program.suffix == ".py" else "rpdetect"
+    return " ".join([head, shlex.join(sys.argv[1:])])
+
+
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import EvaluationConfig, run_dataset
+    from .pipeline import EvaluationConfig, run_dataset, select_attacks
     from .report import markdown_table
-    from .attacks import ATTACKS
 
     if args.n < 1:
         raise ValueError(f"--n: expected >= 1, got {args.n}")
@@ -43,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, n=args.n, attacks=tuple(args.attacks) if args.attacks else None,
         cache_dir=args.cache, out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit,
         quick=args.quick, seed=args.seed, figures=not args.no_figures,
-        progress=not args.no_progress, command="rpdetect " + shlex.join(sys.argv[1:]),
+        progress=not args.no_progress, command=_command_line(),
     )
     result, written = run_dataset(config)
-    print(markdown_table(result.rows, {s.name: s for s in ATTACKS[args.dataset]}))
+    specs = select_attacks(args.dataset, config.attacks, quick=args.quick)
+    print(markdown_table(result.rows, {s.name: s for s in specs}))
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from .metrics import ScoreSet
 
 __all__ = ["DetectorRunner", "ClassifierRunner", "cached_scores", "label_consistency"]
@@ -24,29 +25,31 @@ def _session(path: Path, threads: int | None) -> object:
 
 
 class DetectorRunner:
-    """A detector file on ONNX Runtime's CPU provider; ``score`` pads the last batch."""
+    """The engine's :class:`rpdetect.Detector` on ONNX Runtime's CPU provider, fed float CHW
+    arrays in [0, 1]; returns the score maxima and labels as arrays."""
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
-        self.session = _session(path, threads)
-        self.batch = int(self.session.get_inputs()[0].shape[0])  # type: ignore[attr-defined]
+        from ..engine import Detector
+
+        self.detector = Detector(path, providers="cpu", threads=threads)
 
     def score(self, images: np.ndarray, *, progress: bool = False, desc: str = "detect"
               ) -> ScoreSet:
         from tqdm import tqdm
 
         s1, s2, label = [], [], []
-        names = ["score1_max", "score2_max", "label"]
-        for start in tqdm(range(0, len(images), self.batch), desc=desc, disable=not progress,
-                          unit="batch"):
-            x = np.ascontiguousarray(images[start:start + self.batch], dtype=np.float32)
-            k = len(x)
-            if k < self.batch:
-                x = np.concatenate([x, np.repeat(x[-1:], self.batch - k, axis=0)])
-            a, b, c = self.session.run(names, {"image": x})  # type: ignore[attr-defined]
-            s1.append(a[:k]), s2.append(b[:k]), label.append(c[:k])
-        if not s1:
-            return ScoreSet(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        return ScoreSet(np.concatenate(s1), np.concatenate(s2), np.concatenate(label))
+        step = 8 * self.detector.batch
+        for start in tqdm(range(0, len(images), step), desc=desc, disable=not progress,
+                          unit="chunk"):
+            report = self.detector.detect_many(
+                np.ascontiguousarray(images[start:start + step], dtype=np.float32),
+                progress=False)
+            if report.failures:
+                raise InputError(f"{desc}: the detector rejected {report.failures[0]}")
+            for r in report.results:
+                s1.append(r.score1_max), s2.append(r.score2_max), label.append(r.label)
+        return ScoreSet(np.asarray(s1, np.float64), np.asarray(s2, np.float64),
+                        np.asarray(label, np.int64))
 
 
 class ClassifierRunner:
