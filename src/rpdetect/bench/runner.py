@@ -31,9 +31,9 @@ class Timing:
 
     rounds: int = 7
     round_time_s: float = 1.0
-    min_runs: int = 2
-    warmup_runs: int = 3
-    warmup_time_s: float = 1.0
+    min_runs: int = 1
+    warmup_runs: int = 1
+    warmup_time_s: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "round_time_s": self.round_time_s,
