@@ -15,6 +15,9 @@ rewrites (measured with OpenCV 4.6.0):
   non-constant tensors there;
 * Gather of several constant indices (the BGR -> RGB reorder of ``uint8-nhwc-bgr``) becomes one
   Slice per index and a Concat: OpenCV 4.6 gathers a single index only;
+* Clip with its bounds as inputs (ReLU6) becomes Relu(x - lo) - Relu(x - hi) + lo: OpenCV 4.6
+  reads the bounds only as attributes and has no Min/Max with a constant;
+* Conv without ``kernel_shape`` (optional in ONNX, required by OpenCV 4.6) gets it from its weight;
 * Or (not implemented in OpenCV 4.6) becomes Greater(Max(float(a), float(b)), 0), on [.., 1].
 
 * x (Add|Sub|Mul|Div) c with a [1, C, 1, 1] constant c (a normalisation folded into the
@@ -40,6 +43,19 @@ TARGET_OPSET = 17
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
 
 __all__ = ["TARGET_OPSET", "lower_for_opencv4"]
+
+
+def _drop_stale_reduce_attributes(model: onnx.ModelProto) -> None:
+    """onnx's 18 -> 17 Reduce adapter moves axes into an attribute but keeps
+    ``noop_with_empty_axes``, which opset 17 does not know (ReduceSum had it since 13). With
+    explicit axes it has no effect, so it goes."""
+    for nd in model.graph.node:
+        if nd.op_type.startswith("Reduce") and nd.op_type != "ReduceSum":
+            has_axes = any(a.name == "axes" for a in nd.attribute)
+            kept = [a for a in nd.attribute if not (a.name == "noop_with_empty_axes"
+                                                    and (has_axes or a.i == 0))]
+            del nd.attribute[:]
+            nd.attribute.extend(kept)
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -77,6 +93,37 @@ def _is_channel_affine(nd: onnx.NodeProto, shapes: dict[str, tuple[int, ...]],
     )
 
 
+def _clip_as_relus(nd: onnx.NodeProto, init_values: dict[str, np.ndarray], node, const,
+                   ) -> onnx.NodeProto:
+    x, out = nd.input[0], nd.output[0]
+    lo_name = nd.input[1] if len(nd.input) > 1 else ""
+    hi_name = nd.input[2] if len(nd.input) > 2 else ""
+    for bound in (lo_name, hi_name):
+        if bound and bound not in init_values:
+            raise ValueError(f"Clip {nd.name!r}: bound {bound!r} is not a constant, cannot lower")
+    lo = float(init_values[lo_name]) if lo_name else None
+    hi = float(init_values[hi_name]) if hi_name else None
+
+    def shifted_relu(value: float) -> str:  # Relu(x - value)
+        if value == 0.0:
+            return node("Relu", [x], f"{out}/relu")
+        c = const(f"{out}/shift", np.array(value, dtype=np.float32))
+        return node("Relu", [node("Sub", [x, c], f"{out}/shifted")], f"{out}/relu")
+
+    if hi is None:  # Clip(x, lo) = Relu(x - lo) + lo
+        c = const(f"{out}/lo", np.array(lo, dtype=np.float32))
+        return helper.make_node("Add", [shifted_relu(lo), c], [out], name=nd.name)
+    if lo is None:  # Clip(x, None, hi) = x - Relu(x - hi)
+        return helper.make_node("Sub", [x, shifted_relu(hi)], [out], name=nd.name)
+    low_part = shifted_relu(lo)
+    band = shifted_relu(hi)
+    if lo == 0.0:
+        return helper.make_node("Sub", [low_part, band], [out], name=nd.name)
+    diff = node("Sub", [low_part, band], f"{out}/band")
+    c = const(f"{out}/lo", np.array(lo, dtype=np.float32))
+    return helper.make_node("Add", [diff, c], [out], name=nd.name)
+
+
 def _unique(base: str, taken: set[str]) -> str:
     name, i = base, 0
     while name in taken:
@@ -97,6 +144,7 @@ def lower_for_opencv4(model: onnx.ModelProto) -> onnx.ModelProto:
     out = version_converter.convert_version(model, TARGET_OPSET) if opset > TARGET_OPSET else (
         onnx.ModelProto.FromString(model.SerializeToString())
     )
+    _drop_stale_reduce_attributes(out)
     # convert_version drops metadata_props on some versions: keep the file's own.
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
@@ -170,6 +218,16 @@ def lower_for_opencv4(model: onnx.ModelProto) -> onnx.ModelProto:
                     for i in (int(v) for v in indices)
                 ]
                 nd = helper.make_node("Concat", parts, list(nd.output), name=nd.name, axis=axis)
+        elif (nd.op_type == "Conv" and nd.input[1] in init_values
+              and not any(a.name == "kernel_shape" for a in nd.attribute)):
+            # optional in ONNX (the weight's shape), required by OpenCV 4.6
+            nd.attribute.append(helper.make_attribute(
+                "kernel_shape", [int(d) for d in init_values[nd.input[1]].shape[2:]]))
+        elif nd.op_type == "Clip" and len(nd.input) > 1:
+            # OpenCV 4.6 reads Clip's bounds only as attributes (opset <= 6), and has no Min/Max
+            # with a constant: Clip(x, lo, hi) = Relu(x - lo) - Relu(x - hi) + lo (exact for
+            # x <= 2 hi, within an ulp of x above).
+            nd = _clip_as_relus(nd, init_values, node, const)
         elif nd.op_type == "Or":
             # OpenCV 4.6's Max needs rank >= 2: compute on [.., 1] and reshape back.
             shape = shapes.get(nd.output[0])

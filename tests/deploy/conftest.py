@@ -55,6 +55,41 @@ def classifier_path(deploy_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def relu6_classifier() -> onnx.ModelProto:
+    """EfficientNet-Lite's op forms at opset 20, by onnx.helper: Conv -> Clip(0, 6) (ReLU6, bounds
+    as inputs) -> ReduceMean over H, W (axes as an input) -> Gemm; random weights, dynamic N."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    arrays = {
+        "w": rng.normal(0, 0.5, (16, 3, 3, 3)).astype(np.float32),
+        "b": rng.normal(0, 0.5, (16,)).astype(np.float32),
+        "lo": np.array(0.0, dtype=np.float32),
+        "hi": np.array(6.0, dtype=np.float32),
+        "axes": np.array([2, 3], dtype=np.int64),
+        "fc": rng.normal(0, 1.0, (10, 16)).astype(np.float32),
+        "fcb": rng.normal(0, 0.1, (10,)).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+            helper.make_node("ReduceMean", ["r", "axes"], ["m"], keepdims=0,
+                             noop_with_empty_axes=0),
+            helper.make_node("Gemm", ["m", "fc", "fcb"], ["y"], transB=1),
+        ],
+        "relu6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=[numpy_helper.from_array(a, n) for n, a in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.fixture(scope="session")
 def make_detector(classifier_path: Path, deploy_dir: Path) -> Callable[..., Path]:
     """make_detector(name, **DetectorConfig fields) -> path of a checked detector file."""
     made: dict[str, Path] = {}

@@ -152,6 +152,10 @@ def test_cpp_errors_name_the_problem(client, make_detector, lowered, png_path, d
     np.save(wrong, np.zeros((1, 3, 3, 32, 32), dtype=np.float32))
     proc = run_client(client, "--model", path, "--image", png_path, "--noise", wrong)
     assert proc.returncode == 1 and "[1, 10, 3, 32, 32]" in proc.stderr
+    proc = run_client(client, "--model", path, "--image", png_path, "--seed", "-3")
+    assert proc.returncode == 2 and "--seed" in proc.stderr
+    proc = run_client(client, "--model", path, "--image", png_path, "--threshold1", "x")
+    assert proc.returncode == 2 and "--threshold1: not a number" in proc.stderr
 
 
 def test_cpp_runs_a_detector_with_folded_normalisation(client, classifier_path, lowering,
@@ -167,3 +171,17 @@ def test_cpp_runs_a_detector_with_folded_normalisation(client, classifier_path, 
     got = client_json(client, "--model", path, "--image", png_path, "--noise", noise_npy)
     assert_same(got, engine_result(original, png_path, noise=noise), rtol=RTOL_CPP,
                 where="rpdetect-cpp normalised")
+
+
+def test_cpp_runs_relu6_and_mean_pooling(client, relu6_classifier, lowering, deploy_dir,
+                                         png_path, noise, noise_npy, engine_result,
+                                         assert_same):
+    """EfficientNet-Lite's op forms (ReLU6 as Clip with input bounds, ReduceMean at opset 20)."""
+    from rpdetect.export.graph import DetectorConfig, build_detector
+
+    model = build_detector(relu6_classifier, DetectorConfig(noise="input"))
+    original = save_onnx(model, deploy_dir / "relu6.onnx")
+    path = save_onnx(lowering.lower_for_opencv4(model), deploy_dir / "relu6-opencv4.onnx")
+    got = client_json(client, "--model", path, "--image", png_path, "--noise", noise_npy)
+    assert_same(got, engine_result(original, png_path, noise=noise), rtol=RTOL_CPP,
+                where="rpdetect-cpp relu6")

@@ -62,6 +62,23 @@ def test_folded_normalisation_becomes_a_1x1_conv(classifier_path, lowering, imag
                    for n in lowered.graph.node)
 
 
+def test_relu6_and_mean_pooling_are_rewritten(relu6_classifier, lowering, image_float, noise):
+    """Clip with input bounds -> Relu(x) - Relu(x - 6); opset-20 ReduceMean -> opset 17 with
+    axes as an attribute (and no opset-18 attribute left behind)."""
+    original = build_detector(relu6_classifier, DetectorConfig(noise="input"))
+    lowered = lowering.lower_for_opencv4(original)
+    onnx.checker.check_model(lowered, full_check=True)
+    feeds = {"image": image_float, "noise": noise}
+    want, got = run(original, feeds), run(lowered, feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    ops = {n.op_type for n in lowered.graph.node}
+    assert "Clip" not in ops and "Relu" in ops
+    means = [n for n in lowered.graph.node if n.op_type == "ReduceMean"]
+    assert means and all(len(n.input) == 1 for n in means)
+    assert not any(a.name == "noop_with_empty_axes" for n in means for a in n.attribute)
+
+
 def test_graph_noise_is_refused_with_the_fix(make_detector, lowering):
     model = load_onnx(make_detector("graph-float-nchw", noise="graph"))
     with pytest.raises(ValueError, match="noise='input'"):

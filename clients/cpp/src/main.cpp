@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -46,6 +47,16 @@ float parse_float(const std::string& flag, const std::string& text) {
   throw UsageError(flag + ": not a number: " + text);
 }
 
+unsigned long long parse_count(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const unsigned long long v = std::stoull(text, &used);
+    if (used == text.size() && text[0] != '-') return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(flag + ": expected a non-negative integer, got " + text);
+}
+
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -62,11 +73,13 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--runtime") a.runtime = value;
     else if (flag == "--threshold1") a.threshold1 = parse_float(flag, value);
     else if (flag == "--threshold2") a.threshold2 = parse_float(flag, value);
-    else if (flag == "--seed") a.seed = std::stoull(value);
-    else if (flag == "--threads") a.threads = std::stoi(value);
+    else if (flag == "--seed") a.seed = parse_count(flag, value);
+    else if (flag == "--threads") a.threads = static_cast<int>(parse_count(flag, value));
     else throw UsageError("unknown argument " + flag + "\n" + kUsage);
   }
-  if (a.model.empty() || a.image.empty()) throw UsageError(std::string("--model and --image are required\n") + kUsage);
+  if (a.model.empty() || a.image.empty()) {
+    throw UsageError(std::string("--model and --image are required\n") + kUsage);
+  }
   if (a.runtime != "opencv" && a.runtime != "onnxruntime") {
     throw UsageError("--runtime: expected opencv or onnxruntime, got " + a.runtime);
   }

@@ -25,8 +25,10 @@ Outputs run_opencv_dnn(const DetectorFile& file, const Feeds& feeds) {
   } catch (const cv::Exception& e) {
 #if CV_VERSION_MAJOR < 5
     throw std::runtime_error(file.path + ": OpenCV " CV_VERSION " cannot import it (" + e.err +
-                             "); rewrite it for OpenCV 4.x first: python lower_for_opencv4.py " +
-                             file.path + " detector-opencv4.onnx");
+                             "). A detector as exported must be rewritten for OpenCV 4.x first: "
+                             "python lower_for_opencv4.py " + file.path +
+                             " detector-opencv4.onnx; an op that the rewrite does not cover is "
+                             "named above");
 #else
     throw;
 #endif
