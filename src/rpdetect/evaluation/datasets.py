@@ -73,14 +73,16 @@ def list_images(tar_path: Path) -> list[str]:
         )
     with tarfile.open(tar_path) as tar:
         return sorted(
-            m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)
+            m.name for m in tar.getmembers()
+            if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)
         )
 
 
 def _split(items: Sequence[LabeledImage], n_calibration: int, seed: int) -> Split:
     if not 0 < n_calibration < len(items):
         raise ValueError(
-            f"n_calibration: expected 1..{len(items) - 1} (of {len(items)} images), got {n_calibration}"
+            f"n_calibration: expected 1..{len(items) - 1} (of {len(items)} images), "
+            f"got {n_calibration}"
         )
     order = np.random.default_rng(seed).permutation(len(items))
     calibration = tuple(items[i] for i in sorted(order[:n_calibration]))

@@ -73,7 +73,8 @@ def write_figures(data: FigureData, out_dir: Path, *, dataset: str) -> list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [figure2(data, out_dir / "figure2_consistency.png",
                      title=f"{dataset}: label consistency under noise")]
-    bim = sorted((e, n) for n, e in data.epsilons.items() if e is not None and n in data.consistency)
+    bim = sorted((e, n) for n, e in data.epsilons.items()
+                 if e is not None and n in data.consistency)
     if len(bim) > 1:
         paths.append(figure2(data, out_dir / "figure2_bim_budgets.png", names=[n for _, n in bim],
                              title=f"{dataset}: BIM-L2 at growing budgets"))

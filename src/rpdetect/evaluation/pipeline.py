@@ -146,11 +146,14 @@ def run_dataset(config: EvaluationConfig) -> tuple[EvaluationResult, list[Path]]
     out = config.out_dir or (work / "results" if config.quick
                              else repo_root() / "benchmarks" / "results" / config.dataset)
     tar_path = (config.data_dir or default_data_dir()) / setup.tar
+    if not tar_path.is_file():
+        raise FileNotFoundError(f"{tar_path}: dataset tar not found (pass --data DIR, the folder "
+                                f"holding {setup.tar})")
+    split = setup.split(tar_path, setup.n_calibration, config.seed)
     zoo = _zoo(setup.zoo)
     classifier = Classifier(zoo.build(), tuple(zoo.MEAN), tuple(zoo.STD), tuple(zoo.INPUT_SHAPE),
                             setup.classes)
-    split = setup.split(tar_path, setup.n_calibration, config.seed)
-    calibration = split.calibration[: config.calib_limit] if config.calib_limit else split.calibration
+    calibration = split.calibration[: config.calib_limit or None]
     notes = [setup.note, "Adversarial examples are kept as float32 (not re-quantised to 8 bits)."]
     written: list[Path] = []
 

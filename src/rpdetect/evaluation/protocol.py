@@ -205,9 +205,11 @@ def evaluate(
             m = min(figure_images, len(used_pos))
             if "clean" not in consistency:
                 consistency["clean"] = label_consistency(
-                    figure_runner, pool.images(used_pos[:m]), figure_kappas, copies=figure_copies, seed=seed)
+                    figure_runner, pool.images(used_pos[:m]), figure_kappas,
+                    copies=figure_copies, seed=seed)
             consistency[spec.name] = label_consistency(
-                figure_runner, adv_images[:m], figure_kappas, copies=figure_copies, seed=seed)
+                figure_runner, adv_images[:m], figure_kappas, copies=figure_copies,
+                seed=seed)
             if not fig_logits:
                 fig_logits = _figure3_logits(figure_runner, pool.images(used_pos[:1])[0],
                                              adv_images[0], float(max(kappas)), seed)

@@ -21,7 +21,8 @@ def _f(v: float, digits: int = 3) -> str:
 
 def markdown_table(rows: Sequence[AttackMetrics], specs: dict[str, AttackSpec]) -> str:
     head = ("| attack | setting | mean L2 (paper) | used / attempted (failed) | "
-            "score1 TP FP P R F2 | score2 TP FP P R F2 | combined TP FP P R F2 | AUC1 | AUC2 |")
+            "score1 TP FP P R F2 | score2 TP FP P R F2 | combined TP FP P R F2 | "
+            "AUC1 | AUC2 |")
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         spec = specs.get(r.attack)
@@ -63,8 +64,9 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
         f"calibration set flagged: score1 {r1:.3f}, score2 {r2:.3f}, either {rc:.3f}.",
         "Each row: the adversarial examples (positives) and the SAME clean images (negatives) "
         "from the evaluation split. P = precision (0 when nothing is flagged), R = recall, "
-        "F2 = F-beta with beta 2; AUC = rank ROC-AUC of score1_max / score2_max (beyond the paper).",
-        *(f"{n}" for n in notes),
+        "F2 = F-beta with beta 2; AUC = rank ROC-AUC of score1_max / score2_max "
+        "(beyond the paper).",
+        *(f"\n{n}" for n in notes),
         "",
         markdown_table(result.rows, by_name),
         "",

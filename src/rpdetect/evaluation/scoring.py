@@ -60,8 +60,9 @@ class ClassifierRunner:
         self.input = self.session.get_inputs()[0].name  # type: ignore[attr-defined]
 
     def logits(self, images: np.ndarray, *, batch: int = 32) -> np.ndarray:
-        out = [self.session.run(None, {self.input: np.ascontiguousarray(  # type: ignore[attr-defined]
-            images[i:i + batch], dtype=np.float32)})[0] for i in range(0, len(images), batch)]
+        run = self.session.run  # type: ignore[attr-defined]
+        out = [run(None, {self.input: np.ascontiguousarray(images[i:i + batch], np.float32)})[0]
+               for i in range(0, len(images), batch)]
         return np.concatenate(out)
 
 
@@ -81,7 +82,8 @@ def label_consistency(classifier: ClassifierRunner, images: np.ndarray, kappas: 
 
 
 def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) -> ScoreSet:
-    """``compute()`` once; with a ``path`` the result is kept there (reused when ``key`` matches)."""
+    """``compute()`` once; with a ``path`` the result is kept there, reused when ``key``
+    matches."""
     if path is not None and path.is_file():
         with np.load(path) as z:
             if str(z["key"]) == key:
