@@ -18,12 +18,11 @@ rewrites (measured with OpenCV 4.6.0):
 * Clip with its bounds as inputs (ReLU6) becomes Relu(x - lo) - Relu(x - hi) + lo: OpenCV 4.6
   reads the bounds only as attributes and has no Min/Max with a constant;
 * Conv without ``kernel_shape`` (optional in ONNX, required by OpenCV 4.6) gets it from its weight;
-* Or (not implemented in OpenCV 4.6) becomes Greater(Max(float(a), float(b)), 0), on [.., 1].
-
 * x (Add|Sub|Mul|Div) c with a [1, C, 1, 1] constant c (a normalisation folded into the
   classifier, or ``DetectorConfig(mean=..., std=...)``) becomes a 1x1 Conv with a diagonal weight:
   OpenCV 4.6 fails on the former once the batch is > 1 (Div becomes a multiplication by 1/c,
-  within 1 ulp).
+  within 1 ulp);
+* Or (not implemented in OpenCV 4.6) becomes Greater(Max(float(a), float(b)), 0), on [.., 1].
 
 Not fixable here: RandomNormalLike (build the detector with ``noise="input"``); classifier ops
 that OpenCV 4.x does not implement (the error names the node).
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
 TARGET_OPSET = 17
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         lowered = lower_for_opencv4(onnx.load(str(args.detector)))
-    except (ValueError, onnx.checker.ValidationError) as exc:
+    except (OSError, DecodeError, ValueError, onnx.checker.ValidationError) as exc:
         print(f"lower_for_opencv4: {args.detector}: {exc}", file=sys.stderr)
         return 2
     args.output.parent.mkdir(parents=True, exist_ok=True)
