@@ -66,7 +66,7 @@ def client() -> Path:
 
 @pytest.fixture(scope="module")
 def lowered(make_detector, lowering, deploy_dir):
-    """lowered(fmt, name=...) -> path of the OpenCV 4.x version of a noise-input detector."""
+    """lowered(fmt, thresholds=None) -> (exported noise-input detector, its OpenCV 4.x rewrite)."""
     def make(fmt: str, *, thresholds: tuple[float, float] | None = None) -> tuple[Path, Path]:
         path = make_detector(f"input-{fmt}", noise="input", input_format=fmt)
         model = load_onnx(path)
