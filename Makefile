@@ -20,7 +20,9 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m rpdetect.demo --workdir cache/demo
 
+# tests/deploy also needs libopencv-dev (apt, root) and clients/node/node_modules (npm).
 test: $(VENV)/.installed
+	bash scripts/setup_deploy_deps.sh
 	$(PY) -m pytest -q
 
 clean:

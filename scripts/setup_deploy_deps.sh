@@ -5,7 +5,7 @@
 #     Its postinstall script would fetch CUDA/TensorRT binaries from NuGet on Linux x64; it is
 #     skipped (--ignore-scripts, ONNXRUNTIME_NODE_INSTALL=skip): the CPU binaries are inside the
 #     npm package itself.
-# Idempotent; needs root for apt-get (skipped, with a note, when OpenCV is already there).
+# Idempotent; needs root for apt-get (without root the C++ client tests skip, with a note).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +13,8 @@ if [ -f /usr/include/opencv4/opencv2/dnn.hpp ]; then
   echo "setup_deploy_deps: libopencv-dev already installed"
 elif command -v apt-get > /dev/null; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup_deploy_deps: libopencv-dev is missing and apt-get needs root:" >&2
-    echo "  sudo apt-get install --no-install-recommends libopencv-dev" >&2
-    exit 1
+    echo "setup_deploy_deps: libopencv-dev is missing and apt-get needs root; the C++ client" >&2
+    echo "  tests will be skipped. To run them: sudo apt-get install --no-install-recommends libopencv-dev" >&2
   fi
   echo "setup_deploy_deps: apt-get install libopencv-dev (a few minutes)"
   apt-get update -qq
