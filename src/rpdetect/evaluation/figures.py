@@ -48,17 +48,16 @@ def figure3(data: FigureData, path: Path, *, title: str) -> Path:
     detector's largest), and their difference Z(x) - Z(x~)."""
     plt = _pyplot()
     z = data.logits
-    fig, axes = plt.subplots(2, 3, figsize=(12, 5), sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 5))
     for row, name in enumerate(("clean", "adversarial")):
         before, after = z[name], z[name + "_noisy"]
-        k = np.arange(len(before))
-        axes[row, 0].plot(k, before, linewidth=0.8)
+        diff = before - after
+        _draw(axes[row, 0], before, "tab:blue")
         axes[row, 0].set_title(f"{name}: Z(x), label {int(before.argmax())}")
-        axes[row, 1].plot(k, after, linewidth=0.8, color="tab:orange")
+        _draw(axes[row, 1], after, "tab:orange")
         axes[row, 1].set_title(f"{name}: Z(x~), kappa={data.logit_kappa:g}, "
                                f"label {int(after.argmax())}")
-        diff = before - after
-        axes[row, 2].plot(k, diff, linewidth=0.8, color="tab:red")
+        _draw(axes[row, 2], diff, "tab:red")
         axes[row, 2].set_title(f"{name}: Z(x) - Z(x~), std {diff.std():.3f}")
     for ax in axes[1]:
         ax.set_xlabel("class")
@@ -67,6 +66,17 @@ def figure3(data: FigureData, path: Path, *, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw(ax, values: np.ndarray, color: str) -> None:  # type: ignore[no-untyped-def]
+    """Bars for a few classes, a line for many (1000 ImageNet logits)."""
+    k = np.arange(len(values))
+    if len(values) <= 20:
+        ax.bar(k, values, color=color)
+        ax.set_xticks(k)
+    else:
+        ax.plot(k, values, linewidth=0.8, color=color)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
 
 
 def write_figures(data: FigureData, out_dir: Path, *, dataset: str) -> list[Path]:

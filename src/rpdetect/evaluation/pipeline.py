@@ -151,6 +151,10 @@ def run_dataset(config: EvaluationConfig) -> tuple[EvaluationResult, list[Path]]
                                 f"holding {setup.tar})")
     split = setup.split(tar_path, setup.n_calibration, config.seed)
     zoo = _zoo(setup.zoo)
+    weights = getattr(zoo, "WEIGHTS", None)
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: trained weights of rpdetect.zoo.{setup.zoo} not "
+                                f"found; evaluating an untrained classifier is meaningless")
     classifier = Classifier(zoo.build(), tuple(zoo.MEAN), tuple(zoo.STD), tuple(zoo.INPUT_SHAPE),
                             setup.classes)
     calibration = split.calibration[: config.calib_limit or None]

@@ -141,11 +141,13 @@ def evaluate(
     figure_copies: int = 3,
     figure_kappas: Sequence[float] = tuple(np.geomspace(0.003, 0.3, 8)),
     progress: bool = True,
+    classifier_onnx: Path | None = None,
     on_row: Callable[[EvaluationResult], None] | None = None,
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
     cached under ``work_dir`` so an interrupted run resumes. ``on_row`` is called with the
-    partial result after every attack (to write the table as it grows)."""
+    partial result after every attack (to write the table as it grows). ``classifier_onnx``:
+    an already exported pixel-space ONNX of the same classifier, used instead of exporting."""
     import foolbox as fb
 
     from ..calibration.thresholds import achieved_rates, per_score_thresholds
@@ -153,7 +155,7 @@ def evaluate(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     fp = classifier.fingerprint()
-    classifier_path = work_dir / f"classifier-{fp}.onnx"
+    classifier_path = classifier_onnx or work_dir / f"classifier-{fp}.onnx"
     if not classifier_path.is_file():
         torch_to_onnx(classifier.module, classifier_path, input_shape=classifier.input_shape,
                       mean=classifier.mean, std=classifier.std)
