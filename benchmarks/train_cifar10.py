@@ -12,13 +12,14 @@ Training: half-width ResNet-9, SGD (Nesterov, momentum 0.9, weight decay 5e-4), 
 one-cycle learning rate (linear 0 -> max over the first 25% of steps, then linear to 0), label
 smoothing 0.1, augmentation random crop 32 from a 4-pixel reflect-padded image + horizontal flip.
 
-A checkpoint is written to the workdir after every epoch; ``--resume`` continues from it.
+A checkpoint is written to the workdir every 25 batches and after every epoch; ``--resume``
+continues from it (mid-epoch too: the augmentation generator state is saved).
 At the end the weights go to ``src/rpdetect/zoo/weights/cifar10_cnn.pt`` (float32 state_dict)
 with a provenance JSON ``cifar10_cnn.json`` next to them.
 
 Usage (from the repository root)::
 
-    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 14 --resume
+    nice -n 15 .venv/bin/python benchmarks/train_cifar10.py --epochs 10 --resume
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-train.tar")
     p.add_argument("--workdir", type=Path, default=REPO / "cache" / "train" / "cifar10")
-    p.add_argument("--epochs", type=int, default=14)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.2)
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from workdir/checkpoint.pt")
     p.add_argument("--smoke", type=int, default=0, help="N>0: N batches only, no export")
+    p.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)  # testing
+    p.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)  # testing: exit
     p.add_argument("--out", type=Path, default=REPO / "src" / "rpdetect" / "zoo" / "weights")
     args = p.parse_args(argv)
 
@@ -207,12 +210,28 @@ def main(argv: list[str] | None = None) -> int:
         model.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=args.wd
     )
     steps_per_epoch = len(x_tr) // args.batch  # drop last
-    if args.smoke:
-        steps_per_epoch = args.smoke
+    if args.smoke or args.limit_batches:
+        steps_per_epoch = args.smoke or args.limit_batches
     total = steps_per_epoch * args.epochs
 
     ckpt_path = args.workdir / "checkpoint.pt"
-    start_epoch, history, train_time = 0, [], 0.0
+
+    def save_ckpt(epoch_done: int, batch_done: int, extra: dict) -> None:
+        ck = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "epoch": epoch_done,  # completed epochs
+            "batch": batch_done,  # completed batches of epoch `epoch_done` (0-based epoch index)
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "history": history,
+            "train_time": train_time,
+            **extra,
+        }
+        torch.save(ck, ckpt_path.with_suffix(".tmp"))
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+
+    start_epoch, start_batch, history, train_time, partial = 0, 0, [], 0.0, None
     if args.resume and ckpt_path.exists() and not args.smoke:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ck["epochs"] != args.epochs or ck["seed"] != args.seed:
@@ -220,16 +239,27 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         start_epoch, history, train_time = ck["epoch"], ck["history"], ck["train_time"]
-        log(f"resumed after epoch {start_epoch} ({train_time:.0f}s trained)")
+        start_batch = int(ck.get("batch", 0))
+        if start_batch:
+            partial = ck
+        log(f"resumed at epoch {start_epoch + 1} batch {start_batch} ({train_time:.0f}s trained)")
 
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        te = time.time()
         perm = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(len(x_tr)))
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for b in range(steps_per_epoch):
+        loss_sum, correct, seen, first, elapsed0 = 0.0, 0, 0, 0, 0.0
+        if partial is not None:  # resume inside this epoch
+            gen.set_state(partial["gen_state"])
+            loss_sum, correct, seen = partial["loss_sum"], partial["correct"], partial["seen"]
+            first, elapsed0 = start_batch, partial["epoch_elapsed"]
+            partial = None
+        te = time.time() - elapsed0
+        for b in range(first, steps_per_epoch):
             step = epoch * steps_per_epoch + b
+            if args.stop_after and step == args.stop_after:
+                log(f"--stop-after {step}: exiting")
+                return 3
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, args.lr)
             idx = perm[b * args.batch : (b + 1) * args.batch]
@@ -243,12 +273,24 @@ def main(argv: list[str] | None = None) -> int:
             loss_sum += loss.item() * len(yb)
             correct += (out.argmax(1) == yb).sum().item()
             seen += len(yb)
-            if (b + 1) % 50 == 0 or args.smoke:
+            if (b + 1) % 25 == 0 or args.smoke:
                 log(
                     f"  epoch {epoch + 1} batch {b + 1}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
                     f"train_acc {correct / seen:.4f} lr {opt.param_groups[0]['lr']:.4f} "
                     f"{(time.time() - te) / (b + 1):.2f}s/batch"
                 )
+                if not args.smoke and b + 1 < steps_per_epoch:
+                    save_ckpt(
+                        epoch,
+                        b + 1,
+                        {
+                            "gen_state": gen.get_state(),
+                            "loss_sum": loss_sum,
+                            "correct": correct,
+                            "seen": seen,
+                            "epoch_elapsed": time.time() - te,
+                        },
+                    )
         epoch_time = time.time() - te
         acc = evaluate(model, x_ho, y_ho)
         train_time += epoch_time
@@ -266,17 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             f"held_aside_acc {acc:.4f} epoch_time {epoch_time:.0f}s total {train_time:.0f}s"
         )
         if not args.smoke:
-            ck = {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "epoch": epoch + 1,
-                "epochs": args.epochs,
-                "seed": args.seed,
-                "history": history,
-                "train_time": train_time,
-            }
-            torch.save(ck, ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            save_ckpt(epoch + 1, 0, {})
 
     if args.smoke:
         log("smoke done (nothing exported)")
