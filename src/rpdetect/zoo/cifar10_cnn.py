@@ -84,9 +84,9 @@ class ResNet9(nn.Module):
 def build(pretrained: bool = True) -> nn.Module:
     """The CIFAR-10 model in eval mode.
 
-    With ``pretrained=True`` the committed weights are loaded when the file exists (a
-    missing file only warns: the model stays randomly initialised). ``pretrained=False``: random
-    initialisation. A missing weights file gives a warning, not an error.
+    With ``pretrained=True`` the committed weights are loaded (``weights_only=True``) when the
+    file exists; a missing file only warns and the model stays randomly initialised.
+    ``pretrained=False``: random initialisation.
     """
     model = ResNet9(num_classes=len(CLASSES))
     if pretrained:
