@@ -85,13 +85,15 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
     assert set(prof["groups_ms"]) == set(GROUPS)
     assert prof["groups_ms"]["noise"] > 0 and prof["groups_ms"]["classifier"] > 0
     assert abs(sum(prof["groups_share"].values()) - 1) < 1e-6
+    floor = data["profile_floor"]  # the classifier alone: nothing of rpdetect's in it
+    assert floor["groups_ms"]["classifier"] == floor["kernel_ms"] > 0
 
     text = md.read_text()
     assert text == report.to_markdown()
     for needle in ("| cpu | detector / floor |", "| cpu | naive / detector |",
                    "| detector graph noise B=2 [cpu] |", "Skipped providers",
                    "- tensorrt-fp16: TensorrtExecutionProvider is not in",
-                   "| noise |", "| scores |"):
+                   "| noise |", "| scores |", "The floor profiled the same way"):
         assert needle in text, needle
 
 

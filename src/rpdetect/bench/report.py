@@ -120,6 +120,7 @@ class Report:
     outcomes: list[CaseOutcome]
     targets: Targets = field(default_factory=Targets)
     profile: ProfileBreakdown | None = None
+    profile_floor: ProfileBreakdown | None = None  # the floor, profiled the same way
     profile_note: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -139,6 +140,7 @@ class Report:
             "ratios": [r.to_dict() for r in self.ratios],
             "cases": [_case_dict(o) for o in self.outcomes],
             "profile": None if self.profile is None else self.profile.to_dict(),
+            "profile_floor": None if self.profile_floor is None else self.profile_floor.to_dict(),
             "profile_note": self.profile_note,
             "notes": self.notes,
         }
@@ -156,6 +158,7 @@ class Report:
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
             f"per configuration, each in its own process: {s['isolate']}.",
+            *([f"Command: `{s['command']}`"] if s.get("command") else []),
             "",
             "## Ratios (same run; per-round range in brackets)",
             "",
@@ -208,6 +211,11 @@ class Report:
             ]
             lines += [f"| {g} | {pr.groups_ms.get(g, 0.0):.3f} | {100 * pr.share(g):.1f}% |"
                       for g in GROUPS]
+            if self.profile_floor is not None:
+                fl = self.profile_floor
+                lines += ["", f"The floor profiled the same way: model_run {fl.run_ms:.2f} ms, "
+                          f"kernel time {fl.kernel_ms:.2f} ms (the detector's classifier group: "
+                          f"{pr.groups_ms.get('classifier', 0.0):.2f} ms)."]
             if pr.top_nodes:
                 lines += ["", "Slowest nodes outside the classifier:", "",
                           "| node | op | group | ms |", "|---|---|---|---|"]

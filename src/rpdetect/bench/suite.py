@@ -106,13 +106,18 @@ def run_benchmark(
             outcomes += [CaseOutcome(c, status="skipped", reason=v.reason)
                          for c in plan_cases(variants=[placeholder], **plan)]
 
-        prof, prof_note = None, None
+        prof, prof_floor, prof_note = None, None, None
         first = next((c for c in cases if c.role == "detector-graph" and c.batch == 1), None)
-        if profile_runs > 0 and first is not None:
-            log(f"profile {first.name}")
+        floor = next((c for c in cases if c.role == "floor" and first is not None
+                      and c.variant == first.variant), None)
+        if profile_runs > 0 and first is not None and floor is not None:
+            log(f"profile {first.name} and {floor.name}")
             prof, failure = _profile(first, runs=profile_runs, directory=root / "profile",
                                      isolate=isolate)
-            prof_note = failure or f"{first.name}, threads {settings.threads}"
+            prof_floor, failure_floor = _profile(floor, runs=profile_runs,
+                                                 directory=root / "profile_floor",
+                                                 isolate=isolate)
+            prof_note = failure or failure_floor or f"{first.name}, threads {settings.threads}"
 
     try:
         machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -138,6 +143,7 @@ def run_benchmark(
         outcomes=outcomes,
         targets=targets,
         profile=prof,
+        profile_floor=prof_floor,
         profile_note=prof_note,
         notes=[
             "detector variants are rebuilt from the classifier inside the detector file with its "
