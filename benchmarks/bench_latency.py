@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rpdetect.bench import QUICK, Report, SessionSettings, Targets, Timing, TorchModel, run_benchmark
+from rpdetect.bench.report import PROFILED_RATIO
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
 from rpdetect.export.torch_export import load_module, torch_to_onnx
 
@@ -78,9 +79,10 @@ def detector_for(model: Standard, cache: Path) -> Path:
 def headline(reports: dict[str, Report], command: str) -> str:
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
              f"Command: `{command}`", "",
-             "| model | provider | detector / floor | target | naive / detector | target | "
-             "detector (input noise) / floor | torch B=11 / detector |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | provider | detector / floor | target | detector / floor, profiled kernel "
+             "time | naive / detector | target | detector (input noise) / floor | torch B=11 / "
+             "detector |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():
         by = {(r.provider, r.name): r for r in rep.ratios}
         for provider in dict.fromkeys(r.provider for r in rep.ratios):
@@ -89,13 +91,13 @@ def headline(reports: dict[str, Report], command: str) -> str:
                 if r is None:
                     return "- | -" if with_target else "-"
                 value = f"{r.value:.3f}"
-                if not with_target:
-                    return value
                 mark = "" if r.meets is None else (" (met)" if r.meets else " (**missed**)")
+                if not with_target:
+                    return value + mark
                 sign = "<=" if r.target_kind == "max" else ">="
                 return f"{value}{mark} | {sign} {r.target:g}" if r.target else f"{value} | -"
             lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
-                         f"| {cell('naive / detector', True)} | "
+                         f"| {cell(PROFILED_RATIO)} | {cell('naive / detector', True)} | "
                          f"{cell('detector (input noise) / floor')} | "
                          f"{cell('torch batch / detector')} |")
     m = next(iter(reports.values())).machine
