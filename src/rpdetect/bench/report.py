@@ -55,6 +55,7 @@ class Ratio:
         return {"name": self.name, "provider": self.provider, "numerator": self.numerator,
                 "denominator": self.denominator, "value": self.value,
                 "per_round": self.per_round,
+                "per_round_median": float(np.median(self.per_round)) if self.per_round else None,
                 "per_round_min": min(self.per_round) if self.per_round else None,
                 "per_round_max": max(self.per_round) if self.per_round else None,
                 "target": self.target, "target_kind": self.target_kind, "meets": self.meets}
@@ -172,13 +173,17 @@ class Report:
             f"per configuration, each in its own process: {s['isolate']}.",
             *([f"Command: `{s['command']}`"] if s.get("command") else []),
             "",
-            "## Ratios (same run; per-round range in brackets)",
+            "## Ratios (same run)",
             "",
-            "| provider | ratio | value | per-round range | target | meets |",
+            "value: median / median over all runs; per round: the median of the ratios within "
+            "each round [min, max]; targets are checked on the value.",
+            "",
+            "| provider | ratio | value | per round | target | meets |",
             "|---|---|---|---|---|---|",
         ]
         for r in self.ratios:
-            rng = (f"[{min(r.per_round):.3f}, {max(r.per_round):.3f}]" if r.per_round else "-")
+            rng = (f"{np.median(r.per_round):.3f} [{min(r.per_round):.3f}, "
+                   f"{max(r.per_round):.3f}]" if r.per_round else "-")
             target = "-" if r.target is None else f"{'<=' if r.target_kind == 'max' else '>='} {r.target:g}"
             meets = "-" if r.meets is None else ("yes" if r.meets else "**no**")
             lines.append(f"| {r.provider} | {r.name} | {r.value:.3f} | {rng} | {target} | {meets} |")
