@@ -17,6 +17,7 @@ from rpdetect.bench.cases import ROLES
 from rpdetect.bench.profile import GROUPS, group_of
 from rpdetect.bench.providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant
 from rpdetect.bench.report import compute_ratios
+from rpdetect.bench.runner import WorkerProcess
 from rpdetect.bench.worker import Worker
 from rpdetect.cli import main
 from rpdetect.errors import ProviderError
@@ -154,6 +155,21 @@ def test_worker_skips_a_provider_the_session_did_not_start(tiny_detector):
     if reply.get("ok"):
         pytest.skip("this onnxruntime starts CUDA")
     assert reply["skip"] is True and "did not start CUDAExecutionProvider" in reply["error"]
+
+
+def test_a_worker_that_does_not_answer_is_killed_and_named(tiny_detector):
+    worker = WorkerProcess("slow one", timeout_s=60)
+    try:
+        reply = worker.request({"op": "setup", "workload": {
+            "kind": "onnx", "model": str(tiny_detector), "threads": 1, "batch": 1,
+            "providers": ["CPUExecutionProvider"], "provider_options": [{}]}})
+        assert reply["ok"] is True
+        worker.timeout_s = 0.5
+        reply = worker.request({"op": "run", "min_time_s": 30, "min_runs": 1})
+        assert reply["ok"] is False
+        assert "worker for 'slow one' gave no answer to 'run' within 0.5 s" in reply["error"]
+    finally:
+        worker.close()
 
 
 def test_summarise_and_ratios():

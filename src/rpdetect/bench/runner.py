@@ -11,6 +11,7 @@ configuration alike, which is what makes the ratios of one benchmark comparable.
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import tempfile
@@ -66,10 +67,12 @@ class Channel(Protocol):
 
 
 class WorkerProcess:
-    """A worker subprocess speaking the JSON-lines protocol of ``worker.py``."""
+    """A worker subprocess speaking the JSON-lines protocol of ``worker.py``. A request not
+    answered within ``timeout_s`` (a hung provider, say) kills the worker and fails the case."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, timeout_s: float = 1800.0) -> None:
         self.label = label
+        self.timeout_s = timeout_s
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "rpdetect.bench.worker"],
@@ -82,6 +85,13 @@ class WorkerProcess:
         try:
             self._proc.stdin.write(json.dumps(message) + "\n")
             self._proc.stdin.flush()
+            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s)
+            if not ready:
+                self._proc.kill()
+                self._proc.wait()
+                return {"ok": False, "skip": False,
+                        "error": f"worker for {self.label!r} gave no answer to {message['op']!r} "
+                                 f"within {self.timeout_s:g} s and was killed"}
             line = self._proc.stdout.readline()
         except (BrokenPipeError, OSError):
             line = ""
