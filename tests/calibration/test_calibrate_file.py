@@ -164,3 +164,14 @@ def test_cli_refuses_a_plain_classifier_and_a_bad_fpr_before_running(
                  "--fpr", "5", "-o", str(out)]) == 2
     assert "fpr: expected a false-positive rate in [0, 1), got 5.0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_provider_options_reach_the_detector(
+    graph_noise_detector: Path, image_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "o.onnx"
+    code = main(["calibrate", str(graph_noise_detector), "--images", str(image_dir),
+                 "--provider-option", "trt_fp16=1", "-o", str(out)])
+    assert code == 2 and "unknown provider option 'trt_fp16'" in capsys.readouterr().err
+    assert not out.exists()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -266,20 +266,23 @@ def calibrate_file(
     fpr: float = 0.05,
     mode: CalibrationMode | str = CalibrationMode.PER_SCORE,
     limit: int | None = None,
-    providers: str | Sequence[Any] = "auto",
+    providers: str | Sequence[str] = "auto",
     threads: int | None = None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int | None = None,
     report_path: str | Path | None = None,
     histogram_path: str | Path | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> CalibrationResult:
     """Calibrate the detector at ``detector_path`` on the clean images of ``reader`` and save the
     calibrated copy to ``out_path`` (thresholds as initializer defaults, provenance in metadata).
 
     Also writes a JSON report and a PNG histogram, by default next to ``out_path``
     (``OUT.calibration.json`` / ``OUT.calibration.png``). The histogram needs matplotlib (the
-    ``eval`` extra); without it, it is skipped with a warning. ``providers``, ``threads`` and
-    ``seed`` (the noise generator of detectors built with noise="input") go to
+    ``eval`` extra); without it, it is skipped with a warning. ``providers``, ``threads``,
+    ``provider_options``, ``**options`` (execution-provider options under ONNX Runtime's names)
+    and ``seed`` (the noise generator of detectors built with noise="input") go to
     ``rpdetect.Detector``.
     """
     from ..engine import Detector
@@ -293,7 +296,8 @@ def calibrate_file(
     model = load_onnx(detector_path)
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
     calibrator = Calibrator(
-        Detector(detector_path, providers=providers, threads=threads, seed=seed)
+        Detector(detector_path, providers=providers, threads=threads,
+                 provider_options=provider_options, seed=seed, **options)
     )
     calibrator.collect(reader, limit=limit, progress=progress)
     result = calibrator.compute(fpr=fpr, mode=mode)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._cli_util import add_session_args, session_kwargs
 from .calibrate import calibrate_file
 from .reader import FolderReader
 from .report import default_paths
@@ -41,31 +42,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="seeds the noise of detectors built with noise='input' (graph-noise "
                    "detectors carry their own seed) and, with --limit, the random choice of the "
                    "N images (default: fresh noise; the first N in sorted order)")
-    p.add_argument("--providers", default="auto",
-                   help="ONNX Runtime execution providers, comma-separated, e.g. cuda,cpu "
-                   "(default auto)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="intra-op threads for ONNX Runtime (default: ORT's choice)")
     p.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="JSON report path (default OUT.calibration.json)")
     p.add_argument("--histogram", type=Path, default=None, metavar="PATH",
                    help="PNG histogram path (default OUT.calibration.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_session_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     reader = FolderReader(args.images, limit=args.limit,
                           shuffle_seed=args.seed if args.limit is not None else None)
-    providers = "auto" if args.providers == "auto" else [
-        s.strip() for s in args.providers.split(",") if s.strip()
-    ]
     report, histogram = default_paths(args.output)
     report, histogram = args.report or report, args.histogram or histogram
     result = calibrate_file(
         args.detector, reader, args.output,
-        fpr=args.fpr, mode=args.mode, providers=providers, threads=args.threads, seed=args.seed,
-        report_path=report, histogram_path=histogram, progress=not args.no_progress,
+        fpr=args.fpr, mode=args.mode, seed=args.seed, report_path=report,
+        histogram_path=histogram, progress=not args.no_progress, **session_kwargs(args),
     )
     r = result.rates
     print(f"calibrated on {result.n_images} clean images from {result.source} "

@@ -11,34 +11,10 @@ from typing import Any
 
 import onnxruntime as ort
 
+from .._cli_util import add_session_args, session_kwargs
 from ..export.metadata import is_uncalibrated
 from .detector import Detector
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES
-
-
-def _providers(text: str) -> str | list[str]:
-    names = [p for p in text.replace(" ", "").split(",") if p]
-    if not names:
-        raise argparse.ArgumentTypeError("expected 'auto' or comma-separated provider names")
-    return "auto" if names == ["auto"] else names
-
-
-def _option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def _session_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--providers", type=_providers, default="auto", metavar="LIST",
-                   help="'auto' (TensorRT > CUDA > CPU, default) or comma-separated names in "
-                        "priority order, e.g. cuda,cpu")
-    p.add_argument("--provider-option", type=_option, action="append", default=[],
-                   metavar="NAME=VALUE", dest="provider_option",
-                   help="execution-provider option under ONNX Runtime's name, routed to the "
-                        "provider that knows it (e.g. trt_fp16_enable=1, device_id=0); repeatable")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
 
 
 def register(sub: Any) -> None:
@@ -59,7 +35,7 @@ def register(sub: Any) -> None:
                    help="fit images to the detector's size (default: shorter-crop)")
     d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _session_args(d)
+    add_session_args(d)
     d.set_defaults(func=_detect)
 
     i = sub.add_parser(
@@ -71,13 +47,12 @@ def register(sub: Any) -> None:
     )
     i.add_argument("model", help="detector .onnx")
     i.add_argument("--json", action="store_true")
-    _session_args(i)
+    add_session_args(i)
     i.set_defaults(func=_info)
 
 
 def _detector(args: argparse.Namespace, **kwargs: Any) -> Detector:
-    return Detector(args.model, providers=args.providers, threads=args.threads,
-                    **dict(args.provider_option), **kwargs)
+    return Detector(args.model, **session_kwargs(args), **kwargs)
 
 
 def _expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -8,24 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._cli_util import float_list, shape
 from .graph import INPUT_FORMATS, NOISE_MODES, DetectorConfig, export_detector
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.replace("x", ",").split(",") if v)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected integers like 3,224,224, got {text!r}") from exc
 
 
 def kappas_from_args(
@@ -53,9 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="PKG.MODULE:FACTORY",
                    help="factory returning the torch.nn.Module, e.g. rpdetect.zoo.efficientnet_lite0:build")
     p.add_argument("--weights", help="state_dict file (loaded with torch.load(weights_only=True))")
-    p.add_argument("--input-shape", type=_ints, required=True, metavar="C,H,W")
-    p.add_argument("--mean", type=_floats, help="per-channel mean the model expects, e.g. 0.485,0.456,0.406")
-    p.add_argument("--std", type=_floats, help="per-channel std the model expects")
+    p.add_argument("--input-shape", type=shape, required=True, metavar="C,H,W")
+    p.add_argument("--mean", type=float_list, help="per-channel mean the model expects, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=float_list, help="per-channel std the model expects")
     p.add_argument("--opset", type=int, default=20, help="ONNX opset (18-21; default 20)")
     p.add_argument("-o", "--output", required=True, help="classifier .onnx to write")
     p.set_defaults(func=_export_classifier)
@@ -68,9 +52,9 @@ def register(sub: Any) -> None:
     )
     d.add_argument("classifier", help="classifier .onnx")
     d.add_argument("-o", "--output", required=True, help="detector .onnx to write")
-    d.add_argument("--mean", type=_floats, help="fold (x - mean) / std in front of the classifier")
-    d.add_argument("--std", type=_floats)
-    d.add_argument("--kappas", type=_floats, help="explicit noise scales, comma-separated")
+    d.add_argument("--mean", type=float_list, help="fold (x - mean) / std in front of the classifier")
+    d.add_argument("--std", type=float_list)
+    d.add_argument("--kappas", type=float_list, help="explicit noise scales, comma-separated")
     d.add_argument("--n", type=int, default=10, help="number of noisy copies (default 10)")
     d.add_argument("--kappa-min", type=float, default=0.01)
     d.add_argument("--kappa-max", type=float, default=0.1)
@@ -81,7 +65,7 @@ def register(sub: Any) -> None:
     d.add_argument("--batch", type=int, default=1, help="images per run B (inner batch B*(n+1))")
     d.add_argument("--clip", action="store_true", help="clip noisy copies to [0, 1] (paper: no)")
     d.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw")
-    d.add_argument("--input-shape", type=_ints, metavar="C,H,W",
+    d.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="needed only when the classifier leaves C/H/W dynamic")
     d.add_argument("--classifier-output", help="classifier output holding the logits (default: first)")
     d.add_argument("--threshold1", type=float, default=math.inf)

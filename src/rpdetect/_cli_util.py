@@ -1,0 +1,87 @@
+"""Argument types and option groups shared by the units' ``cli`` modules.
+
+The argument types raise ``argparse.ArgumentTypeError``, so argparse reports a bad value as a
+usage error naming the option (exit 2) before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, TypeVar
+
+__all__ = [
+    "add_session_args",
+    "float_list",
+    "provider_option",
+    "providers",
+    "session_kwargs",
+    "shape",
+]
+
+_T = TypeVar("_T")
+
+
+def _parse_list(text: str, kind: Callable[[str], _T], *, separators: str, expected: str
+                ) -> tuple[_T, ...]:
+    for sep in separators[1:]:
+        text = text.replace(sep, separators[0])
+    try:
+        values = tuple(kind(v) for v in text.replace(" ", "").split(separators[0]) if v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from exc
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got nothing")
+    return values
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """``"0.485, 0.456,0.406"`` -> ``(0.485, 0.456, 0.406)``."""
+    return _parse_list(text, float, separators=",", expected="comma-separated numbers")
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """``"3,224,224"`` or ``"3x224x224"`` -> ``(3, 224, 224)``."""
+    return _parse_list(text, int, separators=",x", expected="integers like 3,224,224")
+
+
+def providers(text: str) -> str | list[str]:
+    """``"auto"`` or comma-separated execution-provider names in priority order."""
+    names = [p for p in text.replace(" ", "").split(",") if p]
+    if not names:
+        raise argparse.ArgumentTypeError("expected 'auto' or comma-separated provider names")
+    return "auto" if names == ["auto"] else names
+
+
+def provider_option(text: str) -> tuple[str, str]:
+    """``"NAME=VALUE"`` -> ``("NAME", "VALUE")`` (the engine converts and checks the value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def add_session_args(parser: argparse.ArgumentParser) -> None:
+    """``--providers``, ``--provider-option`` (repeatable) and ``--threads``: how the ONNX Runtime
+    session of ``rpdetect.Detector`` is built. Read them back with ``session_kwargs``."""
+    parser.add_argument("--providers", type=providers, default="auto", metavar="LIST",
+                        help="'auto' (TensorRT > CUDA > CPU, default) or comma-separated names "
+                             "in priority order, e.g. cuda,cpu")
+    parser.add_argument("--provider-option", type=provider_option, action="append", default=[],
+                        metavar="NAME=VALUE", dest="provider_option",
+                        help="execution-provider option under ONNX Runtime's name, routed to the "
+                             "provider that knows it (e.g. trt_fp16_enable=1, device_id=0); "
+                             "repeatable")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="ONNX Runtime intra-op threads (default: ORT's choice)")
+
+
+def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``rpdetect.Detector`` given by ``add_session_args``' options:
+    ``providers``, ``threads`` and the provider options (flat, under ONNX Runtime's names)."""
+    options: dict[str, str] = {}
+    for name, value in args.provider_option:
+        if name in options or name in ("providers", "threads"):
+            raise ValueError(f"--provider-option {name}={value}: {name!r} is given twice (or is "
+                             f"--{name}); give each provider option once")
+        options[name] = value
+    return {"providers": args.providers, "threads": args.threads, **options}
