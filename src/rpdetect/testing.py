@@ -5,13 +5,22 @@ onnx.helper, as a TensorFlow or other exporter would hand them to us."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Union
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+if TYPE_CHECKING:
+    import torch
 
-def torch_cnn(channels: int, classes: int, seed: int):
+ModelOrPath = Union[onnx.ModelProto, str, Path]
+
+
+def torch_cnn(channels: int, classes: int, seed: int) -> "torch.nn.Module":
+    """A random CNN (Conv, BatchNorm, ReLU, AdaptiveAvgPool, Linear) in eval mode."""
     import torch
 
     torch.manual_seed(seed)
@@ -39,16 +48,19 @@ def plain_classifier(
     fcb = rng.normal(0, 0.1, (classes,)).astype(np.float32)
     graph = helper.make_graph(
         [
-            helper.make_node("Conv", [input_name, "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+            helper.make_node("Conv", [input_name, "w", "b"], ["c"], pads=[1, 1, 1, 1],
+                             strides=[2, 2]),
             helper.make_node("Relu", ["c"], ["r"]),
             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
             helper.make_node("Flatten", ["g"], ["f"]),
             helper.make_node("Gemm", ["f", "fc", "fcb"], [output_name], transB=1),
         ],
         "plain",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, channels, size, size])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
+                                       [batch, channels, size, size])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, classes])],
-        initializer=[numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fc, "fc"), (fcb, "fcb"))],
+        initializer=[numpy_helper.from_array(a, n)
+                     for a, n in ((w, "w"), (b, "b"), (fc, "fc"), (fcb, "fcb"))],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -69,25 +81,29 @@ def flatten_classifier(channels: int = 3, size: int = 32, opset: int = 17) -> on
     return model
 
 
-def session(model_or_path) -> ort.InferenceSession:
+def session(model_or_path: ModelOrPath) -> ort.InferenceSession:
+    """A CPU session, warnings silenced (detectors' overridable thresholds make ORT warn)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    src = (model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto)
+           else str(model_or_path))
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def run(model_or_path, feed: dict) -> dict[str, np.ndarray]:
+def run(model_or_path: ModelOrPath, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of one CPU run, by name."""
     s = session(model_or_path)
     return dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
 
 
-def classifier_fn(model_or_path):
+def classifier_fn(model_or_path: ModelOrPath) -> Callable[[np.ndarray], np.ndarray]:
+    """The classifier as a function [N, C, H, W] -> [N, K] (first input, first output)."""
     s = session(model_or_path)
     name = s.get_inputs()[0].name
     return lambda x: s.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def tiny_torch_cnn():
+def tiny_torch_cnn() -> "torch.nn.Module":
     """Factory for ``rpdetect export-classifier --model rpdetect.testing:tiny_torch_cnn``:
     a random 3-channel, 10-class CNN (fixed seed)."""
     return torch_cnn(3, 10, seed=0)

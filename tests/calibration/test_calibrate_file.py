@@ -14,7 +14,7 @@ import pytest
 
 from rpdetect.calibration import CalibrationMode, FolderReader, calibrate_file
 from rpdetect.cli import main
-from rpdetect.errors import InputError
+from rpdetect.errors import InputError, ModelError
 from rpdetect.export.graph import save_onnx
 from rpdetect.export.metadata import read_info
 
@@ -174,4 +174,18 @@ def test_cli_provider_options_reach_the_detector(
     code = main(["calibrate", str(graph_noise_detector), "--images", str(image_dir),
                  "--provider-option", "trt_fp16=1", "-o", str(out)])
     assert code == 2 and "unknown provider option 'trt_fp16'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_onnx_is_refused_naming_it(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = tmp_path / "notes.onnx"
+    text.write_text("no protobuf here\n")
+    out = tmp_path / "o.onnx"
+    with pytest.raises(ModelError, match="not a readable ONNX model") as err:
+        calibrate_file(text, image_dir, out)
+    assert str(text) in str(err.value)
+    assert main(["calibrate", str(text), "--images", str(image_dir), "-o", str(out)]) == 2
+    assert f"{text}: not a readable ONNX model" in capsys.readouterr().err
     assert not out.exists()

@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from rpdetect.cli import main
@@ -36,6 +37,7 @@ def images(tmp_path, tools):
     nan[3, 4, 1] = np.nan
     assert cv2.imwrite(str(bad / "nan.tiff"), nan)
     assert cv2.imwrite(str(bad / "range.tiff"), np.full((32, 32, 3), 2.0, np.float32))
+    assert cv2.imwrite(str(bad / "signed.tiff"), np.ones((32, 32, 3), np.int16))
     (tmp_path / "empty_dir").mkdir()
     return tmp_path
 
@@ -43,6 +45,7 @@ def images(tmp_path, tools):
 GOOD = ["a_rgb.png", "b_gray.png", "d_deep.png", "e_wide.png", "sub/c_rgba.png"]
 BAD = {"cut.jpg": "truncated JPEG", "cut.png": "truncated PNG", "empty.png": "empty file",
        "nan.tiff": "NaN/Inf", "range.tiff": r"observed range [2, 2]",
+       "signed.tiff": "decoded as int16",
        "text.jpg": "not an image OpenCV can decode"}
 
 
@@ -78,7 +81,7 @@ def test_detect_reports_every_bad_file_and_exits_1(det_input, images, capsys):
         assert message in line
     assert f"{missing}: no such file" in err
     assert "empty_dir: directory holds no image files" in err
-    assert "8 input(s) failed, 1 done" in err
+    assert "9 input(s) failed, 1 done" in err
 
 
 def test_detect_json(det_input, images, capsys):
@@ -125,6 +128,21 @@ def test_models_that_are_not_detectors_exit_2(tmp_path, plain_classifier_file, i
     assert "not an rpdetect detector: missing inputs" in err and "rpdetect export" in err
     assert main(["info", str(tmp_path / "missing.onnx")]) == 2
     assert "no such model file" in capsys.readouterr().err
+    assert main(["info", str(text)]) == 2
+    assert f"{text}: not an ONNX model" in capsys.readouterr().err
+
+
+def test_detector_whose_metadata_does_not_fit_exits_2(det_input, images, tmp_path, capsys):
+    model = onnx.load(str(det_input))
+    for prop in model.metadata_props:
+        if prop.key == "rpdetect.input_shape":
+            prop.value = "[3, 16, 16]"
+    bad = tmp_path / "bad_meta.onnx"
+    onnx.save(model, str(bad))
+    for argv in (["detect", str(bad), str(images / "good" / "a_rgb.png")], ["info", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: input 'image' has shape" in err and "re-export the detector" in err
 
 
 def test_info_text(det_input_b3, capsys):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import concurrent.futures
 import math
 
+import cv2
 import numpy as np
+import onnx
 import pytest
 
 from rpdetect import DetectionResult, Detector
@@ -294,3 +296,51 @@ def test_detector_describes_itself(det_input_b3):
     assert det.inputs[0].shape == (3, 3, 32, 32) and det.inputs[2].shape == ()
     assert [t.name for t in det.outputs][-1] == "is_adversarial"
     assert "batch=3" in repr(det) and "CPUExecutionProvider" in repr(det)
+
+
+def test_gray_and_rgba_images_give_the_rgb_result(det_input, tools, tmp_path):
+    det = Detector(det_input)
+    rgb, noise = tools.rgb_image(30), tools.noise_for(30)
+    gray = rgb[:, :, 1]
+    rgba = np.dstack([rgb, np.full(gray.shape, 99, np.uint8)])
+    want = det.detect(rgb, noise=noise)
+    for item in (rgba, tools.write_png(tmp_path / "rgba.png", rgba)):
+        np.testing.assert_array_equal(det.detect(item, noise=noise).score1, want.score1)
+    want_gray = det.detect(np.dstack([gray] * 3), noise=noise)
+    for item in (gray, tools.write_png(tmp_path / "gray.png", gray)):
+        np.testing.assert_array_equal(det.detect(item, noise=noise).score1, want_gray.score1)
+
+
+def test_undecodable_depths_become_failures_of_detect_many(det_input, tools, tmp_path):
+    good = tools.write_png(tmp_path / "good.png", tools.rgb_image(31))
+    signed = tmp_path / "signed.tiff"
+    assert cv2.imwrite(str(signed), np.ones((32, 32, 3), np.int16))
+    report = Detector(det_input, seed=0).detect_many([signed, good], progress=False)
+    assert [r.source for r in report.results] == [str(good)]
+    (failure,) = report.failures
+    assert failure.index == 0 and f"{signed}: decoded as int16" in failure.error
+
+
+def _with_metadata(path, out, **values):
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key[len("rpdetect."):] in values:
+            prop.value = values[prop.key[len("rpdetect."):]]
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"input_shape": "[3, 16, 16]"}, r"input 'image' has shape \(1, 3, 32, 32\), but the "
+                                         r"rpdetect metadata says \(1, 3, 16, 16\)"),
+        ({"input_shape": "[3, 32]"}, r"input_shape \[3, 32\] \(expected \[C, H, W\]\)"),
+        ({"batch": "two"}, "metadata is malformed"),
+    ],
+)
+def test_detector_whose_metadata_does_not_fit_its_graph(det_input, tmp_path, values, message):
+    bad = _with_metadata(det_input, tmp_path / "bad.onnx", **values)
+    with pytest.raises(ModelError, match=message) as err:
+        Detector(bad)
+    assert str(bad) in str(err.value)

@@ -180,3 +180,18 @@ def test_uint8_layout_for_uint8_graphs(tools):
         prepare_image(rgb.transpose(2, 0, 1) / 255.0, S, layout="uint8-hwc"), rgb)
     np.testing.assert_array_equal(
         prepare_image(rgb.astype(np.uint16) * 257, S, layout="uint8-hwc"), rgb)
+
+
+def test_file_depths_other_than_8_16_bit_and_float(tmp_path):
+    """Signed/32-bit integer files are refused by name; float64 files read like float32 ones
+    (OpenCV's cvtColor handles neither, so the BGR -> RGB swap must not depend on it)."""
+    x = np.random.default_rng(10).random((32, 32, 3))
+    assert cv2.imwrite(str(tmp_path / "f64.tiff"), x)
+    np.testing.assert_array_equal(load_image(tmp_path / "f64.tiff", S),
+                                  x[:, :, ::-1].transpose(2, 0, 1).astype(np.float32))
+    for dtype in (np.int16, np.int32):
+        path = tmp_path / f"{np.dtype(dtype).name}.tiff"
+        assert cv2.imwrite(str(path), np.ones((32, 32, 3), dtype))
+        with pytest.raises(InputError, match=f"decoded as {np.dtype(dtype).name}") as err:
+            load_image(path, S)
+        assert str(path) in str(err.value)

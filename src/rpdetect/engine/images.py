@@ -4,7 +4,8 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
 
 * **Files** (``str`` / ``Path``) are decoded with OpenCV (``cv2.imdecode`` with
   ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: EXIF orientation applied, alpha dropped, 16-bit kept).
-  8-bit images are scaled by 1/255, 16-bit ones by 1/65535. Empty files, truncated JPEG (no
+  8-bit images are scaled by 1/255, 16-bit ones by 1/65535, float ones (TIFF, EXR) are checked
+  like float arrays. Other depths (signed or 32-bit integers), empty files, truncated JPEG (no
   end-of-image marker after the last scan) and PNG (no ``IEND`` chunk) files, and files OpenCV
   cannot decode raise InputError naming the file.
 * **Integer arrays** are HWC (or HW for grayscale), ``uint8`` (/255) or ``uint16`` (/65535),
@@ -85,7 +86,8 @@ def _check_complete(data: bytes, source: str) -> None:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file with OpenCV: HW (grayscale) or HWC RGB, dtype as stored (uint8,
-    uint16 or float32), alpha dropped, EXIF orientation applied. InputError naming the file."""
+    uint16, float; other depths as stored too), alpha dropped, EXIF orientation applied.
+    InputError naming the file."""
     path = Path(path)
     source = str(path)
     if not path.exists():
@@ -99,14 +101,18 @@ def read_image(path: str | Path) -> np.ndarray:
     if not data:
         raise InputError(f"{source}: empty file (0 bytes)")
     _check_complete(data, source)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
+    except cv2.error:  # some codecs raise on corrupt data instead of returning None
+        image = None
     if image is None or image.size == 0:
         raise InputError(
             f"{source}: not an image OpenCV can decode ({len(data)} bytes, starts with "
             f"{data[:8]!r}); expected PNG, JPEG, BMP, TIFF, WebP, ..."
         )
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] >= 3:
+        # BGR -> RGB by indexing: cv2.cvtColor refuses depths other than 8U/16U/32F.
+        image = np.ascontiguousarray(image[:, :, [2, 1, 0, *range(3, image.shape[2])]])
     return image
 
 
@@ -228,10 +234,13 @@ def prepare_image(
         if hwc.ndim == 2:
             hwc = hwc[:, :, None]
         hwc = hwc[:, :, :3] if hwc.shape[2] != 2 else hwc[:, :, :1]  # gray+alpha -> gray
-        if hwc.dtype == np.float32:  # float TIFF/EXR: same checks as float arrays
+        if np.issubdtype(hwc.dtype, np.floating):  # float TIFF/EXR: checked like float arrays
             hwc = _hwc_from_array(np.ascontiguousarray(hwc.transpose(2, 0, 1)), "rgb", source)
         elif hwc.dtype not in (np.uint8, np.uint16):
-            raise InputError(f"{source}: decoded as {hwc.dtype}, rpdetect reads 8/16-bit images")
+            raise InputError(
+                f"{source}: decoded as {hwc.dtype}; rpdetect reads 8/16-bit unsigned or float "
+                f"images (the scale of signed/32-bit integer pixels is ambiguous): convert it"
+            )
     elif isinstance(image, np.ndarray):
         source = source or "array"
         hwc = _hwc_from_array(image, channel_order, source)

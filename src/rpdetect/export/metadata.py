@@ -47,7 +47,7 @@ def read_info(model: onnx.ModelProto) -> DetectorInfo:
         seed = None if raw["seed"] == "none" else float(raw["seed"])
         mean = None if raw["mean"] == "none" else tuple(json.loads(raw["mean"]))
         std = None if raw["std"] == "none" else tuple(json.loads(raw["std"]))
-        return DetectorInfo(
+        info = DetectorInfo(
             kappas=tuple(float(k) for k in json.loads(raw["kappas"])),
             noise=raw["noise"],
             seed=seed,
@@ -74,7 +74,14 @@ def read_info(model: onnx.ModelProto) -> DetectorInfo:
         ) from exc
     except (ValueError, TypeError) as exc:
         raise ModelError(f"rpdetect metadata is malformed: {exc}") from exc
+    if len(info.input_shape) != 3 or not info.kappas or info.batch < 1:
+        raise ModelError(
+            f"rpdetect metadata is malformed: input_shape {list(info.input_shape)} (expected "
+            f"[C, H, W]), {len(info.kappas)} kappas, batch {info.batch}; re-export the detector"
+        )
+    return info
 
 
 def is_uncalibrated(info: DetectorInfo) -> bool:
+    """Both thresholds +inf: the detector never flags."""
     return math.isinf(info.threshold1) and math.isinf(info.threshold2)
