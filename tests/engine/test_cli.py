@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from rpdetect.cli import main
+from rpdetect.export import save_onnx, with_thresholds
 
 
 @pytest.fixture
@@ -166,3 +167,22 @@ def test_info_json(det_calibrated, capsys):
     assert doc["providers"] == ["CPUExecutionProvider"] and doc["providers_requested"] == ["auto"]
     assert [i["name"] for i in doc["inputs"]] == ["image", "noise", "threshold1", "threshold2"]
     assert len(doc["classifier_sha256"]) == 64 and doc["kappas"][0] == pytest.approx(0.01)
+
+
+def test_info_text_of_calibrated_detectors(det_calibrated, tmp_path, capsys):
+    assert main(["info", str(det_calibrated)]) == 0
+    out = capsys.readouterr().out
+    assert "thresholds   threshold1=0.05 threshold2=0.01\nprovenance   set by hand\n" in out
+    provenance = {"calibrated": True, "n_images": 40, "n_failed": 1, "source": "clean",
+                  "fpr": 0.05, "mode": "per-score", "date": "2026-01-02T03:04:05+00:00",
+                  "achieved_rates": {"combined": 0.075, "score1": 0.05, "score2": 0.05},
+                  "rule": "the rule"}
+    path = save_onnx(with_thresholds(onnx.load(str(det_calibrated)), 0.5, 0.25, provenance),
+                     tmp_path / "cal.onnx")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("calibrated   on 40 clean images from clean (1 unreadable), fpr 0.05, mode per-score, "
+            "2026-01-02T03:04:05+00:00\n"
+            "flagged      score1 5.00%, score2 5.00%, combined 7.50% of those images\n"
+            "rule         the rule\n") in out
+    assert "never flags" not in out

@@ -12,8 +12,8 @@ from typing import Any
 import onnxruntime as ort
 
 from .._cli_util import add_session_args, session_kwargs
-from ..export.metadata import is_uncalibrated
-from .detector import Detector
+from ..export.metadata import DetectorInfo, is_uncalibrated
+from .detector import Detector, TensorSpec
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES
 
 
@@ -151,39 +151,63 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
     }
 
 
-def _info(args: argparse.Namespace) -> int:
-    detector = _detector(args)
-    doc = _info_doc(detector)
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return 0
+def _provenance_lines(info: DetectorInfo) -> list[str]:
+    """Where the thresholds came from, in words (the JSON is in ``info --json``)."""
+    prov = info.thresholds_provenance
+    if is_uncalibrated(info):
+        return []
+    if "n_images" not in prov:
+        return [f"provenance   {prov.get('source') or json.dumps(prov, sort_keys=True)}"]
+    rates = prov.get("achieved_rates") or {}
+    lines = [
+        f"calibrated   on {prov['n_images']} clean images from {prov.get('source', '?')} "
+        f"({prov.get('n_failed', 0)} unreadable), fpr {prov.get('fpr', '?')}, "
+        f"mode {prov.get('mode', '?')}, {prov.get('date', 'date unknown')}",
+    ]
+    if rates:
+        order = sorted(rates, key=lambda k: (k != "score1", k != "score2", k))
+        lines.append("flagged      " + ", ".join(f"{k} {rates[k]:.2%}" for k in order)
+                     + " of those images")
+    if prov.get("rule"):
+        lines.append(f"rule         {prov['rule']}")
+    return lines
+
+
+def _tensor_lines(title: str, tensors: tuple[TensorSpec, ...]) -> list[str]:
+    return [title, *(f"  {t.name:<14} {t.dtype:<8} {list(t.shape)}" for t in tensors)]
+
+
+def _info_text(detector: Detector) -> str:
     info = detector.info
     c, h, w = info.input_shape
     thresholds = f"threshold1={info.threshold1:.6g} threshold2={info.threshold2:.6g}"
     if is_uncalibrated(info):
-        thresholds += "  (uncalibrated: never flags)"
+        thresholds += "  (uncalibrated: never flags; run `rpdetect calibrate`)"
     kappas = ", ".join(f"{k:.4g}" for k in info.kappas)
+    normalisation = ("" if info.mean is None
+                     else f", mean {list(info.mean)} std {list(info.std or ())} folded in")
     lines = [
         f"model        {detector.path}",
         f"rpdetect     {info.version}",
         f"classifier   {info.classifier_source}  sha256 {info.classifier_sha256}",
-        f"input        {info.input_format} {c}x{h}x{w}, batch {info.batch}"
-        + ("" if info.mean is None else f", mean {list(info.mean)} std {list(info.std or ())} "
-           f"folded in"),
+        f"input        {info.input_format} {c}x{h}x{w}, batch {info.batch}{normalisation}",
         f"classes      {info.num_classes if info.num_classes is not None else 'unknown'}",
         f"noise        {info.noise}"
         + (f" (seed {info.seed:g})" if info.seed is not None else "")
         + (", noisy copies clipped to [0, 1]" if info.clip else ""),
         f"kappas       n={info.n}: {kappas}",
         f"thresholds   {thresholds}",
-        f"provenance   {json.dumps(info.thresholds_provenance, sort_keys=True)}",
-        "inputs",
-        *(f"  {t.name:<14} {t.dtype:<8} {list(t.shape)}" for t in detector.inputs),
-        "outputs",
-        *(f"  {t.name:<14} {t.dtype:<8} {list(t.shape)}" for t in detector.outputs),
+        *_provenance_lines(info),
+        *_tensor_lines("inputs", detector.inputs),
+        *_tensor_lines("outputs", detector.outputs),
         f"providers    {', '.join(detector.providers)}  (requested: "
         f"{', '.join(detector.plan.requested)}; available: "
         f"{', '.join(ort.get_available_providers())})",
     ]
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace) -> int:
+    detector = _detector(args)
+    print(json.dumps(_info_doc(detector), indent=2) if args.json else _info_text(detector))
     return 0
