@@ -251,17 +251,65 @@ def build_detector(
     model leaves them dynamic. The returned model passes ``onnx.checker`` full check.
     """
     config = config or DetectorConfig()
+    model, source_sha, source_name = _load_classifier(classifier)
+    opset = _check_opset(model, config)
+    io = _classifier_io(model.graph, config, classifier_output=classifier_output,
+                        input_shape=input_shape)
+
+    # Free the public names: a classifier tensor called "image" or "logits" gets a prefix.
+    graph = model.graph
+    taken = _all_tensor_names(graph)
+    clash = {name: f"classifier/{name}" for name in PUBLIC_NAMES if name in taken}
+    if clash:
+        _rename_tensors(graph, clash)
+        taken = _all_tensor_names(graph)
+    x_name = clash.get(io.x_name, io.x_name)
+    y_name = clash.get(io.y_name, io.y_name)
+
+    bld = _Builder(opset, taken | set(PUBLIC_NAMES))
+    inputs = _add_front(bld, config, io.chw, x_name)
+    pre_nodes, bld.nodes = bld.nodes, []
+    _add_scores(bld, config.batch, len(config.kappas), y_name)
+    thresholds = [
+        numpy_helper.from_array(np.array(config.threshold1, dtype=np.float32), "threshold1"),
+        numpy_helper.from_array(np.array(config.threshold2, dtype=np.float32), "threshold2"),
+    ]
+    _splice(model, pre_nodes=pre_nodes, post_nodes=bld.nodes,
+            inputs=inputs + [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, [])
+                             for t in thresholds],
+            outputs=_outputs(config.batch, len(config.kappas), io.num_classes),
+            initializers=bld.inits + thresholds, stale=(x_name, y_name))
+
+    meta = {
+        **_config_meta(config, io.chw, io.num_classes),
+        "classifier_sha256": source_sha,
+        "classifier_source": source_name,
+        "classifier_input": x_name,
+        "classifier_output": y_name,
+        "opset": str(opset),
+        **_threshold_meta(config.threshold1, config.threshold2, None),
+        **config.extra_metadata,
+    }
+    _set_metadata(model, meta)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ModelError(f"the fused detector graph failed onnx.checker: {exc}") from exc
+    return model
+
+
+def _load_classifier(classifier: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, str]:
+    """A copy of the classifier to operate on, its SHA-256 and the name it came under."""
     if isinstance(classifier, (str, Path)):
         source = Path(classifier)
-        model = load_onnx(source)
-        source_sha = _sha256(source.read_bytes())
-        source_name = source.name
-    else:
-        model = onnx.ModelProto()
-        model.CopyFrom(classifier)
-        source_sha = _sha256(classifier.SerializeToString())
-        source_name = model.graph.name or "<in-memory model>"
-    graph = model.graph
+        return load_onnx(source), _sha256(source.read_bytes()), source.name
+    model = onnx.ModelProto()
+    model.CopyFrom(classifier)
+    return (model, _sha256(classifier.SerializeToString()),
+            model.graph.name or "<in-memory model>")
+
+
+def _check_opset(model: onnx.ModelProto, config: DetectorConfig) -> int:
     opset = _opset(model)
     if opset < MIN_OPSET:
         raise ModelError(
@@ -274,7 +322,25 @@ def build_detector(
             f"cannot run; export the classifier at opset <= {MAX_GRAPH_NOISE_OPSET} (20 is a good "
             f"default) or build with noise='input'"
         )
+    return opset
 
+
+@dataclass(frozen=True)
+class _ClassifierIO:
+    x_name: str  # the image input
+    y_name: str  # the logits output
+    chw: tuple[int, int, int]
+    num_classes: int | None
+
+
+def _classifier_io(
+    graph: onnx.GraphProto,
+    config: DetectorConfig,
+    *,
+    classifier_output: str | None,
+    input_shape: Sequence[int] | None,
+) -> _ClassifierIO:
+    """The classifier's image input and logits output, checked against ``config``."""
     init_names = {i.name for i in graph.initializer}
     real_inputs = [i for i in graph.input if i.name not in init_names]
     if len(real_inputs) != 1:
@@ -292,67 +358,75 @@ def build_detector(
     x_dims = _dims(x_info)
     if len(x_dims) != 4:
         raise ModelError(
-            f"classifier input {x_info.name!r}: rank {len(x_dims)} {x_dims}, expected 4 [N, C, H, W]"
+            f"classifier input {x_info.name!r}: rank {len(x_dims)} {x_dims}, expected 4 "
+            f"[N, C, H, W]"
         )
-    if input_shape is not None:
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape: expected (C, H, W), got {tuple(input_shape)}")
-        for axis, (have, want) in enumerate(zip(x_dims[1:], input_shape), start=1):
-            if isinstance(have, int) and have != want:
-                raise ModelError(
-                    f"classifier input {x_info.name!r}: axis {axis} is {have}, input_shape says {want}"
-                )
-        chw = tuple(int(v) for v in input_shape)
-    else:
-        if not all(isinstance(v, int) for v in x_dims[1:]):
-            raise ModelError(
-                f"classifier input {x_info.name!r}: shape {x_dims} leaves C/H/W dynamic; "
-                f"pass input_shape=(C, H, W)"
-            )
-        chw = tuple(int(v) for v in x_dims[1:])  # type: ignore[arg-type]
-    c, h, w = chw
-    config.validate(c)
+    chw = _image_shape(x_info.name, x_dims, input_shape)
+    config.validate(chw[0])
     n = len(config.kappas)
-    b = config.batch
-    inner = b * (n + 1)
+    inner = config.batch * (n + 1)
     if isinstance(x_dims[0], int) and x_dims[0] != inner:
         raise ModelError(
-            f"classifier input {x_info.name!r}: batch axis is fixed at {x_dims[0]}, but the detector "
-            f"runs {inner} images at once (B={b} x (1 + {n} copies)); re-export the classifier "
-            f"with a dynamic batch axis (torch.onnx.export dynamic_shapes/dynamic_axes)"
+            f"classifier input {x_info.name!r}: batch axis is fixed at {x_dims[0]}, but the "
+            f"detector runs {inner} images at once (B={config.batch} x (1 + {n} copies)); "
+            f"re-export the classifier with a dynamic batch axis (torch.onnx.export "
+            f"dynamic_shapes/dynamic_axes)"
         )
-
-    outputs = list(graph.output)
-    if classifier_output is None:
-        y_info = outputs[0]
-    else:
-        matches = [o for o in outputs if o.name == classifier_output]
-        if not matches:
-            raise ModelError(
-                f"classifier: no output named {classifier_output!r}; outputs are "
-                f"{[o.name for o in outputs]}"
-            )
-        y_info = matches[0]
+    y_info = _logits_output(graph, classifier_output)
     y_dims = _dims(y_info)
     if y_dims and len(y_dims) != 2:
         raise ModelError(
-            f"classifier output {y_info.name!r}: rank {len(y_dims)} {y_dims}, expected 2 [N, classes]"
+            f"classifier output {y_info.name!r}: rank {len(y_dims)} {y_dims}, expected 2 "
+            f"[N, classes]"
         )
     num_classes = y_dims[1] if len(y_dims) == 2 and isinstance(y_dims[1], int) else None
+    return _ClassifierIO(x_info.name, y_info.name, chw, num_classes)
 
-    # Free the public names: a classifier tensor called "image" or "logits" gets a prefix.
-    taken = _all_tensor_names(graph)
-    clash = {name: f"classifier/{name}" for name in PUBLIC_NAMES if name in taken}
-    if clash:
-        _rename_tensors(graph, clash)
-        taken = _all_tensor_names(graph)
-    x_name = clash.get(x_info.name, x_info.name)
-    y_name = clash.get(y_info.name, y_info.name)
 
-    bld = _Builder(opset, taken | set(PUBLIC_NAMES))
-    kappas = np.asarray(config.kappas, dtype=np.float32)
+def _image_shape(
+    name: str, x_dims: list[int | str | None], input_shape: Sequence[int] | None
+) -> tuple[int, int, int]:
+    """(C, H, W) from the classifier input, or from ``input_shape`` where it leaves them open."""
+    if input_shape is None:
+        if not all(isinstance(v, int) for v in x_dims[1:]):
+            raise ModelError(
+                f"classifier input {name!r}: shape {x_dims} leaves C/H/W dynamic; "
+                f"pass input_shape=(C, H, W)"
+            )
+        c, h, w = (int(v) for v in x_dims[1:])  # type: ignore[arg-type]
+        return c, h, w
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape: expected (C, H, W), got {tuple(input_shape)}")
+    for axis, (have, want) in enumerate(zip(x_dims[1:], input_shape), start=1):
+        if isinstance(have, int) and have != want:
+            raise ModelError(
+                f"classifier input {name!r}: axis {axis} is {have}, input_shape says {want}"
+            )
+    c, h, w = (int(v) for v in input_shape)
+    return c, h, w
 
-    # --- inputs ---------------------------------------------------------------------------
+
+def _logits_output(graph: onnx.GraphProto, classifier_output: str | None) -> onnx.ValueInfoProto:
+    outputs = list(graph.output)
+    if classifier_output is None:
+        return outputs[0]
+    for o in outputs:
+        if o.name == classifier_output:
+            return o
+    raise ModelError(
+        f"classifier: no output named {classifier_output!r}; outputs are "
+        f"{[o.name for o in outputs]}"
+    )
+
+
+def _add_front(
+    bld: _Builder, config: DetectorConfig, chw: tuple[int, int, int], x_name: str
+) -> list[onnx.ValueInfoProto]:
+    """image (and noise) -> [B * (n + 1), C, H, W] written to the classifier input ``x_name``:
+    the original and its n noisy copies per image, normalised if mean/std are folded in.
+    Returns the new graph inputs."""
+    c, h, w = chw
+    b, n = config.batch, len(config.kappas)
     new_inputs: list[onnx.ValueInfoProto] = []
     if config.input_format == "float-nchw":
         new_inputs.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, [b, c, h, w]))
@@ -364,7 +438,8 @@ def build_detector(
             order = bld.const("bgr_to_rgb", np.array([2, 1, 0], dtype=np.int64))
             xf = bld.op("Gather", [xf, order], "image_rgb", axis=3)
         xf = bld.op("Transpose", [xf], "image_nchw", perm=[0, 3, 1, 2])
-        x = bld.op("Div", [xf, bld.const("uint8_scale", np.array(255.0, dtype=np.float32))], "pixels")
+        x = bld.op("Div", [xf, bld.const("uint8_scale", np.array(255.0, dtype=np.float32))],
+                   "pixels")
 
     axis1 = bld.const("axis1", np.array([1], dtype=np.int64))
     x_u = bld.op("Unsqueeze", [x, axis1], "image_u")  # [B, 1, C, H, W]
@@ -382,14 +457,15 @@ def build_detector(
             helper.make_tensor_value_info("noise", TensorProto.FLOAT, [b, n, c, h, w])
         )
         eps = "noise"
-    k5 = bld.const("kappas", kappas.reshape(1, n, 1, 1, 1))
-    noisy = bld.op("Add", [x_u, bld.op("Mul", [eps, k5], "scaled_noise")], "noisy")
+    kappas = np.asarray(config.kappas, dtype=np.float32).reshape(1, n, 1, 1, 1)
+    noisy = bld.op("Add", [x_u, bld.op("Mul", [eps, bld.const("kappas", kappas)], "scaled_noise")],
+                   "noisy")
     if config.clip:
         lo = bld.const("clip_min", np.array(0.0, dtype=np.float32))
         hi = bld.const("clip_max", np.array(1.0, dtype=np.float32))
         noisy = bld.op("Clip", [noisy, lo, hi], "noisy_clipped")
     stacked = bld.op("Concat", [x_u, noisy], "stacked", axis=1)  # [B, n+1, C, H, W]
-    flat_shape = bld.const("inner_shape", np.array([inner, c, h, w], dtype=np.int64))
+    flat_shape = bld.const("inner_shape", np.array([b * (n + 1), c, h, w], dtype=np.int64))
     if config.mean is not None and config.std is not None:
         flat = bld.op("Reshape", [stacked, flat_shape], "inner_batch")
         mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -398,16 +474,18 @@ def build_detector(
         bld.op("Div", [centred, bld.const("std", std)], "normalised", out=x_name)
     else:
         bld.op("Reshape", [stacked, flat_shape], "inner_batch", out=x_name)
-    pre_nodes, bld.nodes = bld.nodes, []
+    return new_inputs
 
-    # --- scores ---------------------------------------------------------------------------
+
+def _add_scores(bld: _Builder, b: int, n: int, y_name: str) -> None:
+    """Classifier logits ``y_name`` [B * (n + 1), K] -> the detector's public outputs."""
     z = bld.op("Reshape", [y_name, bld.const("z_shape", np.array([b, n + 1, -1], np.int64))], "z")
     zero = bld.const("zero", np.array([0], dtype=np.int64))
-    one = axis1
+    one = bld.const("one", np.array([1], dtype=np.int64))  # also the axis of the copies
     end = bld.const("end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
-    z_clean = bld.op("Slice", [z, zero, one, axis1], "z_clean")  # [B, 1, K]
-    z_noisy = bld.op("Slice", [z, one, end, axis1], "z_noisy")  # [B, n, K]
-    bld.op("Squeeze", [z_clean, axis1], "logits", out="logits")
+    z_clean = bld.op("Slice", [z, zero, one, one], "z_clean")  # [B, 1, K]
+    z_noisy = bld.op("Slice", [z, one, end, one], "z_noisy")  # [B, n, K]
+    bld.op("Squeeze", [z_clean, one], "logits", out="logits")
     bld.op("ArgMax", ["logits"], "label", out="label", axis=1, keepdims=0)
     # Eq. 5: population std over classes of d = Z(x) - Z(x~_i)
     d = bld.op("Sub", [z_clean, z_noisy], "d")
@@ -419,8 +497,8 @@ def build_detector(
     p = bld.op("Softmax", [z], "p", axis=-1)
     p_diff = bld.op(
         "Sub",
-        [bld.op("Slice", [p, zero, one, axis1], "p_clean"),
-         bld.op("Slice", [p, one, end, axis1], "p_noisy")],
+        [bld.op("Slice", [p, zero, one, one], "p_clean"),
+         bld.op("Slice", [p, one, end, one], "p_noisy")],
         "p_diff",
     )
     bld.reduce("ReduceL1", p_diff, "score2", keepdims=0, out="score2")
@@ -429,16 +507,11 @@ def build_detector(
     over1 = bld.op("Greater", ["score1_max", "threshold1"], "over1")
     over2 = bld.op("Greater", ["score2_max", "threshold2"], "over2")
     bld.op("Or", [over1, over2], "is_adversarial", out="is_adversarial")
-    post_nodes = bld.nodes
 
-    t1 = numpy_helper.from_array(np.array(config.threshold1, dtype=np.float32), "threshold1")
-    t2 = numpy_helper.from_array(np.array(config.threshold2, dtype=np.float32), "threshold2")
-    new_inputs += [
-        helper.make_tensor_value_info("threshold1", TensorProto.FLOAT, []),
-        helper.make_tensor_value_info("threshold2", TensorProto.FLOAT, []),
-    ]
+
+def _outputs(b: int, n: int, num_classes: int | None) -> list[onnx.ValueInfoProto]:
     k_dim: int | str = num_classes if num_classes is not None else "classes"
-    new_outputs = [
+    return [
         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, k_dim]),
         helper.make_tensor_value_info("label", TensorProto.INT64, [b]),
         helper.make_tensor_value_info("score1", TensorProto.FLOAT, [b, n]),
@@ -448,20 +521,34 @@ def build_detector(
         helper.make_tensor_value_info("is_adversarial", TensorProto.BOOL, [b]),
     ]
 
+
+def _splice(
+    model: onnx.ModelProto,
+    *,
+    pre_nodes: list[onnx.NodeProto],
+    post_nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: list[TensorProto],
+    stale: tuple[str, ...],
+) -> None:
+    """Put the detector's nodes around the classifier's and its inputs/outputs in their place."""
+    graph = model.graph
     # Initializers that are not graph inputs must not appear in graph.input (IR >= 4): drop the
     # classifier's old inputs and outputs and put ours in.
+    init_names = {i.name for i in graph.initializer}
     old_init_inputs = [i for i in graph.input if i.name in init_names]
     classifier_nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(pre_nodes + classifier_nodes + post_nodes)
     del graph.input[:]
-    graph.input.extend(new_inputs + old_init_inputs)
+    graph.input.extend(inputs + old_init_inputs)
     del graph.output[:]
-    graph.output.extend(new_outputs)
-    graph.initializer.extend(bld.inits + [t1, t2])
+    graph.output.extend(outputs)
+    graph.initializer.extend(initializers)
     graph.name = "rpdetect_detector"
     # A stale value_info for the old graph input/output would carry its old batch axis.
-    keep = [v for v in graph.value_info if v.name not in (x_name, y_name)]
+    keep = [v for v in graph.value_info if v.name not in stale]
     del graph.value_info[:]
     graph.value_info.extend(keep)
 
@@ -476,32 +563,23 @@ def build_detector(
     model.producer_name = "rpdetect"
     model.producer_version = __version__
 
-    meta = {
+
+def _config_meta(
+    config: DetectorConfig, chw: tuple[int, int, int], num_classes: int | None
+) -> dict[str, str]:
+    return {
         "version": __version__,
         "kappas": json.dumps([float(k) for k in config.kappas]),
         "noise": config.noise,
         "seed": "none" if config.seed is None else repr(float(config.seed)),
-        "batch": str(b),
+        "batch": str(config.batch),
         "clip": "true" if config.clip else "false",
         "input_format": config.input_format,
-        "input_shape": json.dumps([c, h, w]),
+        "input_shape": json.dumps(list(chw)),
         "mean": json.dumps(list(config.mean)) if config.mean is not None else "none",
         "std": json.dumps(list(config.std)) if config.std is not None else "none",
         "num_classes": str(num_classes) if num_classes is not None else "unknown",
-        "classifier_sha256": source_sha,
-        "classifier_source": source_name,
-        "classifier_input": x_name,
-        "classifier_output": y_name,
-        "opset": str(opset),
     }
-    meta.update(_threshold_meta(config.threshold1, config.threshold2, None))
-    meta.update(config.extra_metadata)
-    _set_metadata(model, meta)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise ModelError(f"the fused detector graph failed onnx.checker: {exc}") from exc
-    return model
 
 
 def _threshold_meta(t1: float, t2: float, provenance: dict[str, object] | None) -> dict[str, str]:
