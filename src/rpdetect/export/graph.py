@@ -107,16 +107,24 @@ class DetectorConfig:
             raise ValueError(
                 f"input_format {self.input_format!r} needs a 3-channel classifier, got {channels}"
             )
-        for name, vec in (("mean", self.mean), ("std", self.std)):
-            if vec is not None and len(vec) not in (1, channels):
-                raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("mean and std go together: give both or neither")
-        if self.std is not None and any(s == 0 for s in self.std):
-            raise ValueError(f"std: values must be non-zero, got {self.std}")
+        check_normalisation(self.mean, self.std, channels)
         for name, t in (("threshold1", self.threshold1), ("threshold2", self.threshold2)):
             if math.isnan(t):
                 raise ValueError(f"{name}: must not be NaN")
+
+
+def check_normalisation(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> None:
+    """ValueError unless mean/std are both absent, or both 1 or ``channels`` values (std
+    non-zero)."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std go together: give both or neither")
+    for name, vec in (("mean", mean), ("std", std)):
+        if vec is not None and len(vec) not in (1, channels):
+            raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
+    if std is not None and any(v == 0 for v in std):
+        raise ValueError(f"std: values must be non-zero, got {tuple(std)}")
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:

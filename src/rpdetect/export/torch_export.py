@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import ModelError
+from .graph import MAX_GRAPH_NOISE_OPSET, check_normalisation
 
 DEFAULT_OPSET = 20  # 18-21 work; >= 22 exports RandomNormalLike-22, which ORT cannot run
+MIN_EXPORT_OPSET = 18  # the dynamo exporter's oldest
 
 __all__ = ["DEFAULT_OPSET", "load_factory", "load_module", "torch_to_onnx"]
 
@@ -71,22 +73,17 @@ def _normalised(module: Any, mean: Sequence[float] | None, std: Sequence[float] 
                 channels: int) -> Any:
     import torch
 
-    if mean is None and std is None:
-        return module
+    check_normalisation(mean, std, channels)
     if mean is None or std is None:
-        raise ValueError("mean and std go together: give both or neither")
-    for name, vec in (("mean", mean), ("std", std)):
-        if len(vec) not in (1, channels):
-            raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
-    if any(s == 0 for s in std):
-        raise ValueError(f"std: values must be non-zero, got {tuple(std)}")
+        return module
 
     class PixelSpace(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = module
-            self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-            self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+            for name, vec in (("mean", mean), ("std", std)):
+                self.register_buffer(
+                    name, torch.tensor(list(vec), dtype=torch.float32).view(1, -1, 1, 1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner((x - self.mean) / self.std)
@@ -126,9 +123,11 @@ def torch_to_onnx(
 
     if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
         raise ValueError(f"input_shape: expected C, H, W > 0, got {tuple(input_shape)}")
-    if opset > 21:
+    if not MIN_EXPORT_OPSET <= opset <= MAX_GRAPH_NOISE_OPSET:
         raise ValueError(
-            f"opset {opset}: ONNX Runtime cannot run RandomNormalLike from opset 22; use 18-21"
+            f"opset {opset}: use {MIN_EXPORT_OPSET}-{MAX_GRAPH_NOISE_OPSET} (the dynamo exporter "
+            f"starts at {MIN_EXPORT_OPSET}; ONNX Runtime cannot run RandomNormalLike from opset "
+            f"22); default {DEFAULT_OPSET}"
         )
     c, h, w = (int(v) for v in input_shape)
     wrapped = _normalised(module.eval(), mean, std, c)
