@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..engine.images import IMAGE_SUFFIXES
+from ..engine.images import IMAGE_SUFFIXES, find_images
 from ..errors import InputError
 
 __all__ = [
@@ -74,16 +74,11 @@ class FolderReader(ImageReader):
             raise InputError(f"{self.directory}: no such folder of calibration images")
         if limit is not None and limit < 1:
             raise ValueError(f"limit: expected a positive number of images, got {limit}")
-        exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        files = sorted(
-            (p for p in self.directory.rglob("*")
-             if p.suffix.lower() in exts and p.is_file() and not _hidden(p, self.directory)),
-            key=lambda p: p.relative_to(self.directory).as_posix(),
-        )
+        files = find_images(self.directory, suffixes=extensions)
         if not files:
             raise InputError(
                 f"{self.directory}: no image files found (looked recursively for "
-                f"{', '.join(sorted(exts))}); point --images at a folder of clean images"
+                f"{', '.join(sorted(extensions))}); point --images at a folder of clean images"
             )
         if shuffle_seed is not None:
             order = np.random.default_rng(shuffle_seed).permutation(len(files))
@@ -105,10 +100,6 @@ class FolderReader(ImageReader):
 
     def rewind(self) -> None:
         self._next = 0
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 class ArrayReader(ImageReader):

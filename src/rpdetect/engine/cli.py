@@ -14,7 +14,7 @@ import onnxruntime as ort
 from .._cli_util import add_session_args, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
 from .detector import Detector, TensorSpec
-from .images import IMAGE_SUFFIXES, RESIZE_POLICIES
+from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
 
 
 def register(sub: Any) -> None:
@@ -62,13 +62,9 @@ def _expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            found = sorted(
-                str(f) for f in path.rglob("*")
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )
+            found = find_images(path)
             if found:
-                files += found
+                files += [str(f) for f in found]
             else:
                 errors.append((text, f"{path}: directory holds no image files "
                                      f"({', '.join(IMAGE_SUFFIXES[:8])}, ...)"))

@@ -28,7 +28,7 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Sequence, Union
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "RESIZE_POLICIES",
     "ChannelOrder",
+    "find_images",
     "ImageLike",
     "ResizePolicy",
     "load_image",
@@ -58,6 +59,19 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm", ".pgm",
     ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".tiff", ".tif", ".exr", ".hdr", ".pic",
 )
+
+
+def find_images(directory: str | Path, *, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files below ``directory`` whose suffix is in ``suffixes`` (case-insensitive, with or
+    without the dot), hidden files and folders skipped, sorted by their path relative to
+    ``directory`` (the same order on every machine)."""
+    root = Path(directory)
+    wanted = {s.lower() if s.startswith(".") else "." + s.lower() for s in suffixes}
+    found = [p for p in root.rglob("*")
+             if p.suffix.lower() in wanted and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
 
 _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 _JPEG_SOI = b"\xff\xd8\xff"
