@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
+from rpdetect.errors import InputError  # noqa: E402
 from rpdetect.zoo import cifar10_cnn, dogscats  # noqa: E402
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -143,6 +144,14 @@ def test_dogscats_prepare_policy():
     assert tall.shape == (224, 224, 3)
     x = dogscats.to_input(out)
     assert x.shape == (1, 3, 224, 224) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+
+
+def test_dogscats_load_image_names_a_file_it_cannot_decode(tmp_path):
+    for name, data in (("empty.jpg", b""), ("text.jpg", b"not a jpeg")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InputError, match=f"{path}: OpenCV cannot decode it"):
+            dogscats.load_image(path)
 
 
 def test_dogscats_build_shape():

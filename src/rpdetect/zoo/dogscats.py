@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 INPUT_SHAPE = (3, 224, 224)
@@ -55,19 +57,20 @@ def prepare(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.ascontiguousarray(crop, dtype=np.float32)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 RGB HxWx3 (OpenCV)."""
+def decode(data: bytes, *, source: str = "image data") -> np.ndarray:
+    """JPEG/PNG bytes -> uint8 RGB HxWx3 (OpenCV); InputError naming ``source`` if OpenCV
+    cannot decode them."""
     import cv2
 
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
-        raise ValueError("could not decode image")
+        raise InputError(f"{source}: OpenCV cannot decode it as an image ({len(data)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
     """Image file -> float32 RGB size x size x 3 in [0, 1] (see :func:`prepare`)."""
-    return prepare(decode(Path(path).read_bytes()), size)
+    return prepare(decode(Path(path).read_bytes(), source=str(path)), size)
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
