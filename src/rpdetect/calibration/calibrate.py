@@ -297,7 +297,8 @@ def calibrate_file(
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
     calibrator = Calibrator(
         Detector(detector_path, providers=providers, threads=threads,
-                 provider_options=provider_options, seed=seed, **options)
+                 provider_options=provider_options,
+                 seed=seed if info.noise == "input" else None, **options)
     )
     calibrator.collect(reader, limit=limit, progress=progress)
     result = calibrator.compute(fpr=fpr, mode=mode)

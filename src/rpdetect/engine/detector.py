@@ -258,6 +258,11 @@ class Detector:
             _spec(a) for a in [*self.session.get_inputs(), *overridable])
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self.session.get_outputs())
         self._check_session_io()
+        if seed is not None and self.info.noise != "input":
+            _log.warning("%s: seed=%r is ignored: this detector draws its noise inside the graph "
+                         "(noise='graph', seed attribute %s); seed applies to noise='input' "
+                         "detectors", self.path, seed,
+                         "none" if self.info.seed is None else f"{self.info.seed:g}")
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
 
