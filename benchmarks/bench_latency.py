@@ -79,8 +79,8 @@ def detector_for(model: Standard, cache: Path) -> Path:
 def headline(reports: dict[str, Report], command: str) -> str:
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
              f"Command: `{command}`", "",
-             "| model | provider | detector / floor | target | detector / floor, profiled kernel "
-             "time | naive / detector | target | detector (input noise) / floor | torch B=11 / "
+             "| model | provider | detector / floor | target | detector / floor, profiled kernels "
+             "| naive / detector | target | detector (input noise) / floor | torch B=11 / "
              "detector |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():

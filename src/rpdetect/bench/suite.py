@@ -13,13 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import onnxruntime as ort
 
 from ..export.graph import DetectorConfig, build_detector, extract_classifier, load_onnx, save_onnx
 from ..export.metadata import DetectorInfo, read_info
 from .cases import Case, SessionSettings, TorchModel, plan_cases
 from .machine import machine_info
-from .profile import breakdown
+from .profile import ProfileBreakdown, breakdown
 from .providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant, plan_variants
 from .report import Report, Targets
 from .runner import CaseOutcome, InProcessWorker, Timing, WorkerProcess, run_cases
@@ -35,17 +36,41 @@ def _detector_config(info: DetectorInfo, *, noise: str, batch: int) -> DetectorC
                           input_format=info.input_format)  # type: ignore[arg-type]
 
 
-def _profile(case: Case, *, runs: int, directory: Path, isolate: bool):
-    channel = (WorkerProcess if isolate else InProcessWorker)(case.name)
+def _profile_pair(detector: Case, floor: Case, *, runs: int, rounds: int, directory: Path,
+                  isolate: bool) -> tuple[ProfileBreakdown | None, ProfileBreakdown | None,
+                                          str | None]:
+    """Profile the detector and the floor in alternating chunks (as the timed rounds do), then
+    take per node the median over the chunks' medians."""
+    make = WorkerProcess if isolate else InProcessWorker
+    channels = [make(detector.name), make(floor.name)]
+    chunks: list[list[dict]] = [[], []]
     try:
-        reply = channel.request({"op": "setup", "workload": case.workload})
-        if reply.get("ok"):
-            reply = channel.request({"op": "profile", "runs": runs, "dir": str(directory)})
+        for channel, case in zip(channels, (detector, floor)):
+            reply = channel.request({"op": "setup", "workload": case.workload})
+            if not reply.get("ok"):
+                return None, None, f"profile setup of {case.name} failed: {reply.get('error')}"
+        per_chunk = max(1, -(-runs // rounds))
+        for r in range(rounds):
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                reply = channels[i].request({"op": "profile", "runs": per_chunk,
+                                             "dir": str(directory / f"{i}_{r}")})
+                if not reply.get("ok"):
+                    return None, None, f"profile failed: {reply.get('error')}"
+                chunks[i].append(reply)
     finally:
-        channel.close()
-    if not reply.get("ok"):
-        return None, f"profile failed: {reply.get('error')}"
-    return breakdown(reply["nodes"], run_us=reply["run_us"], runs=runs), None
+        for channel in channels:
+            channel.close()
+
+    def merged(replies: list[dict]) -> ProfileBreakdown:
+        nodes: dict[str, dict] = {}
+        for reply in replies:
+            for name, entry in reply["nodes"].items():
+                nodes.setdefault(name, {"op": entry["op"], "us": []})["us"].append(entry["us"])
+        medians = {k: {"op": v["op"], "us": float(np.median(v["us"]))} for k, v in nodes.items()}
+        run_us = float(np.median([reply["run_us"] for reply in replies]))
+        return breakdown(medians, run_us=run_us, runs=per_chunk * len(replies))
+
+    return merged(chunks[0]), merged(chunks[1]), None
 
 
 def run_benchmark(
@@ -111,13 +136,11 @@ def run_benchmark(
         floor = next((c for c in cases if c.role == "floor" and first is not None
                       and c.variant == first.variant), None)
         if profile_runs > 0 and first is not None and floor is not None:
-            log(f"profile {first.name} and {floor.name}")
-            prof, failure = _profile(first, runs=profile_runs, directory=root / "profile",
-                                     isolate=isolate)
-            prof_floor, failure_floor = _profile(floor, runs=profile_runs,
-                                                 directory=root / "profile_floor",
-                                                 isolate=isolate)
-            prof_note = failure or failure_floor or f"{first.name}, threads {settings.threads}"
+            log(f"profile {first.name} and {floor.name}, alternating")
+            prof, prof_floor, failure = _profile_pair(
+                first, floor, runs=profile_runs, rounds=min(profile_runs, 4),
+                directory=root / "profile", isolate=isolate)
+            prof_note = failure or f"{first.name}, threads {settings.threads}"
 
     try:
         machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
