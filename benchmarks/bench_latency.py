@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = p.parse_args(argv)
-    command = "python benchmarks/bench_latency.py " + " ".join(shlex.quote(a) for a in
-                                                               (argv or sys.argv[1:]))
+    command = " ".join(["python benchmarks/bench_latency.py",
+                        *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
     models = standard_models()
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in models]
