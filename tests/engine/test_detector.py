@@ -135,6 +135,14 @@ def test_graph_noise_detector(det_graph, linear, tools):
         det.detect(rgb, noise=tools.noise_for(50))
 
 
+def test_unseeded_graph_noise_differs_between_detectors_in_one_process(det_graph, tools):
+    # ONNX Runtime seeds unseeded random ops from one process-wide default: without the
+    # engine's per-session reseed, two Detectors would draw the same first noise.
+    rgb = tools.rgb_image(51)
+    a, b = (Detector(det_graph).detect(rgb).score1 for _ in range(2))
+    assert not np.array_equal(a, b)
+
+
 def test_default_noise_is_drawn_from_the_seeded_generator(det_input, linear, tools):
     rgb = tools.rgb_image(60)
     a = Detector(det_input, seed=123).detect(rgb)

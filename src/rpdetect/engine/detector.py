@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import sys
 import threading
 from dataclasses import dataclass
@@ -238,6 +239,10 @@ class Detector:
         session_options.log_severity_level = 3
         if threads is not None:
             session_options.intra_op_num_threads = threads
+        if self.info.noise == "graph" and self.info.seed is None:
+            # Random ops without a seed attribute draw from ONNX Runtime's process-wide default
+            # seed, so every new session in one process would start the same noise stream.
+            ort.set_seed(secrets.randbits(31))
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options, **self.plan.session_kwargs()
