@@ -167,7 +167,7 @@ def evaluate(
         save_onnx(build_detector(classifier_path, config), detector_path)
     runner = DetectorRunner(detector_path)
 
-    calib = cached_scores(work_dir / f"calibration-scores-{det_key}.npz",
+    calib = cached_scores(work_dir / f"calibration-scores-{det_key}-{len(calibration)}.npz",
                           f"{det_key}-{len(calibration)}",
                           lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
                                               desc="calibration"))
