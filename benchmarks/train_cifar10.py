@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import io
 import json
 import shlex
@@ -42,18 +41,10 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from rpdetect.zoo import cifar10_cnn  # noqa: E402
+from rpdetect.zoo import cifar10_cnn, sha256_file  # noqa: E402
 
 SPLIT_SEED = 0
 HELD_PER_CLASS = 500
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def decode_tar(tar_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:

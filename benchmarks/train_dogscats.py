@@ -38,18 +38,10 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from rpdetect.zoo import dogscats  # noqa: E402
+from rpdetect.zoo import dogscats, sha256_file  # noqa: E402
 
 SPLIT_SEED = 0
 HELD_PER_CLASS = 250
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_tar(tar_path: Path) -> tuple[list[str], np.ndarray]:

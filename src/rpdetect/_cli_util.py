@@ -12,6 +12,8 @@ from typing import Any, Callable, TypeVar
 __all__ = [
     "add_session_args",
     "float_list",
+    "int_list",
+    "name_list",
     "provider_option",
     "providers",
     "session_kwargs",
@@ -37,6 +39,16 @@ def _parse_list(text: str, kind: Callable[[str], _T], *, separators: str, expect
 def float_list(text: str) -> tuple[float, ...]:
     """``"0.485, 0.456,0.406"`` -> ``(0.485, 0.456, 0.406)``."""
     return _parse_list(text, float, separators=",", expected="comma-separated numbers")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``"1,4,16"`` -> ``(1, 4, 16)``."""
+    return _parse_list(text, int, separators=",", expected="comma-separated integers")
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"cpu, cuda"`` -> ``("cpu", "cuda")``."""
+    return _parse_list(text, str, separators=",", expected="comma-separated names")
 
 
 def shape(text: str) -> tuple[int, ...]:

@@ -8,23 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._cli_util import float_list, int_list, name_list, shape
 from .cases import SessionSettings, TorchModel
 from .providers import DEFAULT_VARIANTS
 from .report import Targets
 from .runner import QUICK, Timing
 from .suite import DEFAULT_BATCHES, run_benchmark
-
-
-def _list(kind: type, what: str):
-    def parse(text: str) -> tuple[Any, ...]:
-        try:
-            values = tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
-        if not values:
-            raise argparse.ArgumentTypeError(f"expected at least one of {what}")
-        return values
-    return parse
 
 
 def register(sub: Any) -> None:
@@ -43,15 +32,15 @@ def register(sub: Any) -> None:
                    help="torch module (normalised input -> logits) for the naive configurations, "
                    "e.g. rpdetect.zoo.efficientnet_lite0:build")
     p.add_argument("--weights", help="state_dict for --torch (torch.load weights_only=True)")
-    p.add_argument("--mean", type=_list(float, "numbers"), help="normalisation --torch expects")
-    p.add_argument("--std", type=_list(float, "numbers"))
-    p.add_argument("--input-shape", type=_list(int, "integers"), metavar="C,H,W",
+    p.add_argument("--mean", type=float_list, help="normalisation --torch expects")
+    p.add_argument("--std", type=float_list)
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="default: the detector's")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    p.add_argument("--providers", type=_list(str, "names"), default=DEFAULT_VARIANTS,
+    p.add_argument("--providers", type=name_list, default=DEFAULT_VARIANTS,
                    help=f"provider variants (default {','.join(DEFAULT_VARIANTS)}; missing ones "
                    "are listed as skipped)")
-    p.add_argument("--batches", type=_list(int, "integers"), default=DEFAULT_BATCHES,
+    p.add_argument("--batches", type=int_list, default=DEFAULT_BATCHES,
                    help="images per detector run (default 1,4,16; 1 is always included)")
     p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"),
                    default="all")
