@@ -41,6 +41,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from _trainlog import open_log  # noqa: E402  (benchmarks/, the script's folder)
 from rpdetect.zoo import cifar10_cnn, sha256_file  # noqa: E402
 
 SPLIT_SEED = 0
@@ -152,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     log_path = args.workdir / ("smoke.log" if args.smoke else "train.log")
-    logf = open(log_path, "a", buffering=1)
-
-    def log(msg: str) -> None:
-        line = f"{_dt.datetime.now().isoformat(timespec='seconds')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
+    log = open_log(log_path)
 
     command = shlex.join([sys.executable, *sys.argv])
     log(f"start: {command}")

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from _trainlog import open_log  # noqa: E402  (benchmarks/, the script's folder)
 from rpdetect.zoo import dogscats, sha256_file  # noqa: E402
 
 SPLIT_SEED = 0
@@ -113,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    logf = open(args.workdir / "train.log", "a", buffering=1)
-
-    def log(msg: str) -> None:
-        line = f"{_dt.datetime.now().isoformat(timespec='seconds')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
+    log = open_log(args.workdir / "train.log")
 
     command = shlex.join([sys.executable, *sys.argv])
     log(f"start: {command}")
