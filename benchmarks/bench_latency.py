@@ -17,6 +17,7 @@ headline ratios of all models) to ``benchmarks/results/latency/`` unless ``--out
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, replace
@@ -66,11 +67,17 @@ def standard_models() -> dict[str, Standard]:
 
 def detector_for(model: Standard, cache: Path) -> Path:
     """Export the classifier and build the B=1 graph-noise detector, once per cache."""
-    det_path = cache / f"{model.key}-detector.onnx"
+    module = load_module(model.torch.spec, model.torch.weights)
+    # keyed by the weights, so retrained weights never meet a stale export
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    tag = f"{model.key}-{h.hexdigest()[:10]}"
+    det_path = cache / f"{tag}-detector.onnx"
     if det_path.is_file():
         return det_path
-    cls_path = torch_to_onnx(load_module(model.torch.spec, model.torch.weights),
-                             cache / f"{model.key}-classifier.onnx",
+    cls_path = torch_to_onnx(module, cache / f"{tag}-classifier.onnx",
                              input_shape=model.torch.input_shape, mean=model.torch.mean,
                              std=model.torch.std)
     return save_onnx(build_detector(cls_path, DetectorConfig()), det_path)
@@ -80,9 +87,9 @@ def headline(reports: dict[str, Report], command: str) -> str:
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
              f"Command: `{command}`", "",
              "| model | provider | detector / floor | target | detector / floor, profiled kernels "
-             "| naive / detector | target | detector (input noise) / floor | torch B=11 / "
-             "detector |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| naive / detector | target | naive / floor (bound) | detector (input noise) / floor "
+             "| detector (input noise, prefetched) / floor | torch B=11 / detector |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():
         by = {(r.provider, r.name): r for r in rep.ratios}
         for provider in dict.fromkeys(r.provider for r in rep.ratios):
@@ -98,7 +105,9 @@ def headline(reports: dict[str, Report], command: str) -> str:
                 return f"{value}{mark} | {sign} {r.target:g}" if r.target else f"{value} | -"
             lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
                          f"| {cell(PROFILED_RATIO)} | {cell('naive / detector', True)} | "
+                         f"{cell('naive / floor (upper bound of naive / detector)')} | "
                          f"{cell('detector (input noise) / floor')} | "
+                         f"{cell('detector (input noise, prefetched) / floor')} | "
                          f"{cell('torch batch / detector')} |")
     m = next(iter(reports.values())).machine
     lines += ["", f"Machine: {m['cpu_model']}, {m['usable_cores']} usable cores, onnxruntime "

@@ -75,13 +75,20 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
 
     ratios = {r["name"]: r for r in data["ratios"] if r["provider"] == "cpu"}
     assert set(ratios) == {"detector / floor", "detector (input noise) / floor",
+                           "detector (input noise, prefetched) / floor",
                            "naive / detector", "torch batch / detector", "floor / classifier B=1",
+                           "naive / floor (upper bound of naive / detector)",
                            "detector / floor (profiled kernels)"}
     for r in ratios.values():
         assert r["value"] > 0
         assert len(r["per_round"]) == (0 if "profiled" in r["name"] else QUICK.rounds)
     assert ratios["detector / floor"]["target"] == 1.05
     assert ratios["naive / detector"]["target_kind"] == "min"
+    assert ratios["detector (input noise, prefetched) / floor"]["target"] == 1.05
+    bound = ratios["naive / floor (upper bound of naive / detector)"]
+    assert bound["target"] is None
+    assert bound["value"] == pytest.approx(
+        ratios["naive / detector"]["value"] * ratios["detector / floor"]["value"], rel=1e-9)
     assert isinstance(ratios["naive / detector"]["meets"], bool)
 
     prof = data["profile"]
@@ -108,7 +115,7 @@ def test_cli_in_process_writes_json_and_markdown(tiny_detector, tmp_path, capsys
     assert code == 0
     data = json.loads((out / "t.json").read_text())
     assert {c["role"] for c in data["cases"]} == {"classifier-b1", "floor", "detector-graph",
-                                                  "detector-input"}
+                                                  "detector-input", "detector-input-prefetch"}
     assert all(c["status"] == "ok" for c in data["cases"])
     assert data["profile"] is None and data["settings"]["isolate"] is False
     assert "| cpu | detector / floor |" in capsys.readouterr().out

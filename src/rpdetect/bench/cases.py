@@ -7,6 +7,9 @@ Roles (``Case.role``), per provider variant:
   i.e. the n + 1 forward passes the method cannot avoid;
 * ``detector-graph`` / ``detector-input``: the fused detector, noise drawn in the graph or fed as
   the ``noise`` input (drawn with numpy inside the timed run, as a user must), B images per run;
+* ``detector-input-prefetch``: the same noise='input' detector with its noise drawn one run
+  ahead by a background thread (``rpdetect.engine.noise.NoiseSource(prefetch=1)``, what
+  ``Detector(prefetch_noise=1)`` does), so the draw overlaps the previous run;
 * ``naive`` (CPU, torch model given): 1 + n eager forward passes at batch 1 and numpy scores
   by ``rpdetect.reference``; ``torch-batch``: one eager forward pass at batch 1 + n and torch
   scores: what a user would write without rpdetect.
@@ -24,7 +27,8 @@ from .providers import ProviderVariant
 __all__ = ["Case", "SessionSettings", "TorchModel", "ROLES", "plan_cases"]
 
 ROLES: tuple[str, ...] = (
-    "classifier-b1", "floor", "detector-graph", "detector-input", "naive", "torch-batch",
+    "classifier-b1", "floor", "detector-graph", "detector-input", "detector-input-prefetch",
+    "naive", "torch-batch",
 )
 
 
@@ -69,10 +73,11 @@ class Case:
 
 
 def _onnx(model: str, variant: ProviderVariant, settings: SessionSettings, *, batch: int,
-          fresh_normal: Sequence[str] = ()) -> dict[str, Any]:
+          fresh_normal: Sequence[str] = (), prefetch: int = 0) -> dict[str, Any]:
     return {"kind": "onnx", "model": model, "providers": list(variant.providers),
             "provider_options": [dict(o) for o in variant.provider_options],
-            "batch": batch, "fresh_normal": list(fresh_normal), **settings.to_dict()}
+            "batch": batch, "fresh_normal": list(fresh_normal), "prefetch": prefetch,
+            **settings.to_dict()}
 
 
 def plan_cases(
@@ -105,6 +110,10 @@ def plan_cases(
                 cases.append(Case(f"detector input noise B=1 [{p}]", "detector-input", p, 1,
                                   n + 1, 1, _onnx(detector_input, v, settings, batch=1,
                                                   fresh_normal=("noise",))))
+                cases.append(Case(f"detector input noise, prefetched B=1 [{p}]",
+                                  "detector-input-prefetch", p, 1, n + 1, 1,
+                                  _onnx(detector_input, v, settings, batch=1,
+                                        fresh_normal=("noise",), prefetch=1)))
         if torch_model is not None and p == "cpu":
             common = {"spec": torch_model.spec, "weights": torch_model.weights,
                       "mean": list(torch_model.mean) if torch_model.mean else None,

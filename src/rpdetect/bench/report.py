@@ -65,9 +65,13 @@ class Ratio:
 _RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
     ("detector / floor", "detector-graph", "floor", "detector_over_floor"),
     ("detector (input noise) / floor", "detector-input", "floor", "detector_over_floor"),
+    ("detector (input noise, prefetched) / floor", "detector-input-prefetch", "floor",
+     "detector_over_floor"),
     ("naive / detector", "naive", "detector-graph", "naive_over_detector"),
     ("torch batch / detector", "torch-batch", "detector-graph", None),
     ("floor / classifier B=1", "floor", "classifier-b1", None),
+    # detector >= floor, so naive / floor bounds naive / detector from above
+    ("naive / floor (upper bound of naive / detector)", "naive", "floor", None),
 )
 
 

@@ -108,6 +108,21 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
         else:
             raise ValueError(f"input {arg.name!r}: cannot make a feed of {arg.type}")
 
+    prefetch = int(w.get("prefetch", 0))
+    if prefetch:
+        # drawn one run ahead on a background thread, as Detector(prefetch_noise=...) does
+        from ..engine.noise import NoiseSource
+
+        sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch)
+                   for name, shape in fresh_shapes.items()}
+
+        def run_prefetched() -> object:
+            for name, source in sources.items():
+                feed[name] = source.draw()
+            return session.run(None, feed)
+
+        return run_prefetched
+
     def run() -> object:
         for name, shape in fresh_shapes.items():
             feed[name] = rng.standard_normal(shape, dtype=np.float32)

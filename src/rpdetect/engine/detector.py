@@ -3,7 +3,7 @@
 The graph does all the work (noisy copies, classifier, score1/score2, thresholds); this wrapper
 chooses providers, validates the model and the inputs, turns images into feeds (see
 ``images.py`` for the policy), chunks them into the graph's static batch and reads the results
-back. It holds no mutable state besides a lock-guarded noise generator, so one Detector may be
+back. It holds no mutable state besides its thread-safe noise source, so one Detector may be
 shared by threads (``InferenceSession.run`` is thread-safe).
 """
 
@@ -13,7 +13,6 @@ import logging
 import math
 import secrets
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
+from .noise import NoiseSource
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -47,6 +47,13 @@ _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
     "tensor(bool)": "bool", "tensor(double)": "float64", "tensor(float16)": "float16",
 }
+
+
+def _stack(arrays: Sequence[np.ndarray], pad: int, filler: np.ndarray) -> np.ndarray:
+    """[len(arrays) + pad, ...]; a single array becomes a view (no copy of 6 MB of noise)."""
+    if len(arrays) == 1 and pad == 0:
+        return np.ascontiguousarray(arrays[0])[None]
+    return np.stack(list(arrays) + [filler] * pad)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -174,7 +181,8 @@ class Detector:
     """Run an rpdetect detector ONNX file with ONNX Runtime.
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
-    channel_order="rgb", resize="shorter-crop", **options)`` (options are keyword-only)
+    prefetch_noise=0, channel_order="rgb", resize="shorter-crop", **options)`` (options are
+    keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
       order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
@@ -186,6 +194,9 @@ class Detector:
     * ``seed``: seeds the numpy Generator that draws the N(0, 1) noise for detectors built
       with ``noise="input"`` when ``detect`` is given none (graph-noise detectors draw it
       inside the graph).
+    * ``prefetch_noise``: for ``noise="input"`` detectors, keep that many noise draws ready in a
+      background thread, so drawing the next image's noise overlaps the current run (see
+      ``noise.py``; same draws for a given seed). ``close()`` stops the thread.
     * ``channel_order``: the order of 3/4-channel integer arrays you pass ("rgb"; "bgr" for
       OpenCV frames). ``resize``: "shorter-crop", "stretch" or "none" (see ``images.py``).
 
@@ -201,6 +212,7 @@ class Detector:
         threads: int | None = None,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         seed: int | None = None,
+        prefetch_noise: int = 0,
         channel_order: ChannelOrder = "rgb",
         resize: ResizePolicy = "shorter-crop",
         **options: Any,
@@ -213,6 +225,9 @@ class Detector:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ValueError(f"threads: expected an integer >= 1 or None, got {threads!r}")
+        if isinstance(prefetch_noise, bool) or not isinstance(prefetch_noise, int) \
+                or prefetch_noise < 0:
+            raise ValueError(f"prefetch_noise: expected an integer >= 0, got {prefetch_noise!r}")
         self.path = Path(path)
         self.channel_order: str = channel_order
         self.resize: str = resize
@@ -268,8 +283,23 @@ class Detector:
                          "(noise='graph', seed attribute %s); seed applies to noise='input' "
                          "detectors", self.path, seed,
                          "none" if self.info.seed is None else f"{self.info.seed:g}")
-        self._rng = np.random.default_rng(seed)
-        self._rng_lock = threading.Lock()
+        if prefetch_noise and self.info.noise != "input":
+            _log.warning("%s: prefetch_noise=%r is ignored: this detector draws its noise inside "
+                         "the graph (noise='graph')", self.path, prefetch_noise)
+        c, h, w = self.info.input_shape
+        self.noise_source = NoiseSource(
+            (self.info.n, c, h, w), seed=seed,
+            prefetch=prefetch_noise if self.info.noise == "input" else 0)
+
+    def close(self) -> None:
+        """Stop the noise prefetch thread (if any). The session is released with the object."""
+        self.noise_source.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- construction checks ------------------------------------------------------------
     def _check_session_providers(self) -> None:
@@ -344,8 +374,7 @@ class Detector:
                 )
             return None
         if noise is None:
-            with self._rng_lock:
-                return self._rng.standard_normal(shape, dtype=np.float32)
+            return self.noise_source.draw()
         noise = np.asarray(noise)
         if noise.shape == (1, *shape):
             noise = noise[0]
@@ -369,13 +398,9 @@ class Detector:
         whose results are dropped)."""
         count, b = len(images), self.batch
         pad = b - count
-        feed: dict[str, np.ndarray] = {
-            "image": np.stack(list(images) + [images[-1]] * pad),
-            **thresholds,
-        }
+        feed: dict[str, np.ndarray] = {"image": _stack(images, pad, images[-1]), **thresholds}
         if self.info.noise == "input":
-            zeros = np.zeros_like(noises[0])
-            feed["noise"] = np.stack(list(noises) + [zeros] * pad)  # type: ignore[arg-type]
+            feed["noise"] = _stack(noises, pad, np.zeros_like(noises[0]))  # type: ignore[arg-type]
         try:
             out = dict(zip(REQUIRED_OUTPUTS, self.session.run(list(REQUIRED_OUTPUTS), feed)))
         except Exception as exc:

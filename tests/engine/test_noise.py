@@ -1,0 +1,88 @@
+"""NoiseSource: the N(0, 1) draws of noise='input' detectors, with and without prefetch."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from rpdetect import Detector
+from rpdetect.engine.noise import NoiseSource
+
+SHAPE = (4, 3, 8, 8)
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_draws_are_standard_normal_float32(prefetch):
+    with NoiseSource((200_000,), seed=0, prefetch=prefetch) as source:
+        x = source.draw()
+    assert x.dtype == np.float32 and x.shape == (200_000,)
+    # mean within 5 standard errors, std within 1%, and the empirical CDF within 5 standard
+    # errors of N(0, 1)'s at -2..2
+    assert abs(x.mean()) < 5 / np.sqrt(x.size)
+    assert abs(x.std() - 1.0) < 0.01
+    for q in (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0):
+        phi = 0.5 * (1 + math.erf(q / math.sqrt(2)))
+        assert abs((x < q).mean() - phi) < 5 * math.sqrt(phi * (1 - phi) / x.size)
+
+
+def test_prefetch_keeps_the_seeded_sequence():
+    plain = NoiseSource(SHAPE, seed=7)
+    expected = [plain.draw() for _ in range(5)]
+    with NoiseSource(SHAPE, seed=7, prefetch=2) as ahead:
+        got = [ahead.draw() for _ in range(5)]
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+    # and the sequence is the numpy Generator's own
+    rng = np.random.default_rng(7)
+    np.testing.assert_array_equal(expected[0], rng.standard_normal(SHAPE, dtype=np.float32))
+
+
+def test_draws_are_fresh_and_never_handed_out_twice_across_threads():
+    with NoiseSource(SHAPE, seed=1, prefetch=2) as source:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            draws = list(pool.map(lambda _: source.draw(), range(40)))
+    firsts = {float(d.flat[0]) for d in draws}
+    assert len(firsts) == 40
+    assert len({id(d) for d in draws}) == 40
+
+
+def test_draw_runs_in_the_background_thread_and_close_stops_it():
+    source = NoiseSource(SHAPE, seed=0, prefetch=1)
+    names = {t.name for t in threading.enumerate()}
+    assert any(n.startswith("rpdetect-noise") for n in names)
+    source.draw()
+    source.close()
+    assert not any(t.name.startswith("rpdetect-noise") and t.is_alive()
+                   for t in threading.enumerate())
+    assert source.draw().shape == SHAPE  # still usable, on the caller's thread
+    source.close()  # idempotent
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_bad_prefetch(bad):
+    with pytest.raises(ValueError, match="prefetch: expected an integer >= 0"):
+        NoiseSource(SHAPE, prefetch=bad)
+
+
+def test_prefetching_detector_gives_the_same_results(det_input, tools):
+    images = [tools.rgb_image(i) for i in range(3)]
+    det = Detector(det_input, seed=5)
+    plain = [det.detect(im) for im in images]
+    with Detector(det_input, seed=5, prefetch_noise=2) as fast:
+        ahead = [fast.detect(im) for im in images]
+    for a, b in zip(plain, ahead):
+        np.testing.assert_array_equal(a.score1, b.score1)
+        np.testing.assert_array_equal(a.score2, b.score2)
+        assert a.is_adversarial == b.is_adversarial
+
+
+def test_prefetch_noise_on_a_graph_noise_detector_warns(det_graph, caplog):
+    with caplog.at_level("WARNING", logger="rpdetect.engine"):
+        Detector(det_graph, prefetch_noise=1).close()
+    assert "prefetch_noise=1 is ignored" in caplog.text
+    with pytest.raises(ValueError, match="prefetch_noise: expected an integer >= 0"):
+        Detector(det_graph, prefetch_noise=-2)
