@@ -25,3 +25,25 @@ def test_missing_dataset_tar_names_the_path(tmp_path: Path,
 def test_n_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--dataset", "cifar10", "--n", "0"]) == 2
     assert "--n" in capsys.readouterr().err
+
+
+def test_threads_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--dataset", "cifar10", "--threads", "0"]) == 2
+    assert "--threads: expected >= 1, got 0" in capsys.readouterr().err
+
+
+def test_attacks_run_on_a_channels_last_copy() -> None:
+    import torch
+
+    from rpdetect.evaluation.protocol import _attack_module
+    from rpdetect.testing import tiny_torch_cnn
+
+    module = tiny_torch_cnn()
+    copy = _attack_module(module)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), module(x), rtol=1e-5, atol=1e-5)
+    weight = next(p for p in copy.parameters() if p.dim() == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    original = next(p for p in module.parameters() if p.dim() == 4)
+    assert original.is_contiguous()  # the caller's module is untouched

