@@ -17,7 +17,6 @@ headline ratios of all models) to ``benchmarks/results/latency/`` unless ``--out
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from pathlib import Path
 from rpdetect.bench import QUICK, Report, SessionSettings, Targets, Timing, TorchModel, run_benchmark
 from rpdetect.bench.report import PROFILED_RATIO
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
-from rpdetect.export.torch_export import load_module, torch_to_onnx
+from rpdetect.export.torch_export import load_module, state_dict_digest, torch_to_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latency"
@@ -69,11 +68,7 @@ def detector_for(model: Standard, cache: Path) -> Path:
     """Export the classifier and build the B=1 graph-noise detector, once per cache."""
     module = load_module(model.torch.spec, model.torch.weights)
     # keyed by the weights, so retrained weights never meet a stale export
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    tag = f"{model.key}-{h.hexdigest()[:10]}"
+    tag = f"{model.key}-{state_dict_digest(module).hexdigest()[:10]}"
     det_path = cache / f"{tag}-detector.onnx"
     if det_path.is_file():
         return det_path

@@ -54,11 +54,10 @@ class Classifier:
     classes: tuple[int, ...]  # the dataset's class indices (targets are drawn from these)
 
     def fingerprint(self) -> str:
+        from ..export.torch_export import state_dict_digest
+
         h = hashlib.sha256(json.dumps([self.mean, self.std, self.input_shape]).encode())
-        for name, tensor in sorted(self.module.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().numpy().tobytes())
-        return h.hexdigest()[:12]
+        return state_dict_digest(self.module, h).hexdigest()[:12]
 
 
 class FigureData(NamedTuple):

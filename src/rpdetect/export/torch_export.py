@@ -8,6 +8,7 @@ Needs the ``export`` extra (torch, onnxscript, onnx-ir).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import tempfile
@@ -21,7 +22,17 @@ from .graph import MAX_GRAPH_NOISE_OPSET, check_normalisation
 DEFAULT_OPSET = 20  # 18-21 work; >= 22 exports RandomNormalLike-22, which ORT cannot run
 MIN_EXPORT_OPSET = 18  # the dynamo exporter's oldest
 
-__all__ = ["DEFAULT_OPSET", "load_factory", "load_module", "torch_to_onnx"]
+__all__ = ["DEFAULT_OPSET", "load_factory", "load_module", "state_dict_digest", "torch_to_onnx"]
+
+
+def state_dict_digest(module: Any, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
+    """SHA-256 over a module's state_dict (names and raw values, in name order), continuing
+    ``h`` when given: the key under which exports of these weights are cached."""
+    h = h if h is not None else hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
