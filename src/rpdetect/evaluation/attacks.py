@@ -82,12 +82,13 @@ def _bim(name: str, kind: AttackKind, eps: float, *, targeted: bool, paper: floa
     return AttackSpec(name, kind, targeted, epsilon=eps, steps=steps, paper_l2=paper)
 
 
-# Epsilons: BIM-L2 reaches the ball's surface in 10 steps of 0.2*eps, so eps ~ the wanted mean
-# L2; BIM-Linf's L2 is ~0.9 * eps * sqrt(C*H*W) (sqrt(150528) = 388, sqrt(3072) = 55.4).
-# Measured on ImageNette (first 20 successes): targeted BIM-L2 eps 1 / 2 / 3 -> mean L2 0.93 /
-# 1.53 / 2.10 (the targeted loss is met before the ball's surface), hence eps 2.6 and 4.3 for the
-# paper's 2 and 3; BIM-Linf eps 0.004 -> 1.12, hence 0.005 for the paper's 1.4. Steps of DDN and CW on the 224x224 sets are cut to
-# fit the CPU budget (see the report).
+# Epsilons: BIM-L2 takes 10 steps of 0.2*eps inside the eps-ball, yet the mean L2 it ends at is
+# below eps. Measured on ImageNette (first 20 successes): targeted BIM-L2 eps 1 / 2 / 3 -> mean
+# L2 0.93 / 1.53 / 2.10, hence eps 2.6 and 4.3 for the paper's 2 and 3 (n=100: eps 2.6 -> 1.89);
+# BIM-Linf's L2 is ~0.9 * eps * sqrt(C*H*W) (sqrt(150528) = 388, sqrt(3072) = 55.4): eps 0.004 ->
+# 1.12, hence 0.005 for the paper's 1.4. Dogs vs Cats, untargeted, eps 2 / 3 -> 1.57 / 2.12 (20
+# images), hence the same 2.6 and 4.3. Steps of DDN and CW on the 224x224 sets are cut to fit
+# the CPU budget (see the report).
 ATTACKS: dict[str, tuple[AttackSpec, ...]] = {
     "imagenette": (
         _bim("bim-l2-t1", "bim-l2", 1.0, targeted=True, paper=1.0),
@@ -103,8 +104,8 @@ ATTACKS: dict[str, tuple[AttackSpec, ...]] = {
     ),
     "dogscats": (
         _bim("bim-l2-1", "bim-l2", 1.0, targeted=False, paper=1.0),
-        _bim("bim-l2-2", "bim-l2", 2.0, targeted=False, paper=2.0),
-        _bim("bim-l2-3", "bim-l2", 3.0, targeted=False, paper=3.0),
+        _bim("bim-l2-2", "bim-l2", 2.6, targeted=False, paper=2.0),
+        _bim("bim-l2-3", "bim-l2", 4.3, targeted=False, paper=3.0),
         AttackSpec("ddn-t", "ddn", True, steps=30),
         AttackSpec("cw-l2", "cw-l2", False, steps=30, binary_search_steps=2,
                    initial_const=1.0, stepsize=0.01),
