@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,4,16")
     p.add_argument("--rounds", type=int)
     p.add_argument("--round-time", type=float)
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="idle time after every timed run (default 0: back to back)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-spinning", action="store_true")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = replace(timing, rounds=args.rounds)
     if args.round_time:
         timing = replace(timing, round_time_s=args.round_time)
+    if args.gap_ms < 0:
+        p.error(f"--gap-ms: expected >= 0, got {args.gap_ms}")
+    timing = replace(timing, gap_s=args.gap_ms / 1000.0)
     args.cache.mkdir(parents=True, exist_ok=True)
     reports: dict[str, Report] = {}
     for key in keys:

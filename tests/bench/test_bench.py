@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import onnx
 import pytest
@@ -207,3 +208,28 @@ def test_profile_groups_follow_rpdetect_node_names():
     assert group_of("rpdetect/z_noisy_node/GatherSliceToSplitFusion") == "scores"
     assert group_of("rpdetect/noisy_node/SomeFusion") == "noise"
     assert group_of("/features/conv/Conv") == "classifier"
+
+
+def test_gap_is_idle_time_outside_the_timed_runs():
+    from rpdetect.bench.worker import Worker
+
+    worker = Worker()
+    worker.run = lambda: None  # a no-op "run": only the gap can take time
+    t0 = time.perf_counter()
+    reply = worker.handle({"op": "run", "min_time_s": 0.0, "min_runs": 3, "gap_s": 0.05})
+    elapsed = time.perf_counter() - t0
+    assert reply["ok"] and len(reply["times_s"]) == 3
+    assert elapsed >= 3 * 0.05  # the worker slept after every run ...
+    assert max(reply["times_s"]) < 0.05  # ... and none of it was timed
+
+
+def test_cli_gap_ms_is_recorded(tiny_detector, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["bench", str(tiny_detector), "--quick", "--in-process", "--providers", "cpu",
+                 "--batches", "1", "--no-profile", "--threads", "1", "--gap-ms", "5",
+                 "--out", str(out), "--stem", "g"]) == 0
+    data = json.loads((out / "g.json").read_text())
+    assert data["settings"]["timing"]["gap_s"] == 0.005
+    assert "5 ms idle after every timed run (paced)" in (out / "g.md").read_text()
+    assert main(["bench", str(tiny_detector), "--gap-ms", "-1"]) == 2
+    assert "--gap-ms: expected >= 0" in capsys.readouterr().err

@@ -49,6 +49,9 @@ def register(sub: Any) -> None:
     p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {Timing().rounds})")
     p.add_argument("--round-time", type=float, metavar="S",
                    help=f"seconds per configuration per round (default {Timing().round_time_s})")
+    p.add_argument("--gap-ms", type=float, default=0.0, metavar="MS",
+                   help="idle time after every timed run, every configuration alike (default 0: "
+                   "back to back)")
     p.add_argument("--quick", action="store_true", help="a few runs only (smoke test)")
     p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime profile")
     p.add_argument("--in-process", action="store_true",
@@ -86,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         timing = replace(timing, rounds=args.rounds)
     if args.round_time is not None:
         timing = replace(timing, round_time_s=args.round_time)
+    if args.gap_ms < 0:
+        raise ValueError(f"--gap-ms: expected >= 0, got {args.gap_ms}")
+    timing = replace(timing, gap_s=args.gap_ms / 1000.0)
     report = run_benchmark(
         detector,
         classifier=args.classifier,

@@ -177,7 +177,9 @@ class Report:
             f"Threads {s['session']['threads']}, graph optimisation "
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
-            f"per configuration, each in its own process: {s['isolate']}.",
+            f"per configuration, each in its own process: {s['isolate']}; "
+            + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."
+               if s['timing'].get('gap_s') else "runs back to back."),
             *([f"Command: `{s['command']}`"] if s.get("command") else []),
             "",
             "## Ratios (same run)",

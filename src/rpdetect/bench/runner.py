@@ -28,18 +28,23 @@ __all__ = ["CaseOutcome", "Timing", "run_cases", "WorkerProcess", "InProcessWork
 
 @dataclass(frozen=True)
 class Timing:
-    """How long to measure: warm-up, then ``rounds`` x (``round_time_s``, >= ``min_runs``)."""
+    """How long to measure: warm-up, then ``rounds`` x (``round_time_s``, >= ``min_runs``).
+
+    ``gap_s``: idle time after every timed run (not timed), the same for every configuration:
+    0 measures back-to-back runs that keep every core busy; a gap models requests that leave
+    the CPU idle in between (where background work such as noise prefetch can hide)."""
 
     rounds: int = 7
     round_time_s: float = 1.0
     min_runs: int = 1
     warmup_runs: int = 1
     warmup_time_s: float = 0.5
+    gap_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "round_time_s": self.round_time_s,
                 "min_runs_per_round": self.min_runs, "warmup_runs": self.warmup_runs,
-                "warmup_time_s": self.warmup_time_s}
+                "warmup_time_s": self.warmup_time_s, "gap_s": self.gap_s}
 
 
 QUICK = Timing(rounds=2, round_time_s=0.05, min_runs=2, warmup_runs=1, warmup_time_s=0.0)
@@ -161,7 +166,7 @@ def run_cases(
             channels[i] = channel
         for i, channel in list(channels.items()):
             reply = channel.request({"op": "run", "min_time_s": timing.warmup_time_s,
-                                     "min_runs": timing.warmup_runs})
+                                     "min_runs": timing.warmup_runs, "gap_s": timing.gap_s})
             if not reply.get("ok"):
                 _fail(outcomes[i], reply, "warm-up")
                 channels.pop(i).close()
@@ -170,7 +175,8 @@ def run_cases(
             shift = r % len(active) if active else 0
             for i in active[shift:] + active[:shift]:
                 reply = channels[i].request({"op": "run", "min_time_s": timing.round_time_s,
-                                             "min_runs": timing.min_runs})
+                                             "min_runs": timing.min_runs,
+                                             "gap_s": timing.gap_s})
                 if not reply.get("ok"):
                     _fail(outcomes[i], reply, f"round {r + 1}")
                     channels.pop(i).close()

@@ -5,9 +5,9 @@ moves anything else written to its stdout, by C libraries too, to stderr). Reque
 
 * ``{"op": "setup", "workload": {...}}`` -> ``{"ok": true, "setup_s", "providers"}``: builds
   the session or torch model (see ``rpdetect.bench.cases`` for workload fields);
-* ``{"op": "run", "min_time_s": t, "min_runs": k}`` -> ``{"ok": true, "times_s": [...]}``:
-  runs until both ``t`` seconds and ``k`` runs are reached, each run timed with
-  ``time.perf_counter``;
+* ``{"op": "run", "min_time_s": t, "min_runs": k, "gap_s": g}`` -> ``{"ok": true,
+  "times_s": [...]}``: runs until both ``t`` seconds and ``k`` runs are reached, each run timed
+  with ``time.perf_counter``, sleeping ``g`` seconds (default 0, not timed) after each;
 * ``{"op": "profile", "runs": k, "dir": d}`` -> ``{"ok": true, "nodes": {name: {"op", "us"}},
   "run_us"}``: an ONNX Runtime profile of k runs (median kernel time per node);
 * ``{"op": "peak"}`` -> ``{"ok": true, "peak_rss_bytes"}``: the process's RSS high-water mark;
@@ -193,7 +193,8 @@ class Worker:
             if op == "setup":
                 return self._setup(request["workload"])
             if op == "run":
-                return self._run(float(request["min_time_s"]), int(request["min_runs"]))
+                return self._run(float(request["min_time_s"]), int(request["min_runs"]),
+                                 float(request.get("gap_s", 0.0)))
             if op == "profile":
                 return self._profile(int(request["runs"]), Path(request["dir"]))
             if op == "peak":
@@ -218,7 +219,7 @@ class Worker:
         self.workload = workload
         return {"ok": True, "setup_s": time.perf_counter() - start, "providers": providers}
 
-    def _run(self, min_time_s: float, min_runs: int) -> dict[str, Any]:
+    def _run(self, min_time_s: float, min_runs: int, gap_s: float = 0.0) -> dict[str, Any]:
         if self.run is None:
             raise ValueError("run before setup")
         run, times = self.run, []
@@ -228,6 +229,8 @@ class Worker:
             t0 = clock()
             run()
             times.append(clock() - t0)
+            if gap_s > 0:
+                time.sleep(gap_s)
         return {"ok": True, "times_s": times}
 
     def _profile(self, runs: int, directory: Path) -> dict[str, Any]:
