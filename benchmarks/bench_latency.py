@@ -17,12 +17,13 @@ headline ratios of all models) to ``benchmarks/results/latency/`` unless ``--out
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rpdetect.bench import QUICK, Report, SessionSettings, Targets, Timing, TorchModel, run_benchmark
+from rpdetect.bench import QUICK, SessionSettings, Targets, Timing, TorchModel, run_benchmark
 from rpdetect.bench.report import PROFILED_RATIO
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
 from rpdetect.export.torch_export import load_module, state_dict_digest, torch_to_onnx
@@ -78,36 +79,42 @@ def detector_for(model: Standard, cache: Path) -> Path:
     return save_onnx(build_detector(cls_path, DetectorConfig()), det_path)
 
 
-def headline(reports: dict[str, Report], command: str) -> str:
+def headline(reports: dict[str, dict]) -> str:
+    """The summary table over every standard model's latest JSON report (``Report.to_dict``),
+    so a run of one model keeps the other's row; each row names the command and date."""
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
-             f"Command: `{command}`", "",
              "| model | provider | detector / floor | target | detector / floor, profiled kernels "
              "| naive / detector | target | naive / floor (bound) | detector (input noise) / floor "
              "| detector (input noise, prefetched) / floor | torch B=11 / detector |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():
-        by = {(r.provider, r.name): r for r in rep.ratios}
-        for provider in dict.fromkeys(r.provider for r in rep.ratios):
+        by = {(r["provider"], r["name"]): r for r in rep["ratios"]}
+        for provider in dict.fromkeys(r["provider"] for r in rep["ratios"]):
             def cell(name: str, with_target: bool = False) -> str:
                 r = by.get((provider, name))
                 if r is None:
                     return "- | -" if with_target else "-"
-                value = f"{r.value:.3f}"
-                mark = "" if r.meets is None else (" (met)" if r.meets else " (**missed**)")
+                value = f"{r['value']:.3f}"
+                meets = r.get("meets")
+                mark = "" if meets is None else (" (met)" if meets else " (**missed**)")
                 if not with_target:
                     return value + mark
-                sign = "<=" if r.target_kind == "max" else ">="
-                return f"{value}{mark} | {sign} {r.target:g}" if r.target else f"{value} | -"
+                sign = "<=" if r["target_kind"] == "max" else ">="
+                return f"{value}{mark} | {sign} {r['target']:g}" if r["target"] else f"{value} | -"
             lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
                          f"| {cell(PROFILED_RATIO)} | {cell('naive / detector', True)} | "
                          f"{cell('naive / floor (upper bound of naive / detector)')} | "
                          f"{cell('detector (input noise) / floor')} | "
                          f"{cell('detector (input noise, prefetched) / floor')} | "
                          f"{cell('torch batch / detector')} |")
-    m = next(iter(reports.values())).machine
-    lines += ["", f"Machine: {m['cpu_model']}, {m['usable_cores']} usable cores, onnxruntime "
-              f"{m['onnxruntime']}, torch {m['torch']}, {m['date_utc']}. GPU providers: see "
-              "each model's report (skipped where onnxruntime has none).", ""]
+    lines.append("")
+    for key, rep in reports.items():
+        m = rep["machine"]
+        lines.append(f"- {key}: `{rep['settings'].get('command', '?')}`, {m['date_utc']}, "
+                     f"{m['cpu_model']}, {m['usable_cores']} usable cores, onnxruntime "
+                     f"{m['onnxruntime']}, torch {m['torch']}.")
+    lines += ["", "GPU providers: see each model's report (skipped where onnxruntime has none).",
+              ""]
     return "\n".join(lines)
 
 
@@ -142,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--gap-ms: expected >= 0, got {args.gap_ms}")
     timing = replace(timing, gap_s=args.gap_ms / 1000.0)
     args.cache.mkdir(parents=True, exist_ok=True)
-    reports: dict[str, Report] = {}
     for key in keys:
         model = models[key]
         print(f"== {model.title}", file=sys.stderr)
@@ -162,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         js, _ = report.write(args.out, model.key)
         print(report.to_markdown())
         print(f"wrote {js}", file=sys.stderr)
-        reports[model.key] = report
-    (args.out / "README.md").write_text(headline(reports, command))
+    latest = {m.key: json.loads(path.read_text()) for m in models.values()
+              if (path := args.out / f"{m.key}.json").is_file()}
+    (args.out / "README.md").write_text(headline(latest))
     return 0
 
 
