@@ -86,3 +86,19 @@ def test_prefetch_noise_on_a_graph_noise_detector_warns(det_graph, caplog):
     assert "prefetch_noise=1 is ignored" in caplog.text
     with pytest.raises(ValueError, match="prefetch_noise: expected an integer >= 0"):
         Detector(det_graph, prefetch_noise=-2)
+
+
+def test_refill_not_draw_starts_the_next_prefetch():
+    # the next draw must start once the caller's run is done (refill), not while it runs
+    with NoiseSource(SHAPE, seed=3, prefetch=2) as source:
+        assert len(source._pending) == 2
+        source.draw()
+        source.draw()
+        assert len(source._pending) == 0
+        source.draw()  # nothing ready: drawn now, through the worker, in order
+        source.refill()
+        assert len(source._pending) == 2
+        rest = [source.draw() for _ in range(2)]
+    rng = np.random.default_rng(3)
+    expected = [rng.standard_normal(SHAPE, dtype=np.float32) for _ in range(5)]
+    np.testing.assert_array_equal(rest[-1], expected[-1])

@@ -119,7 +119,10 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
         def run_prefetched() -> object:
             for name, source in sources.items():
                 feed[name] = source.draw()
-            return session.run(None, feed)
+            out = session.run(None, feed)
+            for source in sources.values():
+                source.refill()  # the next draw starts once this run is done
+            return out
 
         return run_prefetched
 

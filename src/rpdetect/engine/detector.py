@@ -406,6 +406,8 @@ class Detector:
         except Exception as exc:
             raise RpdetectError(
                 f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") from exc
+        finally:
+            self.noise_source.refill()  # prefetch the next noise now that the run is done
         return [
             DetectionResult(
                 label=int(out["label"][i]),

@@ -6,8 +6,9 @@ The paper's noise is i.i.d. N(0, 1) per pixel and per copy, ``n * C * H * W`` va
 the critical path it is ~20% of EfficientNet-Lite0's batch-11 forward pass at 224x224.
 
 :class:`NoiseSource` draws those values with a numpy ``Generator``. With ``prefetch > 0`` a
-background thread keeps that many draws ready: the draw for the next image happens while the
-current one runs, and numpy releases the GIL while it fills the array. Every draw is still fresh
+background thread keeps that many draws ready: :meth:`NoiseSource.refill`, called once a run is
+done, starts the next draws, so they happen between runs (or during the next one when runs come
+back to back); numpy releases the GIL while it fills the array. Every draw is still fresh
 and used once, and a seeded source yields exactly the same sequence with or without prefetch
 (one thread draws, in order). What it buys depends on spare CPU: requests that leave a core idle
 get their noise for free; back-to-back runs that keep every core busy only move the cost to
@@ -44,24 +45,32 @@ class NoiseSource:
         if prefetch:
             # one worker: draws happen in submission order, so a seed gives one sequence
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpdetect-noise")
-            with self._lock:
-                for _ in range(prefetch):
-                    self._pending.append(self._pool.submit(self._draw_now))
+            self.refill()
 
     def _draw_now(self) -> np.ndarray:
         return self._rng.standard_normal(self.shape, dtype=np.float32)
 
     def draw(self) -> np.ndarray:
-        """A fresh [*shape] float32 array of N(0, 1) values (never handed out twice)."""
+        """A fresh [*shape] float32 array of N(0, 1) values (never handed out twice): a
+        prefetched one when ready, else drawn now. Call :meth:`refill` once the work that uses
+        it is done, so the next draws happen while the CPU would otherwise be idle."""
         if self._pool is None:
             with self._lock:
                 return self._draw_now()
         with self._lock:
             if self._pool is None:  # closed meanwhile
                 return self._draw_now()
-            ready = self._pending.popleft()
-            self._pending.append(self._pool.submit(self._draw_now))
+            # through the one worker even when nothing is ready, so draws keep their order
+            ready = self._pending.popleft() if self._pending else self._pool.submit(self._draw_now)
         return ready.result()
+
+    def refill(self) -> None:
+        """Start drawing in the background until ``prefetch`` draws are ready or pending."""
+        with self._lock:
+            if self._pool is None:
+                return
+            while len(self._pending) < self.prefetch:
+                self._pending.append(self._pool.submit(self._draw_now))
 
     def close(self) -> None:
         """Stop the background thread; later draws happen on the caller's thread."""
