@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle time after every timed run (default 0: back to back)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-spinning", action="store_true")
+    p.add_argument("--noise-generator", choices=("opencv", "numpy"), default="opencv")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = p.parse_args(argv)
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             torch_model=model.torch,
             providers=args.providers.split(","),
             batches=[int(b) for b in args.batches.split(",")],
-            settings=SessionSettings(threads=args.threads, spinning=not args.no_spinning),
+            settings=SessionSettings(threads=args.threads, spinning=not args.no_spinning,
+                                     noise_generator=args.noise_generator),
             timing=timing,
             profile_runs=3 if args.quick else 20,
             targets=model.targets,

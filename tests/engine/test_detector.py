@@ -20,6 +20,7 @@ import pytest
 
 from rpdetect import DetectionResult, Detector
 from rpdetect.engine import BatchReport
+from rpdetect.engine.noise import NoiseSource
 from rpdetect.errors import InputError, ModelError
 from rpdetect.reference import reference_detect
 
@@ -145,13 +146,27 @@ def test_unseeded_graph_noise_differs_between_detectors_in_one_process(det_graph
 
 def test_default_noise_is_drawn_from_the_seeded_generator(det_input, linear, tools):
     rgb = tools.rgb_image(60)
-    a = Detector(det_input, seed=123).detect(rgb)
-    b = Detector(det_input, seed=123).detect(rgb)
+    a = Detector(det_input, seed=123, noise_generator="numpy", noise_threads=1).detect(rgb)
+    b = Detector(det_input, seed=123, noise_generator="numpy", noise_threads=1).detect(rgb)
     np.testing.assert_array_equal(a.score1, b.score1)
+    # numpy with one thread is exactly numpy.random.default_rng(seed)'s sequence
     noise = np.random.default_rng(123).standard_normal((len(tools.KAPPAS), 3, 32, 32),
                                                        dtype=np.float32)
     check_against_reference([a], linear.fn, rgb.transpose(2, 0, 1)[None] / 255.0, noise[None],
                             tools.KAPPAS)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_opencv_noise_is_the_seeded_sources_draw(det_input, linear, tools, threads):
+    rgb = tools.rgb_image(61)
+    with Detector(det_input, seed=9, noise_threads=threads) as det:  # opencv is the default
+        a = det.detect(rgb)
+    with NoiseSource((len(tools.KAPPAS), 3, 32, 32), seed=9, threads=threads) as source:
+        noise = source.draw()
+    check_against_reference([a], linear.fn, rgb.transpose(2, 0, 1)[None] / 255.0, noise[None],
+                            tools.KAPPAS)
+    with Detector(det_input, seed=10, noise_threads=threads) as det:
+        assert not np.array_equal(det.detect(rgb).score1, a.score1)
 
 
 def test_threshold_override_is_strictly_greater(det_input, tools):

@@ -6,7 +6,9 @@ Roles (``Case.role``), per provider variant:
 * ``floor``: the classifier alone at the detector's inner batch B * (n + 1) = 11 for B=1, n=10,
   i.e. the n + 1 forward passes the method cannot avoid;
 * ``detector-graph`` / ``detector-input``: the fused detector, noise drawn in the graph or fed as
-  the ``noise`` input (drawn with numpy inside the timed run, as a user must), B images per run;
+  the ``noise`` input (drawn inside the timed run by ``rpdetect.engine.noise.NoiseSource``, as
+  ``rpdetect.Detector`` draws it: ``SessionSettings.noise_generator`` and ``noise_threads``),
+  B images per run;
 * ``detector-input-prefetch``: the same noise='input' detector with its noise drawn one run
   ahead by a background thread (``rpdetect.engine.noise.NoiseSource(prefetch=1)``, what
   ``Detector(prefetch_noise=1)`` does), so the draw overlaps the previous run;
@@ -39,10 +41,13 @@ class SessionSettings:
     threads: int = 2
     graph_optimization: str = "all"  # disable | basic | extended | all
     spinning: bool = True  # session.intra_op.allow_spinning
+    noise_generator: str = "opencv"  # how input-noise runs draw their noise (NoiseSource)
+    noise_threads: int | None = None  # None: rpdetect.engine.noise.default_noise_threads()
 
     def to_dict(self) -> dict[str, Any]:
         return {"threads": self.threads, "graph_optimization": self.graph_optimization,
-                "spinning": self.spinning}
+                "spinning": self.spinning, "noise_generator": self.noise_generator,
+                "noise_threads": self.noise_threads}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._cli_util import float_list, int_list, name_list, shape
+from ..engine.noise import NOISE_GENERATORS
 from .cases import SessionSettings, TorchModel
 from .providers import DEFAULT_VARIANTS
 from .report import Targets
@@ -46,6 +47,11 @@ def register(sub: Any) -> None:
                    default="all")
     p.add_argument("--no-spinning", action="store_true",
                    help="session.intra_op.allow_spinning=0 (idle threads sleep instead of spin)")
+    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
+                   help="how input-noise configurations draw their noise, as rpdetect.Detector "
+                   "(default opencv)")
+    p.add_argument("--noise-threads", type=int, metavar="N",
+                   help="threads drawing one noise array (default: 2 where there are 2 cores)")
     p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {Timing().rounds})")
     p.add_argument("--round-time", type=float, metavar="S",
                    help=f"seconds per configuration per round (default {Timing().round_time_s})")
@@ -89,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         timing = replace(timing, rounds=args.rounds)
     if args.round_time is not None:
         timing = replace(timing, round_time_s=args.round_time)
+    if args.noise_threads is not None and args.noise_threads < 1:
+        raise ValueError(f"--noise-threads: expected >= 1, got {args.noise_threads}")
     if args.gap_ms < 0:
         raise ValueError(f"--gap-ms: expected >= 0, got {args.gap_ms}")
     timing = replace(timing, gap_s=args.gap_ms / 1000.0)
@@ -99,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         providers=args.providers,
         batches=args.batches,
         settings=SessionSettings(threads=args.threads, graph_optimization=args.graph_optimization,
-                                 spinning=not args.no_spinning),
+                                 spinning=not args.no_spinning,
+                                 noise_generator=args.noise_generator,
+                                 noise_threads=args.noise_threads),
         timing=timing,
         isolate=not args.in_process,
         profile_runs=0 if args.no_profile else (3 if args.quick else 10),

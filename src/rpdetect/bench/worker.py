@@ -92,7 +92,7 @@ def _ort_session(w: dict[str, Any], *, profile_prefix: str | None = None) -> Any
 
 def _ort_run(w: dict[str, Any], session: Any) -> Run:
     """One run = session.run on a fixed image feed; inputs named in ``fresh_normal`` (the
-    ``noise`` input of noise='input' detectors) are drawn anew inside every run, as a user must."""
+    ``noise`` input of noise='input' detectors) are drawn anew for every run, as a user must."""
     rng = np.random.default_rng(0)
     fresh = set(w.get("fresh_normal", ()))
     feed: dict[str, np.ndarray] = {}
@@ -108,28 +108,24 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
         else:
             raise ValueError(f"input {arg.name!r}: cannot make a feed of {arg.type}")
 
+    # the noise input is drawn inside every timed run as rpdetect.Detector draws it: a
+    # NoiseSource (its generator and threads from the workload), optionally prefetched one run
+    # ahead on a background thread as Detector(prefetch_noise=...) does
+    from ..engine.noise import NoiseSource, default_noise_threads
+
     prefetch = int(w.get("prefetch", 0))
-    if prefetch:
-        # drawn one run ahead on a background thread, as Detector(prefetch_noise=...) does
-        from ..engine.noise import NoiseSource
-
-        sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch)
-                   for name, shape in fresh_shapes.items()}
-
-        def run_prefetched() -> object:
-            for name, source in sources.items():
-                feed[name] = source.draw()
-            out = session.run(None, feed)
-            for source in sources.values():
-                source.refill()  # the next draw starts once this run is done
-            return out
-
-        return run_prefetched
+    threads = w.get("noise_threads") or default_noise_threads()
+    sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch, threads=int(threads),
+                                 generator=w.get("noise_generator", "opencv"))
+               for name, shape in fresh_shapes.items()}
 
     def run() -> object:
-        for name, shape in fresh_shapes.items():
-            feed[name] = rng.standard_normal(shape, dtype=np.float32)
-        return session.run(None, feed)
+        for name, source in sources.items():
+            feed[name] = source.draw()
+        out = session.run(None, feed)
+        for source in sources.values():
+            source.refill()  # a prefetched next draw starts once this run is done
+        return out
 
     return run
 

@@ -15,6 +15,7 @@ from .._cli_util import add_session_args, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
 from .detector import Detector, TensorSpec
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
+from .noise import NOISE_GENERATORS
 
 
 def register(sub: Any) -> None:
@@ -34,6 +35,8 @@ def register(sub: Any) -> None:
     d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="fit images to the detector's size (default: shorter-crop)")
     d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
+    d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
+                   help="generator of that noise (default: opencv, cv2.randn; numpy: PCG64)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_session_args(d)
     d.set_defaults(func=_detect)
@@ -78,7 +81,8 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    detector = _detector(args, resize=args.resize, seed=args.seed)
+    detector = _detector(args, resize=args.resize, seed=args.seed,
+                         noise_generator=args.noise_generator)
     files, dir_errors = _expand(args.images)
     report = detector.detect_many(files, threshold1=args.threshold1, threshold2=args.threshold2,
                                   progress=not args.no_progress and not args.json)

@@ -32,7 +32,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
-from .noise import NoiseSource
+from .noise import NoiseGenerator, NoiseSource, default_noise_threads
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -181,8 +181,8 @@ class Detector:
     """Run an rpdetect detector ONNX file with ONNX Runtime.
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
-    prefetch_noise=0, channel_order="rgb", resize="shorter-crop", **options)`` (options are
-    keyword-only)
+    prefetch_noise=0, noise_generator="opencv", noise_threads=None, channel_order="rgb",
+    resize="shorter-crop", **options)`` (options are keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
       order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
@@ -191,9 +191,11 @@ class Detector:
     * ``**options`` / ``provider_options``: execution-provider options under ONNX Runtime's
       names, e.g. ``Detector(p, trt_fp16_enable=True, device_id=1)`` or
       ``provider_options={"cuda": {"gpu_mem_limit": 2 << 30}}`` (see ``providers.py``).
-    * ``seed``: seeds the numpy Generator that draws the N(0, 1) noise for detectors built
-      with ``noise="input"`` when ``detect`` is given none (graph-noise detectors draw it
-      inside the graph).
+    * ``seed``: seeds the generator that draws the N(0, 1) noise for detectors built with
+      ``noise="input"`` when ``detect`` is given none (graph-noise detectors draw it inside the
+      graph). ``noise_generator``: "opencv" (``cv2.randn``, about 2 ns a value) or "numpy"
+      (PCG64, about 9 ns); ``noise_threads``: threads that draw one image's noise at once
+      (None: 2 where there are 2 cores or more). See ``noise.py``.
     * ``prefetch_noise``: for ``noise="input"`` detectors, keep that many noise draws ready in a
       background thread, so drawing the next image's noise overlaps the current run (see
       ``noise.py``; same draws for a given seed). ``close()`` stops the thread.
@@ -213,6 +215,8 @@ class Detector:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         seed: int | None = None,
         prefetch_noise: int = 0,
+        noise_generator: NoiseGenerator = "opencv",
+        noise_threads: int | None = None,
         channel_order: ChannelOrder = "rgb",
         resize: ResizePolicy = "shorter-crop",
         **options: Any,
@@ -289,7 +293,9 @@ class Detector:
         c, h, w = self.info.input_shape
         self.noise_source = NoiseSource(
             (self.info.n, c, h, w), seed=seed,
-            prefetch=prefetch_noise if self.info.noise == "input" else 0)
+            prefetch=prefetch_noise if self.info.noise == "input" else 0,
+            generator=noise_generator,
+            threads=default_noise_threads() if noise_threads is None else noise_threads)
 
     def close(self) -> None:
         """Stop the noise prefetch thread (if any). The session is released with the object."""

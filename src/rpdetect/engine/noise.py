@@ -1,44 +1,148 @@
 """Where the N(0, 1) noise of ``noise="input"`` detectors comes from.
 
 The paper's noise is i.i.d. N(0, 1) per pixel and per copy, ``n * C * H * W`` values per image
-(1.5 M at 224x224, n = 10). Drawing them costs about as much on one core as ONNX Runtime's own
-``RandomNormalLike`` (both are serial samplers, 10-20 ns a value on the CPUs we measured), so on
-the critical path it is ~20% of EfficientNet-Lite0's batch-11 forward pass at 224x224.
+(1.5 M at 224x224, n = 10). How fast they are drawn decides how close the detector gets to its
+floor (the classifier alone at batch n + 1) on a CPU. Measured here on 1.5 M float32 values, one
+core: OpenCV's ``cv2.randn`` 3.2 ms (about 2 ns a value), numpy's ``Generator.standard_normal``
+13 ms, ONNX Runtime's ``RandomNormalLike`` kernel (graph noise) about 20 ms.
 
-:class:`NoiseSource` draws those values with a numpy ``Generator``. With ``prefetch > 0`` a
-background thread keeps that many draws ready: :meth:`NoiseSource.refill`, called once a run is
-done, starts the next draws, so they happen between runs (or during the next one when runs come
-back to back); numpy releases the GIL while it fills the array. Every draw is still fresh
-and used once, and a seeded source yields exactly the same sequence with or without prefetch
-(one thread draws, in order). What it buys depends on spare CPU: requests that leave a core idle
-get their noise for free; back-to-back runs that keep every core busy only move the cost to
-another thread (``rpdetect bench`` measures both the in-run and the prefetched way).
+:class:`NoiseSource` draws those values with one of two generators:
+
+* ``"opencv"`` (default): ``cv2.randn`` (Ziggurat on OpenCV's 64-bit multiply-with-carry
+  generator, period about 2**63). OpenCV keeps one generator state per thread and starts every
+  new thread from the same state, so the source draws on threads of its own, each seeded once
+  from a ``numpy.random.SeedSequence`` (32 bits of seed per thread: all that
+  ``cv2.setRNGSeed`` takes) and run 64 values in before use.
+* ``"numpy"``: ``numpy.random.Generator.standard_normal`` (PCG64, 128-bit seed); with one
+  thread it is exactly ``numpy.random.default_rng(seed)``'s sequence.
+
+``threads`` splits every draw into that many contiguous parts drawn at once, each by its own
+generator (fixed part -> generator, so a seed still gives one sequence for a given ``threads``).
+
+With ``prefetch > 0`` a background thread keeps that many draws ready: :meth:`refill`, called
+once a run is done, starts the next draws, so they happen between runs (or during the next one
+when runs come back to back). Every draw is still fresh and used once, and a seeded source
+yields the same sequence with or without prefetch. What prefetching buys depends on spare CPU:
+requests that leave a core idle get their noise for free; back-to-back runs that keep every
+core busy only move the cost to another thread (``rpdetect bench`` measures both).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
 
-__all__ = ["NoiseSource"]
+__all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "default_noise_threads"]
+
+NoiseGenerator = Literal["opencv", "numpy"]
+NOISE_GENERATORS: tuple[str, ...] = ("opencv", "numpy")
+_BURN_IN = 64  # values drawn and dropped after seeding an OpenCV thread generator
+
+
+def default_noise_threads() -> int:
+    """Threads that draw one noise array at once by default: 2 where there are 2 cores or more
+    (the draw happens while the session's threads wait for it)."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _seed_opencv_thread(seed_seq: np.random.SeedSequence) -> None:
+    """Seed the calling thread's OpenCV generator (a C int) and run it in."""
+    import cv2
+
+    word = int(seed_seq.generate_state(1, dtype=np.uint32)[0])
+    cv2.setRNGSeed(word - (1 << 31))  # the whole int32 range
+    cv2.randn(np.empty((_BURN_IN, 1), np.float32), 0.0, 1.0)
+
+
+def _fill_opencv(out: np.ndarray) -> None:
+    import cv2
+
+    cv2.randn(out.reshape(-1, 1), 0.0, 1.0)  # a column view: no copy, any length
+
+
+class _Part:
+    """One contiguous slice of every draw and the generator that fills it.
+
+    numpy: a ``Generator`` object, usable from any thread; with ``own_thread`` it fills on a
+    thread of its own (so parts run at once). opencv: the state lives in the part's thread, so
+    that thread is seeded from ``seed_seq`` when it starts; after :meth:`close` a restart takes
+    a fresh child of ``seed_seq`` (never the old seed again)."""
+
+    def __init__(self, generator: str, seed_seq: np.random.SeedSequence, *, own_thread: bool,
+                 rng: np.random.Generator | None = None) -> None:
+        self.generator = generator
+        self.seed_seq = seed_seq
+        self.own_thread = own_thread or generator == "opencv"
+        if generator == "numpy":
+            self.rng = rng if rng is not None else np.random.default_rng(seed_seq)
+        else:
+            self.rng = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.started = 0
+
+    def fill(self, out: np.ndarray) -> None:
+        if self.rng is not None:
+            self.rng.standard_normal(out=out, dtype=np.float32)
+        else:
+            _fill_opencv(out)
+
+    def submit(self, out: np.ndarray) -> Future[None] | None:
+        """Fill ``out`` on this part's thread (a Future), or now when it has none."""
+        if not self.own_thread:
+            self.fill(out)
+            return None
+        if self.pool is None:
+            init: tuple = (None, ())
+            if self.generator == "opencv":
+                seq = self.seed_seq if not self.started else self.seed_seq.spawn(1)[0]
+                init = (_seed_opencv_thread, (seq,))
+            self.started += 1
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpdetect-noise-part",
+                                           initializer=init[0], initargs=init[1])
+        return self.pool.submit(self.fill, out)
+
+    def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class NoiseSource:
     """Draws ``shape``-shaped float32 N(0, 1) arrays, optionally ``prefetch`` draws ahead.
 
-    Thread-safe: concurrent ``draw`` calls each get a distinct draw. ``close`` (or use as a
-    context manager) stops the background thread; an unclosed source stops it at exit."""
+    ``generator``: "opencv" (default, fastest) or "numpy" (see the module docstring);
+    ``threads``: parts drawn at once per draw. Thread-safe: concurrent ``draw`` calls each get a
+    distinct draw. ``close`` (or use as a context manager) stops the background threads; a later
+    draw starts new ones (an OpenCV part with a fresh child seed), so no value is ever handed
+    out twice."""
 
-    def __init__(self, shape: tuple[int, ...], *, seed: int | None = None,
-                 prefetch: int = 0) -> None:
+    def __init__(self, shape: tuple[int, ...], *, seed: int | None = None, prefetch: int = 0,
+                 generator: NoiseGenerator = "opencv", threads: int = 1) -> None:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch: expected an integer >= 0, got {prefetch!r}")
+        if generator not in NOISE_GENERATORS:
+            raise ValueError(f"generator: expected one of {NOISE_GENERATORS}, got {generator!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
         self.shape = tuple(int(s) for s in shape)
         self.prefetch = prefetch
-        self._rng = np.random.default_rng(seed)
+        self.generator: str = generator
+        size = int(np.prod(self.shape, dtype=np.int64))
+        self.threads = max(1, min(threads, size))
+        bounds = np.linspace(0, size, self.threads + 1).round().astype(np.int64)
+        self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        children = np.random.SeedSequence(seed).spawn(self.threads)
+        if generator == "numpy" and self.threads == 1:
+            # one part: exactly numpy.random.default_rng(seed)'s sequence, on the caller's thread
+            self._parts = [_Part("numpy", children[0], own_thread=False,
+                                 rng=np.random.default_rng(seed))]
+        else:
+            self._parts = [_Part(generator, c, own_thread=True) for c in children]
         self._lock = threading.Lock()
         self._pending: deque[Future[np.ndarray]] = deque()
         self._pool: ThreadPoolExecutor | None = None
@@ -48,17 +152,20 @@ class NoiseSource:
             self.refill()
 
     def _draw_now(self) -> np.ndarray:
-        return self._rng.standard_normal(self.shape, dtype=np.float32)
+        out = np.empty(self.shape, dtype=np.float32)
+        flat = out.reshape(-1)
+        futures = [part.submit(flat[s]) for part, s in zip(self._parts, self._slices)]
+        for f in futures:
+            if f is not None:
+                f.result()
+        return out
 
     def draw(self) -> np.ndarray:
         """A fresh [*shape] float32 array of N(0, 1) values (never handed out twice): a
         prefetched one when ready, else drawn now. Call :meth:`refill` once the work that uses
         it is done, so the next draws happen while the CPU would otherwise be idle."""
-        if self._pool is None:
-            with self._lock:
-                return self._draw_now()
         with self._lock:
-            if self._pool is None:  # closed meanwhile
+            if self._pool is None:
                 return self._draw_now()
             # through the one worker even when nothing is ready, so draws keep their order
             ready = self._pending.popleft() if self._pending else self._pool.submit(self._draw_now)
@@ -73,7 +180,7 @@ class NoiseSource:
                 self._pending.append(self._pool.submit(self._draw_now))
 
     def close(self) -> None:
-        """Stop the background thread; later draws happen on the caller's thread."""
+        """Stop the background threads; later draws start new ones (fresh child seeds)."""
         with self._lock:
             pool, self._pool = self._pool, None
             pending = list(self._pending)
@@ -82,6 +189,9 @@ class NoiseSource:
             for f in pending:
                 f.cancel()
             pool.shutdown(wait=True)
+        with self._lock:  # no draw can be using the part threads now
+            for part in self._parts:
+                part.close()
 
     def __enter__(self) -> "NoiseSource":
         return self
