@@ -84,9 +84,10 @@ def headline(reports: dict[str, dict]) -> str:
     so a run of one model keeps the other's row; each row names the command and date."""
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
              "| model | provider | detector / floor | target | detector / floor, profiled kernels "
-             "| naive / detector | target | naive / floor (bound) | detector (input noise) / floor "
-             "| detector (input noise, prefetched) / floor | torch B=11 / detector |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| naive / detector | target | naive / detector (input noise) | naive / floor (bound) "
+             "| detector (input noise) / floor | detector (input noise, prefetched) / floor "
+             "| torch B=11 / detector |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():
         by = {(r["provider"], r["name"]): r for r in rep["ratios"]}
         for provider in dict.fromkeys(r["provider"] for r in rep["ratios"]):
@@ -103,6 +104,7 @@ def headline(reports: dict[str, dict]) -> str:
                 return f"{value}{mark} | {sign} {r['target']:g}" if r["target"] else f"{value} | -"
             lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
                          f"| {cell(PROFILED_RATIO)} | {cell('naive / detector', True)} | "
+                         f"{cell('naive / detector (input noise)')} | "
                          f"{cell('naive / floor (upper bound of naive / detector)')} | "
                          f"{cell('detector (input noise) / floor')} | "
                          f"{cell('detector (input noise, prefetched) / floor')} | "

@@ -77,7 +77,8 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
     ratios = {r["name"]: r for r in data["ratios"] if r["provider"] == "cpu"}
     assert set(ratios) == {"detector / floor", "detector (input noise) / floor",
                            "detector (input noise, prefetched) / floor",
-                           "naive / detector", "torch batch / detector", "floor / classifier B=1",
+                           "naive / detector", "naive / detector (input noise)",
+                           "torch batch / detector", "floor / classifier B=1",
                            "naive / floor (upper bound of naive / detector)",
                            "detector / floor (profiled kernels)"}
     for r in ratios.values():
@@ -91,6 +92,9 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
     assert bound["value"] == pytest.approx(
         ratios["naive / detector"]["value"] * ratios["detector / floor"]["value"], rel=1e-9)
     assert isinstance(ratios["naive / detector"]["meets"], bool)
+    assert ratios["naive / detector (input noise)"]["value"] == pytest.approx(
+        ratios["naive / detector"]["value"] * ratios["detector / floor"]["value"]
+        / ratios["detector (input noise) / floor"]["value"], rel=1e-9)
 
     prof = data["profile"]
     assert set(prof["groups_ms"]) == set(GROUPS)

@@ -68,6 +68,7 @@ _RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
     ("detector (input noise, prefetched) / floor", "detector-input-prefetch", "floor",
      "detector_over_floor"),
     ("naive / detector", "naive", "detector-graph", "naive_over_detector"),
+    ("naive / detector (input noise)", "naive", "detector-input", "naive_over_detector"),
     ("torch batch / detector", "torch-batch", "detector-graph", None),
     ("floor / classifier B=1", "floor", "classifier-b1", None),
     # detector >= floor, so naive / floor bounds naive / detector from above
