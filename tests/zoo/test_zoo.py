@@ -120,12 +120,17 @@ def _cifar_held_subset(n_per_class: int):
 
 @pytest.mark.data
 def test_cifar10_held_aside_accuracy():
+    # the issue's bar, on all 5,000 held-aside images (the weights' JSON records 0.8922)
     _need_weights(cifar10_cnn.WEIGHTS)
-    x, y = _cifar_held_subset(50)  # 500 held-aside images
+    x, y = _cifar_held_subset(500)
+    assert len(y) == 5000
     model = cifar10_cnn.build()
     with torch.no_grad():
-        acc = (model(x).argmax(1) == y).float().mean().item()
-    assert acc >= 0.85, acc
+        acc = sum((model(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
+                  for i in range(0, len(y), 500)) / len(y)
+    assert acc >= 0.88, acc
+    recorded = json.loads(cifar10_cnn.WEIGHTS.with_suffix(".json").read_text())["held_aside_acc"]
+    assert acc == pytest.approx(recorded, abs=1e-3)
 
 
 # ---------------------------------------------------------------- dogs vs cats
