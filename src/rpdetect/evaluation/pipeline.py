@@ -171,6 +171,6 @@ def run_dataset(config: EvaluationConfig) -> tuple[EvaluationResult, list[Path]]
         result = evaluate(
             classifier, calibration=TarPool(tar, calibration), pool=TarPool(tar, split.evaluation),
             attacks=specs, work_dir=work, kappas=setup.kappas, n=config.n, fpr=config.fpr,
-            seed=config.seed, figure_images=4 if config.figures else 0,
+            seed=config.seed, figure_images=16 if config.figures else 0,
             progress=config.progress, on_row=on_row)
     return result, written
