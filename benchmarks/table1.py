@@ -31,7 +31,8 @@ def _f(v: float | None, digits: int = 2) -> str:
 def _setting(p: dict) -> str:
     goal = "targeted" if p["targeted"] else "untargeted"
     if p["kind"] in ("bim-l2", "bim-linf"):
-        return f"{p['kind'].upper()} {goal}, eps {p['epsilon']:g}, {p['steps']} steps"
+        name = {"bim-l2": "BIM-L2", "bim-linf": "BIM-Linf"}[p["kind"]]
+        return f"{name} {goal}, eps {p['epsilon']:g}, {p['steps']} steps"
     if p["kind"] == "ddn":
         return f"DDN {goal}, {p['steps']} steps"
     return (f"CW-L2 {goal}, {p['steps']} steps, {p['binary_search_steps']} search steps, "
