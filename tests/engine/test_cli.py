@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from rpdetect.cli import main
+from rpdetect.engine.noise import ort_cpu_graph_noise_runs
 from rpdetect.export import save_onnx, with_thresholds
 
 
@@ -186,3 +187,22 @@ def test_info_text_of_calibrated_detectors(det_calibrated, tmp_path, capsys):
             "flagged      score1 5.00%, score2 5.00%, combined 7.50% of those images\n"
             "rule         the rule\n") in out
     assert "never flags" not in out
+
+
+def test_info_says_when_cpu_graph_noise_repeats(det_graph, det_calibrated, capsys):
+    # det_graph: B=1, n=4 kappas, 3x32x32 -> 12,288 normal values a run; ORT's CPU generator
+    # (minstd_rand0, period 2**31 - 2, 4/pi uniforms per normal) goes round in 137,258 runs
+    assert main(["info", str(det_graph), "--providers", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "repeats after 2^31-2 draws: about 137,258 runs of this detector" in out
+    assert main(["info", str(det_graph), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cpu_graph_noise_repeats_after_runs"] == 137258
+    assert main(["info", str(det_calibrated), "--json"]) == 0  # noise='input': no such limit
+    assert json.loads(capsys.readouterr().out)["cpu_graph_noise_repeats_after_runs"] is None
+
+
+def test_ort_cpu_graph_noise_runs_at_224():
+    # the README's figure: 1.5 M values a run at 224x224, n = 10 -> about 1,100 runs
+    assert ort_cpu_graph_noise_runs(10 * 3 * 224 * 224) == 1120
+    with pytest.raises(ValueError, match="values_per_run"):
+        ort_cpu_graph_noise_runs(0)

@@ -15,7 +15,7 @@ from .._cli_util import add_session_args, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
 from .detector import Detector, TensorSpec
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
-from .noise import NOISE_GENERATORS
+from .noise import NOISE_GENERATORS, ort_cpu_graph_noise_runs
 
 
 def register(sub: Any) -> None:
@@ -137,6 +137,7 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
         "kappas": list(info.kappas),
         "noise": info.noise,
         "seed": info.seed,
+        "cpu_graph_noise_repeats_after_runs": _cpu_noise_runs(detector),
         "clip": info.clip,
         "mean": None if info.mean is None else list(info.mean),
         "std": None if info.std is None else list(info.std),
@@ -149,6 +150,16 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
         "providers_requested": list(detector.plan.requested),
         "available_providers": list(ort.get_available_providers()),
     }
+
+
+def _cpu_noise_runs(detector: Detector) -> int | None:
+    """For a graph-noise detector on ONNX Runtime's CPU provider: runs until its noise stream
+    repeats (serial minstd_rand0, period 2**31 - 2); None otherwise."""
+    info = detector.info
+    if info.noise != "graph" or detector.providers[0] != "CPUExecutionProvider":
+        return None
+    c, h, w = info.input_shape
+    return ort_cpu_graph_noise_runs(info.batch * info.n * c * h * w)
 
 
 def _provenance_lines(info: DetectorInfo) -> list[str]:
@@ -195,6 +206,10 @@ def _info_text(detector: Detector) -> str:
         f"noise        {info.noise}"
         + (f" (seed {info.seed:g})" if info.seed is not None else "")
         + (", noisy copies clipped to [0, 1]" if info.clip else ""),
+        *([f"             on the CPU provider ONNX Runtime draws it serially with minstd_rand0, "
+           f"whose stream repeats after 2^31-2 draws: about {runs:,} runs of this detector "
+           f"(export with --noise input to draw it yourself)"]
+          if (runs := _cpu_noise_runs(detector)) is not None else []),
         f"kappas       n={info.n}: {kappas}",
         f"thresholds   {thresholds}",
         *_provenance_lines(info),

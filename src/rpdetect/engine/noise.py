@@ -29,6 +29,7 @@ core busy only move the cost to another thread (``rpdetect bench`` measures both
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import deque
@@ -37,7 +38,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "default_noise_threads"]
+__all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "default_noise_threads",
+           "ort_cpu_graph_noise_runs"]
 
 NoiseGenerator = Literal["opencv", "numpy"]
 NOISE_GENERATORS: tuple[str, ...] = ("opencv", "numpy")
@@ -48,6 +50,22 @@ def default_noise_threads() -> int:
     """Threads that draw one noise array at once by default: 2 where there are 2 cores or more
     (the draw happens while the session's threads wait for it)."""
     return min(2, os.cpu_count() or 1)
+
+
+# ONNX Runtime's CPU RandomNormalLike: std::minstd_rand0 (period 2**31 - 2 engine calls) feeding
+# std::normal_distribution (Marsaglia's polar method: 2 uniforms per try, accepted with
+# probability pi/4, 2 normals per accepted try, so 4/pi uniforms per normal value). Checked by
+# benchmarks/noise_sources.py.
+MINSTD_RAND0_PERIOD = 2**31 - 2
+POLAR_UNIFORMS_PER_NORMAL = 4 / math.pi
+
+
+def ort_cpu_graph_noise_runs(values_per_run: int) -> int:
+    """Runs of a graph-noise detector after which ONNX Runtime's CPU generator has gone round
+    its whole period, i.e. the noise stream of one session starts to repeat."""
+    if values_per_run < 1:
+        raise ValueError(f"values_per_run: expected >= 1, got {values_per_run}")
+    return int(MINSTD_RAND0_PERIOD // (POLAR_UNIFORMS_PER_NORMAL * values_per_run))
 
 
 def _seed_opencv_thread(seed_seq: np.random.SeedSequence) -> None:
