@@ -12,6 +12,7 @@ libstdc++ default_random_engine) satisfies u[k+1] = 16807 * u[k] mod 1 up to flo
 its stream repeats after 2**31 - 2 draws.
 
     python benchmarks/noise_sources.py CLASSIFIER.onnx [--rounds 8] [--block 0.5] [--threads 2]
+    python benchmarks/noise_sources.py - --period-check   # when RandomNormalLike's stream repeats
 
 CLASSIFIER.onnx: a pixel-space classifier with a dynamic batch axis (e.g. the export cached by
 benchmarks/bench_latency.py under cache/bench-latency/).
@@ -58,13 +59,49 @@ def ort_engine_check(n: int = 100_000) -> tuple[float, float]:
     return misfit(16807), misfit(48271)
 
 
+def ort_normal_repeat(values_per_run: int = 1 << 24, head: int = 64, max_runs: int = 120
+                      ) -> tuple[int, int] | None:
+    """Run a bare RandomNormalLike (fixed seed) until the first ``head`` values of run 0 come
+    back; (run, offset) where they do, or None. A sequence may span two runs."""
+    g = helper.make_graph(
+        [helper.make_node("RandomNormalLike", ["x"], ["y"], dtype=TensorProto.FLOAT, seed=3.0)],
+        "n", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [values_per_run])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [values_per_run])])
+    s = session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), 1)
+    x = np.zeros(values_per_run, np.float32)
+    first = s.run(None, {"x": x})[0][:head].copy()
+    prev = np.zeros(0, np.float32)
+    for run in range(1, max_runs):
+        cur = s.run(None, {"x": x})[0]
+        window = np.concatenate([prev[-head:], cur])
+        for i in np.flatnonzero(window == first[0]):
+            if i + head <= len(window) and np.array_equal(window[i:i + head], first):
+                return run, int(i) - len(prev[-head:])
+        prev = cur
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("classifier")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--block", type=float, default=0.5, help="seconds per case per round")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--period-check", action="store_true",
+                   help="only run RandomNormalLike until its first values come back (~30 s)")
     args = p.parse_args(argv)
+    if args.period_check:
+        n = 1 << 24
+        found = ort_normal_repeat(n)
+        predicted = (2**31 - 2) * np.pi / 4  # minstd_rand0's period / uniforms per normal
+        if found is None:
+            print(f"RandomNormalLike, {n} values a run: no repeat within 120 runs")
+        else:
+            after = found[0] * n + found[1]
+            print(f"RandomNormalLike, {n} values a run: the first 64 values of run 0 come back "
+                  f"in run {found[0]} at offset {found[1]}, after {after:,} values = "
+                  f"{after / predicted:.6f} x (2^31 - 2) * pi / 4")
+        return 0
 
     cls = onnx.load(args.classifier)
     graph_det = build_detector(cls, DetectorConfig())
