@@ -114,7 +114,7 @@ def test_draw_runs_in_the_background_thread_and_close_stops_it():
     source.close()
     assert not any(t.name.startswith("rpdetect-noise") and t.is_alive()
                    for t in threading.enumerate())
-    assert source.draw().shape == SHAPE  # still usable, on the caller's thread
+    assert source.draw().shape == SHAPE  # still usable: new drawing threads
     source.close()  # idempotent
 
 

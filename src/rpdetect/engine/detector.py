@@ -298,7 +298,8 @@ class Detector:
             threads=default_noise_threads() if noise_threads is None else noise_threads)
 
     def close(self) -> None:
-        """Stop the noise prefetch thread (if any). The session is released with the object."""
+        """Stop the noise threads (prefetch and drawing, if any). The session is released with
+        the object."""
         self.noise_source.close()
 
     def __enter__(self) -> "Detector":
