@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from rpdetect.engine.noise import NoiseSource
+from rpdetect.engine.noise import MINSTD_RAND0_PERIOD, POLAR_UNIFORMS_PER_NORMAL, NoiseSource
 from rpdetect.export.graph import DetectorConfig, build_detector
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.period_check:
         n = 1 << 24
         found = ort_normal_repeat(n)
-        predicted = (2**31 - 2) * np.pi / 4  # minstd_rand0's period / uniforms per normal
+        predicted = MINSTD_RAND0_PERIOD / POLAR_UNIFORMS_PER_NORMAL
         if found is None:
             print(f"RandomNormalLike, {n} values a run: no repeat within 120 runs")
         else:
