@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rpdetect.bench import QUICK, SessionSettings, Targets, Timing, TorchModel, run_benchmark
 from rpdetect.bench.report import PROFILED_RATIO
+from rpdetect.engine.noise import NOISE_GENERATORS
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
 from rpdetect.export.torch_export import load_module, state_dict_digest, torch_to_onnx
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle time after every timed run (default 0: back to back)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-spinning", action="store_true")
-    p.add_argument("--noise-generator", choices=("opencv", "numpy"), default="opencv")
+    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = p.parse_args(argv)

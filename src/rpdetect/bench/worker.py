@@ -111,11 +111,11 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
     # the noise input is drawn inside every timed run as rpdetect.Detector draws it: a
     # NoiseSource (its generator and threads from the workload), optionally prefetched one run
     # ahead on a background thread as Detector(prefetch_noise=...) does
-    from ..engine.noise import NoiseSource, default_noise_threads
+    from ..engine.noise import NoiseSource
 
     prefetch = int(w.get("prefetch", 0))
-    threads = w.get("noise_threads") or default_noise_threads()
-    sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch, threads=int(threads),
+    sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch,
+                                 threads=w.get("noise_threads"),
                                  generator=w.get("noise_generator", "opencv"))
                for name, shape in fresh_shapes.items()}
 

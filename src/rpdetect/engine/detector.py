@@ -32,7 +32,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
-from .noise import NoiseGenerator, NoiseSource, default_noise_threads
+from .noise import NoiseGenerator, NoiseSource
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -295,7 +295,7 @@ class Detector:
             (self.info.n, c, h, w), seed=seed,
             prefetch=prefetch_noise if self.info.noise == "input" else 0,
             generator=noise_generator,
-            threads=default_noise_threads() if noise_threads is None else noise_threads)
+            threads=noise_threads)
 
     def close(self) -> None:
         """Stop the noise threads (prefetch and drawing, if any). The session is released with

@@ -101,7 +101,7 @@ class _Part:
         else:
             self.rng = None
         self.pool: ThreadPoolExecutor | None = None
-        self.started = 0
+        self.restarted = False  # a thread was seeded from seed_seq already
 
     def fill(self, out: np.ndarray) -> None:
         if self.rng is not None:
@@ -117,9 +117,9 @@ class _Part:
         if self.pool is None:
             init: tuple = (None, ())
             if self.generator == "opencv":
-                seq = self.seed_seq if not self.started else self.seed_seq.spawn(1)[0]
+                seq = self.seed_seq.spawn(1)[0] if self.restarted else self.seed_seq
                 init = (_seed_opencv_thread, (seq,))
-            self.started += 1
+            self.restarted = True
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpdetect-noise-part",
                                            initializer=init[0], initargs=init[1])
         return self.pool.submit(self.fill, out)
@@ -134,19 +134,21 @@ class NoiseSource:
     """Draws ``shape``-shaped float32 N(0, 1) arrays, optionally ``prefetch`` draws ahead.
 
     ``generator``: "opencv" (default, fastest) or "numpy" (see the module docstring);
-    ``threads``: parts drawn at once per draw. Thread-safe: concurrent ``draw`` calls each get a
+    ``threads``: parts drawn at once per draw (None: :func:`default_noise_threads`). Thread-safe: concurrent ``draw`` calls each get a
     distinct draw. ``close`` (or use as a context manager) stops the background threads; a later
     draw starts new ones (an OpenCV part with a fresh child seed), so no value is ever handed
     out twice."""
 
     def __init__(self, shape: tuple[int, ...], *, seed: int | None = None, prefetch: int = 0,
-                 generator: NoiseGenerator = "opencv", threads: int = 1) -> None:
+                 generator: NoiseGenerator = "opencv", threads: int | None = 1) -> None:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch: expected an integer >= 0, got {prefetch!r}")
         if generator not in NOISE_GENERATORS:
             raise ValueError(f"generator: expected one of {NOISE_GENERATORS}, got {generator!r}")
+        if threads is None:
+            threads = default_noise_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+            raise ValueError(f"threads: expected an integer >= 1 or None, got {threads!r}")
         self.shape = tuple(int(s) for s in shape)
         self.prefetch = prefetch
         self.generator: str = generator
