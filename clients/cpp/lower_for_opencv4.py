@@ -22,7 +22,9 @@ rewrites (measured with OpenCV 4.6.0):
   classifier, or ``DetectorConfig(mean=..., std=...)``) becomes a 1x1 Conv with a diagonal weight:
   OpenCV 4.6 fails on the former once the batch is > 1 (Div becomes a multiplication by 1/c,
   within 1 ulp);
-* Or (not implemented in OpenCV 4.6) becomes Greater(Max(float(a), float(b)), 0), on [.., 1].
+* Or (not implemented in OpenCV 4.6) becomes Greater(Max(float(a), float(b)), 0), on [.., 1];
+* threshold inputs declared with a symbolic length ([1] or [n] at run time) get their
+  initializer's static shape.
 
 Not fixable here: RandomNormalLike (build the detector with ``noise="input"``); classifier ops
 that OpenCV 4.x does not implement (the error names the node).
@@ -148,8 +150,17 @@ def lower_for_opencv4(model: onnx.ModelProto) -> onnx.ModelProto:
     # convert_version drops metadata_props on some versions: keep the file's own.
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
-    shapes = _static_shapes(out)
     g = out.graph
+    # An initializer-backed input with a symbolic length (threshold1/2: [1] or [n] at run time)
+    # gets its initializer's static shape: OpenCV 4.6 mis-sizes the graph around a symbolic input
+    # dim, and it reads those inputs as constants anyway.
+    init_dims = {i.name: list(i.dims) for i in g.initializer}
+    for vi in g.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in init_dims and any(d.HasField("dim_param") for d in dims):
+            vi.CopyFrom(helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type,
+                                                      init_dims[vi.name]))
+    shapes = _static_shapes(out)
     init_values = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     constants = {i.name for i in g.initializer} | {
         n.output[0] for n in g.node if n.op_type == "Constant"

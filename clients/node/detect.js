@@ -2,7 +2,7 @@
 // Run an rpdetect detector .onnx with onnxruntime-node (CPU) and print its outputs as JSON.
 //
 //   node detect.js --model detector.onnx --image image.npy [--noise noise.npy]
-//                  [--threshold1 T1] [--threshold2 T2] [--threads N]
+//                  [--threshold1 T1 --threshold2 T2 [--threshold3 T3]] [--threads N]
 //
 // Tensors are read from .npy files (numpy.save): float32 image [B, C, H, W] in [0, 1] for a
 // float-nchw detector, uint8 [B, H, W, 3] for a uint8-nhwc-* detector; float32 noise
@@ -15,12 +15,13 @@ const ort = require('onnxruntime-node');
 
 const USAGE =
   'usage: node detect.js --model FILE.onnx --image IMAGE.npy [--noise NOISE.npy] ' +
-  '[--threshold1 T1] [--threshold2 T2] [--threads N]';
+  '[--threshold1 T1 --threshold2 T2 [--threshold3 T3]] [--threads N]';
 
 class UsageError extends Error {}
 
 function parseArgs(argv) {
-  const known = new Set(['model', 'image', 'noise', 'threshold1', 'threshold2', 'threads']);
+  const known = new Set(['model', 'image', 'noise', 'threshold1', 'threshold2', 'threshold3',
+    'threads']);
   const args = {};
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
@@ -41,9 +42,13 @@ function parseArgs(argv) {
     throw new UsageError('give --threshold1 and --threshold2 together (`rpdetect info` shows the ' +
       'defaults stored in the file)');
   }
-  for (const name of ['threshold1', 'threshold2', 'threads']) {
+  if (args.threshold3 !== undefined && args.threshold1 === undefined) {
+    throw new UsageError('--threshold3 goes with --threshold1 and --threshold2');
+  }
+  for (const name of ['threshold1', 'threshold2', 'threshold3', 'threads']) {
     if (args[name] !== undefined) {
-      const value = Number(args[name]);
+      const text = args[name].replace(/^\+?inf(inity)?$/i, 'Infinity');
+      const value = Number(text);
       if (Number.isNaN(value)) throw new UsageError(`--${name}: not a number: ${args[name]}`);
       args[name] = value;
     }
@@ -137,20 +142,27 @@ async function main() {
   const result = {};
   for (const name of session.outputNames) result[name] = toPlain(out[name]);
   if (args.threshold1 !== undefined) {
-    result.is_adversarial = verdict(out, args.threshold1, args.threshold2);
+    if (out.flips !== undefined && args.threshold3 === undefined) {
+      throw new UsageError(`${args.model} has a flip count: an override needs --threshold3 too ` +
+        '(inf leaves it unused; `rpdetect info` shows the defaults stored in the file)');
+    }
+    result.is_adversarial = verdict(out, args.threshold1, args.threshold2, args.threshold3);
   }
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 // onnxruntime-node feeds only the inputs it lists, and it does not list initializer-backed
-// inputs (threshold1/threshold2): a threshold fed to session.run is silently ignored. So an
-// override is applied here with the graph's own rule: float32 score maxima compared strictly
-// with float32 thresholds.
-function verdict(out, threshold1, threshold2) {
+// inputs (threshold1/2/3): a threshold fed to session.run is silently ignored. So an override
+// (one value for every kappa) is applied here with the graph's own rule (rpdetect.rule): any
+// copy's float32 score over its float32 threshold, or more flips than threshold3.
+function verdict(out, threshold1, threshold2, threshold3) {
   const t1 = Math.fround(threshold1);
   const t2 = Math.fround(threshold2);
+  const t3 = threshold3 === undefined ? Infinity : Math.fround(threshold3);
+  const s1 = out.score1_max.data;
   const s2 = out.score2_max.data;
-  return Array.from(out.score1_max.data, (s1, i) => s1 > t1 || s2[i] > t2);
+  const flips = out.flips === undefined ? null : Array.from(out.flips.data, Number);
+  return Array.from(s1, (v, i) => v > t1 || s2[i] > t2 || (flips !== null && flips[i] > t3));
 }
 
 main().catch((err) => {

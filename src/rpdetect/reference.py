@@ -7,7 +7,12 @@ For an image x in pixel space and noise scales kappa_1..kappa_n:
     d_i       = Z(x) - Z(x~_i)                                          (logit differences)
     score1_i  = std_k(d_i)          population std over the K classes   (Eq. 5)
     score2_i  = || softmax Z(x) - softmax Z(x~_i) ||_1                   (Eq. 6)
-    adversarial  <=>  max_i score1_i > t1  or  max_i score2_i > t2       (strictly greater)
+    flipped_i = argmax Z(x~_i) != argmax Z(x)                          (beyond the paper)
+    flips     = sum_i flipped_i
+    adversarial  <=>  any_i score1_i > t1_i  or  any_i score2_i > t2_i  or  flips > t3
+
+The paper's rule is the case of equal t1_i (max_i score1_i > t1), equal t2_i and t3 = +inf;
+``rpdetect.rule`` states the verdict for the graph, calibration and evaluation alike.
 
 Everything here is computed in float64 and is independent of ONNX, so tests can compare the fused
 detector graph against it.
@@ -25,6 +30,7 @@ __all__ = [
     "noisy_copies",
     "score1",
     "score2",
+    "flipped",
     "ReferenceResult",
     "reference_scores",
     "reference_detect",
@@ -62,6 +68,12 @@ def score2(z_clean: np.ndarray, z_noisy: np.ndarray) -> np.ndarray:
     return np.abs(softmax(z_clean)[None, :] - softmax(z_noisy)).sum(axis=-1)
 
 
+def flipped(z_clean: np.ndarray, z_noisy: np.ndarray) -> np.ndarray:
+    """Copies whose label differs from the clean label. z_clean [K], z_noisy [n, K] -> bool [n].
+    Labels are the first maximum, as ONNX ArgMax and numpy argmax pick."""
+    return np.asarray(z_noisy).argmax(axis=-1) != np.asarray(z_clean).argmax(axis=-1)
+
+
 class ReferenceResult(NamedTuple):
     logits: np.ndarray  # [B, K] logits of the clean images
     label: np.ndarray  # [B]
@@ -69,6 +81,8 @@ class ReferenceResult(NamedTuple):
     score2: np.ndarray  # [B, n]
     score1_max: np.ndarray  # [B]
     score2_max: np.ndarray  # [B]
+    flipped: np.ndarray  # [B, n] bool
+    flips: np.ndarray  # [B] int64
     is_adversarial: np.ndarray  # [B] bool
 
 
@@ -76,15 +90,21 @@ def reference_scores(
     z_clean: np.ndarray,
     z_noisy: np.ndarray,
     *,
-    threshold1: float = np.inf,
-    threshold2: float = np.inf,
+    threshold1: float | np.ndarray = np.inf,
+    threshold2: float | np.ndarray = np.inf,
+    threshold3: float = np.inf,
 ) -> ReferenceResult:
-    """Scores and verdicts from logits: z_clean [B, K], z_noisy [B, n, K]."""
+    """Scores and verdicts from logits: z_clean [B, K], z_noisy [B, n, K]; thresholds one value
+    or one per kappa ([n]), compared in float64 here."""
     z_clean = np.asarray(z_clean, dtype=np.float64)
     z_noisy = np.asarray(z_noisy, dtype=np.float64)
     s1 = np.stack([score1(zc, zn) for zc, zn in zip(z_clean, z_noisy)])
     s2 = np.stack([score2(zc, zn) for zc, zn in zip(z_clean, z_noisy)])
     s1_max, s2_max = s1.max(axis=1), s2.max(axis=1)
+    fl = np.stack([flipped(zc, zn) for zc, zn in zip(z_clean, z_noisy)])
+    flips = fl.sum(axis=1).astype(np.int64)
+    t1 = np.broadcast_to(np.asarray(threshold1, dtype=np.float64), s1.shape[1:])
+    t2 = np.broadcast_to(np.asarray(threshold2, dtype=np.float64), s2.shape[1:])
     return ReferenceResult(
         logits=z_clean,
         label=z_clean.argmax(axis=1),
@@ -92,7 +112,9 @@ def reference_scores(
         score2=s2,
         score1_max=s1_max,
         score2_max=s2_max,
-        is_adversarial=(s1_max > threshold1) | (s2_max > threshold2),
+        flipped=fl,
+        flips=flips,
+        is_adversarial=(s1 > t1).any(axis=1) | (s2 > t2).any(axis=1) | (flips > threshold3),
     )
 
 
@@ -102,8 +124,9 @@ def reference_detect(
     noise: np.ndarray,
     kappas: np.ndarray,
     *,
-    threshold1: float = np.inf,
-    threshold2: float = np.inf,
+    threshold1: float | np.ndarray = np.inf,
+    threshold2: float | np.ndarray = np.inf,
+    threshold3: float = np.inf,
     clip: bool = False,
 ) -> ReferenceResult:
     """The whole method for images [B, C, H, W] and noise [B, n, C, H, W].
@@ -119,4 +142,5 @@ def reference_detect(
             for img, nz in zip(images, noise)
         ]
     )
-    return reference_scores(z_clean, z_noisy, threshold1=threshold1, threshold2=threshold2)
+    return reference_scores(z_clean, z_noisy, threshold1=threshold1, threshold2=threshold2,
+                            threshold3=threshold3)

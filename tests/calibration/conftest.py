@@ -37,6 +37,9 @@ class Scores(NamedTuple):
     score1_max: float
     score2_max: float
     is_adversarial: bool
+    score1: np.ndarray
+    score2: np.ndarray
+    flips: int
 
 
 class OrtStandIn:
@@ -52,9 +55,10 @@ class OrtStandIn:
         if x.shape != SHAPE:
             raise ValueError(f"image: expected shape {SHAPE}, got {x.shape}")
         out = self.session.run(
-            ["score1_max", "score2_max", "is_adversarial"], {"image": x[None], "noise": self.noise}
-        )
-        return Scores(float(out[0][0]), float(out[1][0]), bool(out[2][0]))
+            ["score1_max", "score2_max", "is_adversarial", "score1", "score2", "flips"],
+            {"image": x[None], "noise": self.noise})
+        return Scores(float(out[0][0]), float(out[1][0]), bool(out[2][0]), out[3][0], out[4][0],
+                      int(out[5][0]))
 
 @pytest.fixture(scope="session")
 def input_noise_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -33,7 +33,7 @@ def test_calibrate_on_real_cifar_jpegs(tmp_path: Path) -> None:
     root = tmp_path / members[0].name.split("/")[0]
     detector = save_onnx(build_detector(plain_classifier(size=32)), tmp_path / "det.onnx")
     out = tmp_path / "cal.onnx"
-    result = calibrate_file(detector, FolderReader(root), out, fpr=0.05)
+    result = calibrate_file(detector, FolderReader(root), out, fpr=0.05, mode="paper")
     assert (result.n_images, result.n_failed) == (N_FILES, 0)
     assert result.rates.score1 == result.rates.score2 == 2 / N_FILES  # floor(0.05 * 40) = 2
     assert 0 < result.threshold1 < float("inf") and 0 < result.threshold2 < 2

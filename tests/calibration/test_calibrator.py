@@ -56,23 +56,28 @@ def test_thresholds_land_in_the_graph_and_flag_what_was_promised(
         assert result.rates.score1 == result.rates.score2 == 0.05
         assert 0.05 <= result.rates.combined <= 0.10
     else:
-        assert np.count_nonzero((s1 > result.threshold1) | (s2 > result.threshold2)) == n_flagged
-        assert result.rates.combined == 0.05
+        flags = result.thresholds.flags(*calibrator.statistics)
+        # per-kappa: 2n + 1 statistics at one shared level on 60 images reach at most k
+        assert (np.count_nonzero(flags) <= n_flagged if mode is CalibrationMode.PER_KAPPA
+                else np.count_nonzero(flags) == n_flagged)
+        assert result.rates.combined == np.count_nonzero(flags) / 60
     assert result.score1.max == s1.max() and result.score2.min == s2.min()
 
+    t = result.thresholds
     path = save_onnx(
-        with_thresholds(load_onnx(input_noise_detector), result.threshold1, result.threshold2,
-                        result.provenance()),
+        with_thresholds(load_onnx(input_noise_detector), t.threshold1, t.threshold2,
+                        result.provenance(), threshold3=t.threshold3),
         tmp_path / "calibrated.onnx",
     )
     reloaded = onnx.load(str(path))
     onnx.checker.check_model(reloaded, full_check=True)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in reloaded.graph.initializer}
-    assert inits["threshold1"] == np.float32(result.threshold1)
-    assert inits["threshold2"] == np.float32(result.threshold2)
+    np.testing.assert_array_equal(inits["threshold1"], np.float32(t.threshold1))
+    np.testing.assert_array_equal(inits["threshold2"], np.float32(t.threshold2))
+    assert inits["threshold3"] == np.float32(t.threshold3)
     info = read_info(reloaded)
     assert info.calibrated
-    assert (info.threshold1, info.threshold2) == (result.threshold1, result.threshold2)
+    assert info.thresholds == t
     prov = info.thresholds_provenance
     assert (prov["fpr"], prov["mode"], prov["n_images"]) == (0.05, mode.value, 60)
     assert prov["source"] == "first, array" and prov["date"] == result.date
@@ -81,7 +86,7 @@ def test_thresholds_land_in_the_graph_and_flag_what_was_promised(
     # the same images with the same noise give the same verdicts as the collected scores say.
     fresh = stand_in(path, fixed_noise)
     verdicts = np.array([fresh.detect(im).is_adversarial for im in clean_images])
-    np.testing.assert_array_equal(verdicts, (s1 > result.threshold1) | (s2 > result.threshold2))
+    np.testing.assert_array_equal(verdicts, t.flags(*calibrator.statistics))
     assert verdicts.mean() == result.rates.combined
 
 
@@ -101,7 +106,7 @@ def test_bad_items_are_counted_and_the_rest_calibrates(
 
     calibrator = Calibrator(Picky(input_noise_detector, fixed_noise))
     assert calibrator.collect(items) == 3
-    result = calibrator.compute(fpr=0.0)
+    result = calibrator.compute(fpr=0.0, mode="paper")
     assert (result.n_images, result.n_failed) == (3, 2)
     assert [f.source for f in result.failures] == ["wrong-shape", "not-an-image"]
     assert "expected shape" in result.failures[0].error

@@ -145,14 +145,15 @@ def engine_result() -> Callable[..., dict[str, np.ndarray]]:
 
     def run(path: Path, image: object, *, noise: np.ndarray | None = None,
             threshold1: float | None = None, threshold2: float | None = None,
-            ) -> dict[str, np.ndarray]:
+            threshold3: float | None = None) -> dict[str, np.ndarray]:
         detector = Detector(path, providers="cpu", threads=1)
         r = detector.detect(image, noise=None if noise is None else noise[0],
-                            threshold1=threshold1, threshold2=threshold2)
+                            threshold1=threshold1, threshold2=threshold2, threshold3=threshold3)
         return {
             "logits": r.logits, "label": np.int64(r.label), "score1": r.score1,
             "score2": r.score2, "score1_max": np.float32(r.score1_max),
             "score2_max": np.float32(r.score2_max), "is_adversarial": np.bool_(r.is_adversarial),
+            "flipped": r.flipped, "flips": np.int64(r.flips),
         }
 
     return run
@@ -182,6 +183,8 @@ def assert_same() -> Callable[..., dict[str, float]]:
         assert int(np.asarray(got["label"]).reshape(-1)[0]) == int(want["label"]), where
         assert bool(np.asarray(got["is_adversarial"]).reshape(-1)[0]) == bool(
             want["is_adversarial"]), where
+        if "flips" in got:  # the label-consistency statistic: an exact count
+            assert int(np.asarray(got["flips"]).reshape(-1)[0]) == int(want["flips"]), where
         return errors
 
     return check

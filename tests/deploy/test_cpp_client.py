@@ -67,13 +67,14 @@ def client() -> Path:
 @pytest.fixture(scope="module")
 def lowered(make_detector, lowering, deploy_dir):
     """lowered(fmt, thresholds=None) -> (exported noise-input detector, its OpenCV 4.x rewrite)."""
-    def make(fmt: str, *, thresholds: tuple[float, float] | None = None) -> tuple[Path, Path]:
+    def make(fmt: str, *, thresholds: tuple[object, object] | None = None) -> tuple[Path, Path]:
         path = make_detector(f"input-{fmt}", noise="input", input_format=fmt)
         model = load_onnx(path)
+        suffix = ""
         if thresholds is not None:
             model = with_thresholds(model, *thresholds)
-            path = save_onnx(model, deploy_dir / f"input-{fmt}-t.onnx")
-        suffix = "-t" if thresholds is not None else ""
+            suffix = "-t" + hashlib.sha256(repr(thresholds).encode()).hexdigest()[:8]
+            path = save_onnx(model, deploy_dir / f"input-{fmt}{suffix}.onnx")
         return path, save_onnx(lowering.lower_for_opencv4(model),
                                deploy_dir / f"opencv4-{fmt}{suffix}.onnx")
     return make
@@ -185,3 +186,25 @@ def test_cpp_runs_relu6_and_mean_pooling(client, relu6_classifier, lowering, dep
     got = client_json(client, "--model", path, "--image", png_path, "--noise", noise_npy)
     assert_same(got, engine_result(original, png_path, noise=noise), rtol=RTOL_CPP,
                 where="rpdetect-cpp relu6")
+
+
+def test_cpp_applies_per_kappa_thresholds_and_the_flip_count(client, lowered, png_path, noise,
+                                                            noise_npy, engine_result):
+    """A file calibrated with per-kappa thresholds: the lowered graph's own verdict, and an
+    override of threshold3 alone, equal the engine's."""
+    plain, _ = lowered("float-nchw")
+    base = engine_result(plain, png_path, noise=noise)
+    n = len(base["score1"])
+    t1 = [float(v) * (2.0 if i % 2 else 0.5) for i, v in enumerate(base["score1"])]  # some over
+    original, path = lowered("float-nchw", thresholds=(t1, 1e30))
+    got = client_json(client, "--model", path, "--image", png_path, "--noise", noise_npy)
+    want = engine_result(original, png_path, noise=noise)
+    assert bool(got["is_adversarial"]) is bool(want["is_adversarial"]) is True
+    assert got["threshold1"] == pytest.approx(t1, rel=1e-6) and len(got["threshold1"]) == n
+    assert got["flips"] == int(want["flips"])
+    flips = int(want["flips"])
+    for t3 in (flips - 0.5, flips + 0.5):
+        over = client_json(client, "--model", path, "--image", png_path, "--noise", noise_npy,
+                           "--threshold1", 1e30, "--threshold3", t3)
+        want = engine_result(original, png_path, noise=noise, threshold1=1e30, threshold3=t3)
+        assert bool(over["is_adversarial"]) is bool(want["is_adversarial"]) is (t3 < flips)

@@ -53,7 +53,7 @@ def test_node_matches_engine(fmt, node, make_detector, png_path, image_hwc, imag
     np.save(image_npy, image)
     got = node_json(node, "--model", path, "--image", image_npy, "--noise", noise_npy)
     assert set(got) == {"logits", "label", "score1", "score2", "score1_max", "score2_max",
-                        "is_adversarial"}
+                        "flipped", "flips", "is_adversarial"}
     assert got["score1"].shape == (1, 10) and got["label"].shape == (1,)
     assert_same(got, engine_result(path, png_path, noise=noise), rtol=RTOL_NODE,
                 where=f"node {fmt}")
@@ -69,7 +69,7 @@ def test_node_threshold_override_is_strict(node, make_detector, png_path, image_
     s1 = float(engine_result(path, png_path, noise=noise)["score1_max"])
     for t1, flagged in ((s1, False), (float(np.nextafter(np.float32(s1), np.float32(0))), True)):
         got = node_json(node, "--model", path, "--image", image_npy, "--noise", noise_npy,
-                        "--threshold1", repr(t1), "--threshold2", "1e30")
+                        "--threshold1", repr(t1), "--threshold2", "1e30", "--threshold3", "inf")
         want = engine_result(path, png_path, noise=noise, threshold1=t1, threshold2=1e30)
         assert bool(want["is_adversarial"]) is flagged
         assert bool(got["is_adversarial"][0]) is flagged
@@ -99,3 +99,22 @@ def test_node_errors_name_the_problem(node, make_detector, image_float, deploy_d
     np.save(wrong, np.zeros((1, 3, 32, 32), dtype=np.uint8))
     proc = run_node(node, "--model", path, "--image", wrong, "--noise", image_npy)
     assert proc.returncode == 2 and "needs float32" in proc.stderr and str(wrong) in proc.stderr
+
+
+def test_node_override_applies_the_flip_count(node, make_detector, png_path, image_float, noise,
+                                              noise_npy, deploy_dir, engine_result):
+    """threshold3 below the flip count flags, as in the engine; a file with flips needs it."""
+    path = make_detector("input-float-nchw", noise="input")
+    image_npy = deploy_dir / "image-float-nchw.npy"
+    np.save(image_npy, image_float)
+    flips = int(engine_result(path, png_path, noise=noise)["flips"])
+    for t3 in (flips - 0.5, flips + 0.5):
+        got = node_json(node, "--model", path, "--image", image_npy, "--noise", noise_npy,
+                        "--threshold1", "1e30", "--threshold2", "1e30", "--threshold3", repr(t3))
+        want = engine_result(path, png_path, noise=noise, threshold1=1e30, threshold2=1e30,
+                             threshold3=t3)
+        assert bool(got["is_adversarial"][0]) is bool(want["is_adversarial"]) is (t3 < flips)
+        assert got["flips"] == [flips]
+    proc = run_node(node, "--model", path, "--image", image_npy, "--noise", noise_npy,
+                    "--threshold1", "0", "--threshold2", "0")
+    assert proc.returncode != 0 and "--threshold3" in proc.stderr

@@ -13,7 +13,8 @@ from rpdetect.export.graph import with_thresholds, load_onnx, save_onnx
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = ("logits", "label", "score1", "score2", "score1_max", "score2_max", "is_adversarial")
+OUTPUTS = ("logits", "label", "score1", "score2", "score1_max", "score2_max", "flipped", "flips",
+           "is_adversarial")
 # OpenCV 5.0.0 vs ONNX Runtime 1.32 (CPU), this CNN, 8 random images: worst relative error
 # (max |a - b| / max |b|) logits 1.2e-7, score1 5.4e-6, score2 6.5e-5 (score2 sums differences
 # of nearly equal softmax values: float32 cancellation), score1_max 1.9e-6, score2_max 2.7e-5.
@@ -72,7 +73,8 @@ def test_opencv_runs_the_graph_noise_detector(make_detector, image_float):
     second = [np.asarray(o) for o in net.forward(list(OUTPUTS))]
     shapes = {name: o.shape for name, o in zip(OUTPUTS, first)}
     assert shapes == {"logits": (1, 10), "label": (1,), "score1": (1, 10), "score2": (1, 10),
-                      "score1_max": (1,), "score2_max": (1,), "is_adversarial": (1,)}
+                      "score1_max": (1,), "score2_max": (1,), "flipped": (1, 10), "flips": (1,),
+                      "is_adversarial": (1,)}
     for name, o in zip(OUTPUTS, first):
         assert np.isfinite(o.astype(np.float64)).all(), name
     # the clean image's logits do not depend on the noise; the scores do (fresh noise per run)

@@ -58,9 +58,10 @@ def test_detect_prints_a_line_per_image(det_input, images, capsys):
     lines = out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(images / "good" / g) for g in GOOD]
     for line in lines:
-        path, label, s1, s2, verdict = line.split("\t")
+        path, label, s1, s2, flips, verdict = line.split("\t")
         assert label.startswith("label=") and s1.startswith("score1_max=")
         assert s2.startswith("score2_max=") and verdict == "clean"
+        assert flips.startswith("flips=") and 0 <= int(flips[6:]) <= 4
     assert "uncalibrated" in err and "never flags" in err
 
 
@@ -93,7 +94,9 @@ def test_detect_json(det_input, images, capsys):
     assert rc == 1
     doc = json.loads(out)
     assert doc["providers"] == ["CPUExecutionProvider"]
-    assert doc["thresholds"]["threshold1"] is None and "never flags" in doc["thresholds"]["note"]
+    assert doc["thresholds"]["threshold1"] == [None] * 4 and doc["thresholds"]["threshold3"] is None
+    assert "never flags" in doc["thresholds"]["rule"] and "+inf" in doc["thresholds"]["note"]
+    assert doc["results"][0]["flips"] == sum(doc["results"][0]["flipped"])
     assert [r["source"] for r in doc["results"]] == [str(images / "good" / g) for g in GOOD]
     assert "logits" not in doc["results"][0] and len(doc["results"][0]["score1"]) == 4
     (failure,) = doc["failures"]
@@ -154,7 +157,10 @@ def test_info_text(det_input_b3, capsys):
     assert "kappas       n=4: 0.01, 0.04, 0.07, 0.1" in out
     assert "float-nchw 3x32x32, batch 3" in out and "noise        input" in out
     assert "noise          float32  [3, 4, 3, 32, 32]" in out
-    assert "threshold1     float32  []" in out and "is_adversarial bool     [3]" in out
+    assert "threshold1     float32  ['threshold1_values']" in out
+    assert "threshold3     float32  []" in out and "is_adversarial bool     [3]" in out
+    assert "flips          int64    [3]" in out and "flipped        bool     [3, 4]" in out
+    assert "statistics   score1, score2 (Eq. 5/6 per kappa), flips" in out
     assert "providers    CPUExecutionProvider  (requested: cpu; available:" in out
     assert "sha256 " in out
 
@@ -163,17 +169,23 @@ def test_info_json(det_calibrated, capsys):
     assert main(["info", str(det_calibrated), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["calibrated"] is True
-    assert doc["threshold1"] == pytest.approx(0.05) and doc["threshold2"] == pytest.approx(0.01)
+    assert doc["thresholds"]["threshold1"] == pytest.approx([0.05] * 4)
+    assert doc["thresholds"]["threshold2"] == pytest.approx([0.01] * 4)
+    assert doc["thresholds"]["threshold3"] is None and doc["rule"] == "max score1 OR max score2"
+    assert doc["statistics"] == ["score1", "score2", "flips"]
     assert doc["thresholds_provenance"] == {"calibrated": True, "source": "set by hand"}
     assert doc["providers"] == ["CPUExecutionProvider"] and doc["providers_requested"] == ["auto"]
-    assert [i["name"] for i in doc["inputs"]] == ["image", "noise", "threshold1", "threshold2"]
+    assert [i["name"] for i in doc["inputs"]] == ["image", "noise", "threshold1", "threshold2",
+                                                  "threshold3"]
     assert len(doc["classifier_sha256"]) == 64 and doc["kappas"][0] == pytest.approx(0.01)
 
 
 def test_info_text_of_calibrated_detectors(det_calibrated, tmp_path, capsys):
     assert main(["info", str(det_calibrated)]) == 0
     out = capsys.readouterr().out
-    assert "thresholds   threshold1=0.05 threshold2=0.01\nprovenance   set by hand\n" in out
+    assert ("verdict      max score1 OR max score2\n"
+            "thresholds   threshold1=0.05  threshold2=0.01  threshold3=inf\n"
+            "provenance   set by hand\n") in out
     provenance = {"calibrated": True, "n_images": 40, "n_failed": 1, "source": "clean",
                   "fpr": 0.05, "mode": "per-score", "date": "2026-01-02T03:04:05+00:00",
                   "achieved_rates": {"combined": 0.075, "score1": 0.05, "score2": 0.05},

@@ -180,13 +180,15 @@ def test_threshold_override_is_strictly_greater(det_input, tools):
     assert det.detect(rgb, noise=noise, threshold1=below(s1)).is_adversarial
     assert not det.detect(rgb, noise=noise, threshold2=float(s2)).is_adversarial
     assert det.detect(rgb, noise=noise, threshold2=below(s2)).is_adversarial
-    with pytest.raises(InputError, match="threshold1: must not be NaN"):
+    with pytest.raises(InputError, match="threshold1: nan is not a usable threshold"):
         det.detect(rgb, noise=noise, threshold1=math.nan)
 
 
 def test_thresholds_stored_in_the_file_apply_and_can_be_overridden(det_calibrated, tools):
     det = Detector(det_calibrated)
-    assert (det.info.threshold1, det.info.threshold2) == (0.05, 0.01)
+    # read back from the graph's initializers: float32, as the graph compares
+    assert (det.info.threshold1, det.info.threshold2) == (float(np.float32(0.05)),
+                                                          float(np.float32(0.01)))
     rgb, noise = tools.rgb_image(71), tools.noise_for(71)
     r = det.detect(rgb, noise=noise)
     assert r.is_adversarial == (r.score1_max > np.float32(0.05) or r.score2_max > np.float32(0.01))
@@ -307,7 +309,8 @@ def test_result_is_frozen_and_json_ready(det_input, tools):
         r.score1[0] = 0.0
     d = r.to_dict()
     assert set(d) == {"source", "label", "is_adversarial", "score1_max", "score2_max", "score1",
-                      "score2", "logits"}
+                      "score2", "logits", "flips", "flipped"}
+    assert d["flips"] == sum(d["flipped"]) and len(d["flipped"]) == len(tools.KAPPAS)
     assert isinstance(d["label"], int) and isinstance(d["is_adversarial"], bool)
     assert len(d["score1"]) == len(tools.KAPPAS) and len(d["logits"]) == tools.CLASSES
 
@@ -315,8 +318,9 @@ def test_result_is_frozen_and_json_ready(det_input, tools):
 def test_detector_describes_itself(det_input_b3):
     det = Detector(det_input_b3)
     names = [t.name for t in det.inputs]
-    assert names == ["image", "noise", "threshold1", "threshold2"]
-    assert det.inputs[0].shape == (3, 3, 32, 32) and det.inputs[2].shape == ()
+    assert names == ["image", "noise", "threshold1", "threshold2", "threshold3"]
+    assert det.inputs[0].shape == (3, 3, 32, 32) and det.inputs[4].shape == ()
+    assert det.inputs[2].shape == ("threshold1_values",)  # [1] or [n] at run time
     assert [t.name for t in det.outputs][-1] == "is_adversarial"
     assert "batch=3" in repr(det) and "CPUExecutionProvider" in repr(det)
 

@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from rpdetect.rule import Thresholds
 from rpdetect.evaluation.metrics import (
     ScoreSet,
     attack_metrics,
+    total_metrics,
     detection_metrics,
     f_beta,
     precision,
@@ -65,17 +67,31 @@ def test_roc_auc_matches_pairwise_definition() -> None:
 
 
 def test_attack_metrics_combined_is_or_and_strictly_greater() -> None:
-    clean = ScoreSet(np.array([0.5, 1.0, 0.1, 0.1]), np.array([0.1, 0.1, 0.3, 0.1]),
-                     np.zeros(4, np.int64))
-    adv = ScoreSet(np.array([2.0, 0.2, 0.2, 1.0]), np.array([0.1, 0.9, 0.2, 0.2]),
-                   np.zeros(4, np.int64))
-    row = attack_metrics("x", clean=clean, adversarial=adv, threshold1=1.0, threshold2=0.2,
+    # n = 2 copies per image; the maxima are the first column
+    clean = ScoreSet(np.array([[0.5, 0], [1.0, 0], [0.1, 0], [0.1, 0]]),
+                     np.array([[0.1, 0], [0.1, 0], [0.3, 0], [0.1, 0]]),
+                     np.array([0, 0, 0, 2]), np.zeros(4, np.int64))
+    adv = ScoreSet(np.array([[2.0, 0], [0.2, 0], [0.2, 0], [1.0, 0]]),
+                   np.array([[0.1, 0], [0.9, 0], [0.2, 0], [0.2, 0]]),
+                   np.array([0, 0, 2, 1]), np.zeros(4, np.int64))
+    rules = {"paper": Thresholds.of(1.0, 0.2, n=2), "flips": Thresholds.of(1.0, 0.2, 1, n=2),
+             "per-kappa": Thresholds.of([1.0, 1.0], [math.inf, -0.5 + 0.5], n=2)}
+    row = attack_metrics("x", clean=clean, adversarial=adv, rules=rules,
                          attempted=6, failed=2, l2=np.array([1.0, 2.0, 3.0, 4.0]))
+    paper = row.rules["paper"]
     # score1 > 1.0: adv [1,0,0,0] (1.0 is not > 1.0), clean none
-    assert (row.score1.tp, row.score1.fp) == (1, 0)
+    assert (paper.score1.tp, paper.score1.fp) == (1, 0)
     # score2 > 0.2: adv [0,1,0,0], clean [0,0,1,0]
-    assert (row.score2.tp, row.score2.fp) == (1, 1)
-    assert (row.combined.tp, row.combined.fp) == (2, 1)
-    assert row.combined.precision == pytest.approx(2 / 3)
-    assert row.combined.recall == pytest.approx(0.5)
-    assert (row.used, row.attempted, row.failed, row.mean_l2) == (4, 6, 2, 2.5)
+    assert (paper.score2.tp, paper.score2.fp) == (1, 1)
+    assert (paper.combined.tp, paper.combined.fp) == (2, 1)
+    assert paper.combined.precision == pytest.approx(2 / 3)
+    assert paper.combined.recall == pytest.approx(0.5)
+    assert (paper.flips.tp, paper.flips.fp) == (0, 0)  # threshold3 = +inf: unused
+    flips = row.rules["flips"]  # flips > 1: adv [0,0,1,0], clean [0,0,0,1]
+    assert (flips.flips.tp, flips.flips.fp) == (1, 1)
+    assert (flips.combined.tp, flips.combined.fp) == (3, 2)
+    # per kappa: score2's second copy (all 0) is never > 0, score2's first never tested
+    assert (row.rules["per-kappa"].combined.tp, row.rules["per-kappa"].combined.fp) == (1, 0)
+    total = total_metrics([row, row], "paper")
+    assert (total.combined.tp, total.combined.fp, total.combined.tn) == (4, 2, 6)
+    assert 0 <= row.auc_flips <= 1 and row.used == 4

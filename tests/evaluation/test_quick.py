@@ -79,21 +79,31 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
     onnx.checker.check_model(detector, full_check=True)
     info = read_info(detector)
     assert info.calibrated and info.thresholds_provenance["fpr"] == 0.05
-    assert info.threshold1 == pytest.approx(result.threshold1)
-    assert info.threshold2 == pytest.approx(result.threshold2)
-    assert result.calibration_images == 10 and result.calibration_rates == (0.0, 0.0, 0.0)
+    assert info.thresholds == result.rules["paper"].thresholds
+    assert result.calibration_images == 10
+    # 10 images at fpr 0.05: every rule flags none of them (and the paper's rate is 0)
+    assert set(result.rules) == {"paper", "combined @ paper's rate", "combined @ 0.05"}
+    for rule in result.rules.values():
+        assert rule.rates.combined == 0.0
+        assert read_info(onnx.load(str(rule.detector_path))).thresholds == rule.thresholds
+    assert result.rules["combined @ 0.05"].thresholds.uses_flips
 
     (row,) = result.rows
     assert row.used >= 5 and row.used + row.failed == row.attempted
     assert 0.0 < row.mean_l2 <= 1.0 + 1e-4
     # the paper's effect: adversarial examples move more under noise than clean images
     assert row.auc2 > 0.7, row
-    assert row.combined.tp > row.combined.fp, row
+    for rule in row.rules.values():
+        assert rule.combined.tp > rule.combined.fp, row
+    fpr, tpr = result.roc["combined"]["bim-l2"]
+    assert fpr[0] == 0.0 and (tpr >= 0).all() and tpr[-1] >= tpr[0]
 
     out = tmp_path / "out"
     written = write_report(result, out, dataset="foolbox-cifar10", command="test", specs=[spec])
     written += write_figures(result.figures, out, dataset="foolbox-cifar10")
-    assert {p.name for p in written} >= {"table.md", "table.csv", "table.json",
+    from rpdetect.evaluation.figures import roc_figure
+    written.append(roc_figure(result.roc, out / "roc.png", title="test"))
+    assert {p.name for p in written} >= {"table.md", "table.csv", "table.json", "roc.png",
                                         "figure2_consistency.png", "figure3_logits.png"}
     assert all(p.stat().st_size > 0 for p in written)
     assert "| bim-l2 |" in (out / "table.md").read_text()

@@ -43,6 +43,8 @@ def check_against_reference(detector: onnx.ModelProto, clf, batch: int, shape, k
         err = rel_err(out[name], getattr(ref, name))
         assert err <= bound, f"{name}: relative error {err:.2e} > {bound:.0e}"
     np.testing.assert_array_equal(out["label"], ref.label)
+    np.testing.assert_array_equal(out["flipped"], ref.flipped)
+    np.testing.assert_array_equal(out["flips"], ref.flips)
     assert out["score1"].shape == (batch, len(kappas)) and out["score2"].shape == (batch, len(kappas))
     assert not out["is_adversarial"].any()  # uncalibrated: thresholds +inf
 
@@ -89,9 +91,11 @@ def test_graph_structure_and_metadata(torch_classifier_32):
     det = build_detector(torch_classifier_32, DetectorConfig(batch=2, seed=3.0))
     domains = [o.domain for o in det.opset_import]
     assert len(domains) == len(set(domains)), f"duplicated opset imports: {domains}"
-    assert [i.name for i in det.graph.input] == ["image", "threshold1", "threshold2"]
+    assert [i.name for i in det.graph.input] == ["image", "threshold1", "threshold2",
+                                                 "threshold3"]
     assert [o.name for o in det.graph.output] == [
-        "logits", "label", "score1", "score2", "score1_max", "score2_max", "is_adversarial"]
+        "logits", "label", "score1", "score2", "score1_max", "score2_max", "flipped", "flips",
+        "is_adversarial"]
     assert any(n.op_type == "RandomNormalLike" for n in det.graph.node)
     info = read_info(det)
     assert info.kappas == pytest.approx(tuple(default_kappas()))
@@ -187,8 +191,8 @@ def test_threshold_boundary_is_strictly_greater_and_overridable():
     s1, s2 = np.float32(base["score1_max"][0]), np.float32(base["score2_max"][0])
     big = np.float32(np.inf)
 
-    def verdict(t1, t2) -> bool:
-        f = dict(feed, threshold1=np.array(t1, np.float32), threshold2=np.array(t2, np.float32))
+    def verdict(t1, t2) -> bool:  # one value for every kappa is fed as [1]
+        f = dict(feed, threshold1=np.array([t1], np.float32), threshold2=np.array([t2], np.float32))
         return bool(s.run(["is_adversarial"], f)[0][0])
 
     assert not verdict(s1, big)  # equal is not greater
@@ -212,7 +216,8 @@ def test_thresholds_survive_save_and_reload(tmp_path):
     info = read_info(onnx.load(str(path)))
     assert (info.threshold1, info.threshold2) == (0.25, 0.5)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
-    assert float(inits["threshold1"]) == 0.25 and float(inits["threshold2"]) == 0.5
+    assert np.all(inits["threshold1"] == 0.25) and np.all(inits["threshold2"] == 0.5)
+    assert inits["threshold1"].shape == (10,) and float(inits["threshold3"]) == math.inf
     assert json.loads(info.raw["thresholds_provenance"]) == {"fpr": 0.05}
 
 
@@ -302,3 +307,66 @@ def test_not_onnx_file(tmp_path):
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         build_detector(plain_classifier(), DetectorConfig(**kw))
+
+
+def test_flips_match_reference_where_copies_flip():
+    clf = plain_classifier(classes=10, seed=4)
+    kappas = (0.01, 0.3, 1.0, 3.0)  # large scales: some copies must change label
+    det = build_detector(clf, DetectorConfig(noise="input", batch=3, kappas=kappas))
+    rng = np.random.default_rng(9)
+    images = rng.random((3, 3, 32, 32), dtype=np.float32)
+    noise = rng.standard_normal((3, 4, 3, 32, 32)).astype(np.float32)
+    out = run(det, {"image": images, "noise": noise})
+    ref = reference_detect(classifier_fn(clf), images, noise, np.asarray(kappas))
+    assert ref.flips.sum() > 0 and not ref.flipped.all(), "the test needs some flips, not all"
+    np.testing.assert_array_equal(out["flipped"], ref.flipped)
+    np.testing.assert_array_equal(out["flips"], ref.flips)
+    assert out["flips"].dtype == np.int64 and out["flipped"].dtype == bool
+
+
+def test_per_kappa_thresholds_and_threshold3_match_the_rule():
+    """is_adversarial = any_i s1_i > t1_i OR any_i s2_i > t2_i OR flips > t3, per kappa."""
+    clf = plain_classifier(classes=10, seed=4)
+    kappas = (0.01, 0.3, 1.0, 3.0)
+    det = build_detector(clf, DetectorConfig(noise="input", batch=3, kappas=kappas))
+    rng = np.random.default_rng(9)
+    feed = {"image": rng.random((3, 3, 32, 32), dtype=np.float32),
+            "noise": rng.standard_normal((3, 4, 3, 32, 32)).astype(np.float32)}
+    s = session(det)
+    names = [o.name for o in s.get_outputs()]
+    base = dict(zip(names, s.run(None, feed)))
+    inf = np.float32(np.inf)
+    from rpdetect.rule import Thresholds
+    # per-kappa thresholds between the two lowest scores at each kappa (no score lies close to
+    # them, so float32 graph and float64 reference agree), so that some images pass
+    low = np.sort(base["score1"], axis=0)
+    t1 = ((low[0] + low[1]) / 2).astype(np.float32)
+    t2 = np.full(4, inf, np.float32)
+    for t3 in (inf, np.float32(0.5), np.float32(float(base["flips"].min()))):
+        f = dict(feed, threshold1=t1, threshold2=t2, threshold3=np.array(t3, np.float32))
+        got = s.run(["is_adversarial"], f)[0]
+        want = Thresholds.of(t1, t2, float(t3), n=4).flags(base["score1"], base["score2"],
+                                                           base["flips"])
+        np.testing.assert_array_equal(got, want)
+        ref = reference_detect(classifier_fn(clf), feed["image"], feed["noise"],
+                               np.asarray(kappas), threshold1=t1, threshold2=t2,
+                               threshold3=float(t3))
+        np.testing.assert_array_equal(got, ref.is_adversarial)
+    # baked into the file by with_thresholds, then read back from the initializers
+    cal = with_thresholds(det, t1, inf, {"source": "test"}, threshold3=2.0)
+    info = read_info(cal)
+    assert info.threshold1 == tuple(float(v) for v in t1) and info.threshold3 == 2.0
+    assert info.thresholds.per_kappa and info.thresholds.uses_flips
+    want = Thresholds.of(t1, inf, 2.0, n=4).flags(base["score1"], base["score2"], base["flips"])
+    np.testing.assert_array_equal(run(cal, feed)["is_adversarial"], want)
+
+
+def test_thresholds_refuse_nan_and_minus_inf():
+    det = build_detector(plain_classifier(), DetectorConfig(noise="input"))
+    for bad in (math.nan, -math.inf):
+        with pytest.raises(ValueError, match="not a usable threshold"):
+            with_thresholds(det, bad, 0.5)
+        with pytest.raises(ValueError, match="not a usable threshold"):
+            build_detector(plain_classifier(), DetectorConfig(noise="input", threshold3=bad))
+    with pytest.raises(ValueError, match="one per kappa"):
+        with_thresholds(det, [0.1, 0.2], 0.5)

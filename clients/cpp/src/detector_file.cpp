@@ -113,6 +113,26 @@ std::vector<double> json_numbers(const std::string& text) {
   return out;
 }
 
+// A threshold entry: "[a, b, ...]" (one per kappa) or one number ("inf" for +inf), each read by
+// std::stof, which takes Python's repr of a float, "inf" included.
+std::vector<float> threshold_values(const std::string& text, int copies,
+                                    const std::string& where) {
+  std::string s = text;
+  for (char& c : s) {
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  }
+  std::istringstream in(s);
+  std::vector<float> out;
+  std::string token;
+  while (in >> token) out.push_back(std::stof(token));
+  if (out.size() == 1) out.assign(static_cast<size_t>(copies), out[0]);
+  if (static_cast<int>(out.size()) != copies) {
+    throw FileError(where + ": " + std::to_string(out.size()) + " values for " +
+                    std::to_string(copies) + " kappas");
+  }
+  return out;
+}
+
 }  // namespace
 
 DetectorFile read_detector_file(const std::string& path) {
@@ -136,8 +156,11 @@ DetectorFile read_detector_file(const std::string& path) {
   f.height = static_cast<int>(chw[1]);
   f.width = static_cast<int>(chw[2]);
   f.copies = static_cast<int>(json_numbers(need("kappas")).size());
-  f.threshold1 = std::stof(need("threshold1"));  // "inf" when uncalibrated
-  f.threshold2 = std::stof(need("threshold2"));
+  f.threshold1 = threshold_values(need("threshold1"), f.copies, path + ": rpdetect.threshold1");
+  f.threshold2 = threshold_values(need("threshold2"), f.copies, path + ": rpdetect.threshold2");
+  const auto t3 = f.metadata.find("threshold3");
+  f.has_flips = t3 != f.metadata.end();
+  if (f.has_flips) f.threshold3 = std::stof(t3->second);
   return f;
 }
 

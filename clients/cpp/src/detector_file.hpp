@@ -2,9 +2,11 @@
 // metadata_props, read straight from the protobuf file (no ONNX or protobuf library needed).
 #pragma once
 
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace rpdetect {
 
@@ -15,7 +17,11 @@ struct DetectorFile {
   int batch = 1;
   int channels = 0, height = 0, width = 0;
   int copies = 0;  // n: number of noise scales (kappas)
-  float threshold1 = 0.f, threshold2 = 0.f;  // defaults stored in the file
+  // Defaults stored in the file: one per kappa (a file from rpdetect <= 0.1 holds one value,
+  // repeated here), and threshold3 on the flip count (+inf: unused, and in those old files).
+  std::vector<float> threshold1, threshold2;
+  float threshold3 = std::numeric_limits<float>::infinity();
+  bool has_flips = false;  // the graph outputs flipped/flips (rpdetect >= 0.2)
   std::map<std::string, std::string> metadata;  // every rpdetect.* entry, prefix removed
 };
 

@@ -2,7 +2,7 @@
 // as one line of JSON.
 //
 //   rpdetect-cpp --model detector.onnx --image photo.png [--noise noise.npy] [--seed S]
-//                [--threshold1 T1] [--threshold2 T2] [--runtime opencv|onnxruntime] [--threads N]
+//                [--threshold1 T1] [--threshold2 T2] [--threshold3 T3] [--runtime opencv|onnxruntime] [--threads N]
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -23,7 +23,7 @@ namespace {
 
 const char* kUsage =
     "usage: rpdetect-cpp --model DETECTOR.onnx --image IMAGE [--noise NOISE.npy] [--seed S]\n"
-    "                    [--threshold1 T1] [--threshold2 T2] [--runtime opencv|onnxruntime]\n"
+    "                    [--threshold1 T1] [--threshold2 T2] [--threshold3 T3] [--runtime opencv|onnxruntime]\n"
     "                    [--threads N]\n";
 
 struct UsageError : std::runtime_error {
@@ -32,7 +32,7 @@ struct UsageError : std::runtime_error {
 
 struct Args {
   std::string model, image, noise, runtime = "opencv";
-  std::optional<float> threshold1, threshold2;
+  std::optional<float> threshold1, threshold2, threshold3;
   std::optional<unsigned long long> seed;
   int threads = 0;
 };
@@ -73,6 +73,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--runtime") a.runtime = value;
     else if (flag == "--threshold1") a.threshold1 = parse_float(flag, value);
     else if (flag == "--threshold2") a.threshold2 = parse_float(flag, value);
+    else if (flag == "--threshold3") a.threshold3 = parse_float(flag, value);
     else if (flag == "--seed") a.seed = parse_count(flag, value);
     else if (flag == "--threads") a.threads = static_cast<int>(parse_count(flag, value));
     else throw UsageError("unknown argument " + flag + "\n" + kUsage);
@@ -190,10 +191,13 @@ int main(int argc, char** argv) {
     } else if (!args.noise.empty()) {
       throw std::runtime_error(args.model + ": draws its own noise (noise=\"graph\"); drop --noise");
     }
-    if (args.threshold1 || args.threshold2) {  // one given: the other keeps the file's default
-      feeds.threshold1 = args.threshold1.value_or(file.threshold1);
-      feeds.threshold2 = args.threshold2.value_or(file.threshold2);
+    feeds.threshold1 = args.threshold1;  // one given: the others keep the file's defaults
+    feeds.threshold2 = args.threshold2;
+    if (args.threshold3 && !file.has_flips) {
+      throw std::runtime_error(args.model + ": no flip count in this file (rpdetect <= 0.1); "
+                               "drop --threshold3 or re-export it");
     }
+    feeds.threshold3 = args.threshold3;
 
     rpdetect::Outputs out;
     if (args.runtime == "onnxruntime") {
@@ -207,13 +211,15 @@ int main(int argc, char** argv) {
     } else {
       out = rpdetect::run_opencv_dnn(file, feeds);
     }
-    const float t1 = feeds.threshold1.value_or(file.threshold1);
-    const float t2 = feeds.threshold2.value_or(file.threshold2);
+    const rpdetect::Thresholds t = rpdetect::effective_thresholds(file, feeds);
     std::cout << "{\"runtime\":\"" << out.runtime << "\",\"label\":" << out.label
               << ",\"is_adversarial\":" << (out.is_adversarial ? "true" : "false")
               << ",\"score1_max\":" << json_number(out.score1_max)
               << ",\"score2_max\":" << json_number(out.score2_max)
-              << ",\"threshold1\":" << json_number(t1) << ",\"threshold2\":" << json_number(t2)
+              << ",\"flips\":" << (out.flips >= 0 ? std::to_string(out.flips) : "null")
+              << ",\"threshold1\":" << json_list(t.threshold1)
+              << ",\"threshold2\":" << json_list(t.threshold2)
+              << ",\"threshold3\":" << json_number(t.threshold3)
               << ",\"logits\":" << json_list(out.logits) << ",\"score1\":" << json_list(out.score1)
               << ",\"score2\":" << json_list(out.score2) << "}" << std::endl;
     return 0;

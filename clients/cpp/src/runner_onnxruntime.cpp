@@ -48,18 +48,28 @@ Outputs run_onnxruntime(const DetectorFile& file, const Feeds& feeds, int thread
         cpu, noise.ptr<float>(), noise.total(), noise_dims.data(), noise_dims.size()));
     in_names.push_back("noise");
   }
-  std::array<float, 2> thresholds = {feeds.threshold1.value_or(file.threshold1),
-                                     feeds.threshold2.value_or(file.threshold2)};
-  const int64_t scalar_dims[1] = {1};  // shape [] (rank 0): the pointer is not read
-  if (feeds.threshold1 || feeds.threshold2) {
-    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[0], 1, scalar_dims, 0));
+  // Overrides go to the graph: threshold1/2 as [n] (one per kappa) in files from rpdetect >= 0.2,
+  // as scalars in older ones; threshold3 as a scalar.
+  Thresholds t = effective_thresholds(file, feeds);
+  const int64_t copies_dims[1] = {static_cast<int64_t>(t.threshold1.size())};
+  const size_t rank = file.has_flips ? 1 : 0;
+  const size_t count = file.has_flips ? t.threshold1.size() : 1;
+  if (feeds.overridden()) {
+    in_values.push_back(
+        Ort::Value::CreateTensor<float>(cpu, t.threshold1.data(), count, copies_dims, rank));
     in_names.push_back("threshold1");
-    in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &thresholds[1], 1, scalar_dims, 0));
+    in_values.push_back(
+        Ort::Value::CreateTensor<float>(cpu, t.threshold2.data(), count, copies_dims, rank));
     in_names.push_back("threshold2");
+    if (file.has_flips) {
+      in_values.push_back(Ort::Value::CreateTensor<float>(cpu, &t.threshold3, 1, copies_dims, 0));
+      in_names.push_back("threshold3");
+    }
   }
 
-  const std::array<const char*, 7> out_names = {"logits", "label", "score1", "score2",
-                                                "score1_max", "score2_max", "is_adversarial"};
+  std::vector<const char*> out_names = {"logits", "label", "score1", "score2",
+                                        "score1_max", "score2_max", "is_adversarial"};
+  if (file.has_flips) out_names.push_back("flips");
   std::vector<Ort::Value> outs =
       session.Run(Ort::RunOptions{nullptr}, in_names.data(), in_values.data(), in_values.size(),
                   out_names.data(), out_names.size());
@@ -73,6 +83,7 @@ Outputs run_onnxruntime(const DetectorFile& file, const Feeds& feeds, int thread
   o.score1_max = values<float>(outs[4]).at(0);
   o.score2_max = values<float>(outs[5]).at(0);
   o.is_adversarial = values<bool>(outs[6]).at(0);
+  if (file.has_flips) o.flips = static_cast<long long>(values<int64_t>(outs[7]).at(0));
   return o;
 }
 

@@ -44,8 +44,9 @@ Outputs run_opencv_dnn(const DetectorFile& file, const Feeds& feeds) {
   net.setInput(image, "image");
   if (!feeds.noise.empty()) net.setInput(feeds.noise, "noise");
 
-  const std::vector<std::string> names = {"logits", "label", "score1", "score2",
-                                          "score1_max", "score2_max", "is_adversarial"};
+  std::vector<std::string> names = {"logits", "label", "score1", "score2",
+                                    "score1_max", "score2_max", "is_adversarial"};
+  if (file.has_flips) names.push_back("flips");
   std::vector<cv::Mat> outs;
   net.forward(outs, names);
 
@@ -58,9 +59,8 @@ Outputs run_opencv_dnn(const DetectorFile& file, const Feeds& feeds) {
   o.score1_max = values(outs[4]).at(0);
   o.score2_max = values(outs[5]).at(0);
   o.is_adversarial = values(outs[6]).at(0) != 0.f;
-  if (feeds.threshold1 && feeds.threshold2) {
-    o.is_adversarial = verdict(o.score1_max, o.score2_max, *feeds.threshold1, *feeds.threshold2);
-  }
+  if (file.has_flips) o.flips = static_cast<long long>(values(outs[7]).at(0));
+  if (feeds.overridden()) o.is_adversarial = verdict(o, effective_thresholds(file, feeds));
   return o;
 }
 

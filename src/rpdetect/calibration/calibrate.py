@@ -18,24 +18,22 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..errors import InputError, ModelError, ProviderError
+from ..rule import Thresholds
 from .reader import ImageReader, as_reader
 from .thresholds import (
     CalibrationMode,
     Rates,
     Summary,
-    achieved_rates,
     check_fpr,
-    joint_thresholds,
-    per_score_thresholds,
+    rule_rates,
+    rule_thresholds,
     summarize,
 )
 
-__all__ = ["CalibrationResult", "Calibrator", "Failure", "SupportsDetect", "calibrate_file"]
+__all__ = ["CalibrationResult", "Calibrator", "DEFAULT_MODE", "Failure", "SupportsDetect",
+           "calibrate_file"]
 
-_RULES = {
-    CalibrationMode.PER_SCORE: per_score_thresholds,
-    CalibrationMode.JOINT: joint_thresholds,
-}
+DEFAULT_MODE = CalibrationMode.COMBINED
 QUANTILE_RULE = {
     CalibrationMode.PER_SCORE: (
         "each threshold = the (n - floor(fpr*n))-th smallest clean score "
@@ -45,12 +43,21 @@ QUANTILE_RULE = {
         "per-score allowances (k1, k2) grown in turn (0,0),(1,0),(1,1),...; last step whose union "
         "s1 > t1 OR s2 > t2 flags at most floor(fpr*n) clean images"
     ),
+    CalibrationMode.COMBINED: (
+        "score1_max, score2_max and flips each at its (n - j)-th smallest clean value, for the "
+        "largest shared j whose union flags at most floor(fpr*n) clean images"
+    ),
+    CalibrationMode.PER_KAPPA: (
+        "every copy's score1 and score2 at its kappa, and flips, each at its (n - j)-th smallest "
+        "clean value, for the largest shared j whose union flags at most floor(fpr*n) clean images"
+    ),
 }
 
 
 class SupportsDetect(Protocol):
     """What the calibrator needs from a detector (``rpdetect.Detector`` has it): ``detect(image)``
-    returning a result with ``score1_max`` and ``score2_max``."""
+    returning a result with ``score1``/``score2`` (one value per kappa; ``score1_max`` and
+    ``score2_max`` alone are taken as one copy) and, for the rules that use it, ``flips``."""
 
     def detect(self, image: Any) -> Any: ...
 
@@ -66,13 +73,12 @@ class Failure(NamedTuple):
 class CalibrationResult:
     """Thresholds chosen on clean images, with what they do on that same set."""
 
-    threshold1: float
-    threshold2: float
+    thresholds: Thresholds
     fpr: float
     mode: CalibrationMode
     n_images: int  # images scored (the calibration set)
     n_failed: int  # images that could not be scored
-    rates: Rates  # fraction of the calibration set flagged: score1 alone, score2 alone, combined
+    rates: Rates  # fraction of the calibration set flagged: by each statistic alone, by the rule
     score1: Summary  # clean score1_max distribution
     score2: Summary  # clean score2_max distribution
     source: str  # where the images came from (folder name)
@@ -84,9 +90,19 @@ class CalibrationResult:
         if self.n_images < 1 or self.n_failed < 0 or len(self.failures) not in (0, self.n_failed):
             raise ValueError(f"CalibrationResult: inconsistent counts n_images={self.n_images}, "
                              f"n_failed={self.n_failed}, failures={len(self.failures)}")
-        for name in ("threshold1", "threshold2"):
-            if math.isnan(getattr(self, name)):
-                raise ValueError(f"CalibrationResult: {name} is NaN")
+
+    @property
+    def threshold1(self) -> float | tuple[float, ...]:
+        """score1's threshold: one number when it is the same for every kappa."""
+        return _common(self.thresholds.threshold1)
+
+    @property
+    def threshold2(self) -> float | tuple[float, ...]:
+        return _common(self.thresholds.threshold2)
+
+    @property
+    def threshold3(self) -> float:
+        return self.thresholds.threshold3
 
     def provenance(self) -> dict[str, object]:
         """What goes into the detector's ``rpdetect.thresholds_provenance`` metadata."""
@@ -95,6 +111,7 @@ class CalibrationResult:
             "fpr": self.fpr,
             "mode": self.mode.value,
             "rule": QUANTILE_RULE[self.mode],
+            "verdict": self.thresholds.describe(),
             "n_images": self.n_images,
             "n_failed": self.n_failed,
             "source": self.source,
@@ -106,8 +123,8 @@ class CalibrationResult:
     def to_dict(self) -> dict[str, object]:
         """Everything, JSON-able (the calibration report)."""
         return {
-            "threshold1": self.threshold1,
-            "threshold2": self.threshold2,
+            **self.thresholds.to_json(),
+            "verdict": self.thresholds.describe(),
             "fpr": self.fpr,
             "mode": self.mode.value,
             "rule": QUANTILE_RULE[self.mode],
@@ -136,8 +153,9 @@ class Calibrator:
 
     def __init__(self, detector: SupportsDetect) -> None:
         self.detector = detector
-        self._score1: list[float] = []
-        self._score2: list[float] = []
+        self._score1: list[np.ndarray] = []  # per image: one value per kappa
+        self._score2: list[np.ndarray] = []
+        self._flips: list[int | None] = []
         self._failures: list[Failure] = []
         self._sources: list[str] = []
         self._locations: list[str] = []
@@ -145,7 +163,18 @@ class Calibrator:
     @property
     def scores(self) -> tuple[np.ndarray, np.ndarray]:
         """The clean ``score1_max`` and ``score2_max`` collected so far (float64 copies)."""
-        return np.array(self._score1, dtype=np.float64), np.array(self._score2, dtype=np.float64)
+        s1, s2, _ = self.statistics
+        return s1.max(axis=1), s2.max(axis=1)
+
+    @property
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """score1 and score2 [N, n] per copy, and the flip counts [N] (None when the detector
+        does not report them), collected so far."""
+        if not self._score1:
+            return np.zeros((0, 1)), np.zeros((0, 1)), None
+        flips = (None if any(f is None for f in self._flips)
+                 else np.array(self._flips, dtype=np.float64))
+        return np.stack(self._score1), np.stack(self._score2), flips
 
     @property
     def failures(self) -> tuple[Failure, ...]:
@@ -207,20 +236,28 @@ class Calibrator:
         if isinstance(outcome, str):
             self._failures.append(Failure(name, outcome))
             return 0
-        s1, s2 = _scalar(outcome.score1_max), _scalar(outcome.score2_max)
-        if not (math.isfinite(s1) and math.isfinite(s2)):
+        s1 = _vector(getattr(outcome, "score1", None), outcome.score1_max)
+        s2 = _vector(getattr(outcome, "score2", None), outcome.score2_max)
+        if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
             self._failures.append(
-                Failure(name, f"non-finite scores score1_max={s1}, score2_max={s2}")
+                Failure(name, f"non-finite scores score1_max={s1.max()}, score2_max={s2.max()}")
             )
             return 0
+        if self._score1 and s1.shape != self._score1[0].shape:
+            raise ModelError(f"{name}: {s1.size} scores per image, earlier images had "
+                             f"{self._score1[0].size}")
+        flips = getattr(outcome, "flips", None)
         self._score1.append(s1)
         self._score2.append(s2)
+        self._flips.append(None if flips is None else int(flips))
         return 1
 
     def compute(
-        self, *, fpr: float = 0.05, mode: CalibrationMode | str = CalibrationMode.PER_SCORE
+        self, *, fpr: float = 0.05, mode: CalibrationMode | str = DEFAULT_MODE
     ) -> CalibrationResult:
-        """Thresholds for ``fpr`` by ``mode`` (see ``rpdetect.calibration.thresholds``)."""
+        """Thresholds for ``fpr`` by ``mode`` (see ``rpdetect.calibration.thresholds``): the
+        default ``combined`` (score1_max, score2_max and flips together flag ``fpr``), ``paper``
+        (alias ``per-score``: ``fpr`` per score, the paper's rule), ``joint``, ``per-kappa``."""
         mode = CalibrationMode.parse(mode)
         source = ", ".join(self._sources) or "nothing"
         if not self._score1:
@@ -233,29 +270,35 @@ class Calibrator:
                 f"calibration images from {where}: no readable clean image ({detail}); "
                 f"give a folder of images the detector can decode"
             )
-        s1, s2 = self.scores
-        t1, t2 = _RULES[mode](s1, s2, fpr=fpr)
+        s1, s2, flips = self.statistics
+        thresholds = rule_thresholds(mode, s1, s2, flips, fpr=fpr)
         return CalibrationResult(
-            threshold1=t1,
-            threshold2=t2,
+            thresholds=thresholds,
             fpr=float(fpr),
             mode=mode,
             n_images=len(s1),
             n_failed=len(self._failures),
-            rates=achieved_rates(s1, s2, t1, t2),
-            score1=summarize(s1),
-            score2=summarize(s2),
+            rates=rule_rates(thresholds, s1, s2, flips),
+            score1=summarize(s1.max(axis=1)),
+            score2=summarize(s2.max(axis=1)),
             source=source,
             date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             failures=tuple(self._failures),
         )
 
 
-def _scalar(value: Any) -> float:
-    arr = np.asarray(value, dtype=np.float64).ravel()
+def _vector(per_copy: Any, maximum: Any) -> np.ndarray:
+    """One image's per-copy scores, or its maximum alone as one copy."""
+    if per_copy is not None:
+        return np.asarray(per_copy, dtype=np.float64).ravel()
+    arr = np.asarray(maximum, dtype=np.float64).ravel()
     if arr.size != 1:
         raise ModelError(f"detector returned {arr.size} values for one image's max score")
-    return float(arr[0])
+    return arr
+
+
+def _common(values: tuple[float, ...]) -> float | tuple[float, ...]:
+    return values[0] if len(set(values)) == 1 else values
 
 
 def calibrate_file(
@@ -264,7 +307,7 @@ def calibrate_file(
     out_path: str | Path,
     *,
     fpr: float = 0.05,
-    mode: CalibrationMode | str = CalibrationMode.PER_SCORE,
+    mode: CalibrationMode | str = DEFAULT_MODE,
     limit: int | None = None,
     providers: str | Sequence[str] = "auto",
     threads: int | None = None,
@@ -303,8 +346,12 @@ def calibrate_file(
     calibrator.collect(reader, limit=limit, progress=progress)
     result = calibrator.compute(fpr=fpr, mode=mode)
 
-    save_onnx(with_thresholds(model, result.threshold1, result.threshold2, result.provenance()),
-              out_path)
+    thresholds = result.thresholds
+    if thresholds.n != info.n and not thresholds.per_kappa:  # scored through score*_max alone
+        thresholds = Thresholds.of(thresholds.threshold1[0], thresholds.threshold2[0],
+                                   thresholds.threshold3, n=info.n)
+    save_onnx(with_thresholds(model, thresholds.threshold1, thresholds.threshold2,
+                              result.provenance(), threshold3=thresholds.threshold3), out_path)
     default_report, default_histogram = default_paths(out_path)
     report = result.to_dict()
     report["detector"] = str(detector_path)
@@ -323,8 +370,8 @@ def calibrate_file(
     s1, s2 = calibrator.scores
     write_histogram(
         s1, s2,
-        threshold1=result.threshold1,
-        threshold2=result.threshold2,
+        threshold1=max(result.thresholds.threshold1),
+        threshold2=max(result.thresholds.threshold2),
         title=(f"{detector_path.name} on {result.n_images} clean images from {result.source}: "
                f"fpr {result.fpr:g}, mode {result.mode.value}, "
                f"combined rate {result.rates.combined:.2%}"),

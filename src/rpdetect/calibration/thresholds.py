@@ -1,8 +1,9 @@
-"""Threshold rules: clean score distributions -> (threshold1, threshold2).
+"""Threshold rules: clean statistics -> the detector's thresholds (``rpdetect.rule``).
 
-The detector flags an image when ``score1_max > threshold1`` OR ``score2_max > threshold2``
-(strictly greater). Every rule here works on the calibration set's order statistics, so the
-rates it promises hold exactly on that set:
+The detector flags an image when any copy's score1 exceeds its kappa's threshold1, any copy's
+score2 its threshold2, or the flip count exceeds threshold3 (strictly greater). Every rule here
+works on the calibration set's order statistics, so the rates it promises hold exactly on that
+set:
 
 ``per-score`` (the paper): each threshold on its own score. With ``n`` clean images and
     ``k = floor(fpr * n)``, the threshold is the ``(n - k)``-th smallest score (1-based order
@@ -17,6 +18,18 @@ rates it promises hold exactly on that set:
     each step lowering one threshold by one order statistic, so the union count never decreases and
     grows by at most one image per step when there are no ties; the last step whose union count is
     ``<= k`` is taken (binary search). Without ties the combined rate is exactly ``k / n``.
+
+``combined`` (the default, beyond the paper): score1_max, score2_max and the flip count (the
+    label-consistency statistic), thresholds set together as ``joint`` does for two: the
+    allowances grow in turn (score1, score2, flips, score1, ...), each step lowering one
+    threshold by one order statistic, and the last step whose union flags at most
+    ``k = floor(fpr * n)`` clean images is taken. The flip count is an integer with many ties
+    (most clean images flip no copy): a threshold between two counts never splits a tie, so a
+    step that would cross a tie leaves that threshold where it is, the rule flags at most ``k``,
+    and the rate reached is reported (without ties in the scores it is exactly ``k / n``).
+
+``per-kappa`` (beyond the paper, offered for study): the same search over every copy's score1
+    and score2 at its own kappa (2n statistics) and the flip count.
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
+
+from ..rule import Thresholds
 
 __all__ = [
     "CalibrationMode",
@@ -37,6 +52,9 @@ __all__ = [
     "joint_thresholds",
     "order_threshold",
     "per_score_thresholds",
+    "rule_rates",
+    "rule_thresholds",
+    "shared_level_thresholds",
     "summarize",
 ]
 
@@ -45,23 +63,28 @@ class CalibrationMode(str, Enum):
     """How the two thresholds are chosen from the clean scores."""
 
     PER_SCORE = "per-score"  # the paper: fpr of the clean set flagged by each score alone
-    JOINT = "joint"  # fpr of the clean set flagged by score1 OR score2
+    JOINT = "joint"  # fpr of the clean set flagged by score1 OR score2 (max scores only)
+    COMBINED = "combined"  # fpr flagged by score1 OR score2 OR flips (the default)
+    PER_KAPPA = "per-kappa"  # fpr flagged by any copy at its kappa's threshold OR flips
 
     @classmethod
     def parse(cls, value: "CalibrationMode | str") -> "CalibrationMode":
+        if value == "paper":
+            return cls.PER_SCORE
         try:
             return cls(value)
         except ValueError:
-            choices = ", ".join(m.value for m in cls)
+            choices = ", ".join(["paper"] + [m.value for m in cls])
             raise ValueError(f"mode: expected one of {choices}, got {value!r}") from None
 
 
 class Rates(NamedTuple):
-    """Fractions of the calibration set flagged, by each score alone and by the combined rule."""
+    """Fractions of the calibration set flagged, by each statistic alone and by the whole rule."""
 
     score1: float
     score2: float
     combined: float
+    flips: float = 0.0
 
 
 class Summary(NamedTuple):
@@ -163,3 +186,77 @@ def achieved_rates(
     return Rates(
         score1=float(over1.mean()), score2=float(over2.mean()), combined=float((over1 | over2).mean())
     )
+
+
+def shared_level_thresholds(statistics: np.ndarray, *, fpr: float) -> np.ndarray:
+    """Thresholds for the rows of ``statistics`` [m, n] (m statistics of n clean images, larger
+    = more suspicious) whose union ``any_row(value > threshold)`` flags ``floor(fpr * n)`` of
+    the images (at most that many with ties). The rows' allowances grow in turn, one order
+    statistic a step (row r may flag ``(step + m - 1 - r) // m`` images at step ``step``), so
+    the union never shrinks and grows by at most one image a step without ties; the last step
+    whose union is within the target is taken (binary search)."""
+    stats = np.asarray(statistics, dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[1] == 0:
+        raise ValueError(f"statistics: expected [m, n] with n >= 1, got {stats.shape}")
+    if not np.all(np.isfinite(stats)):
+        raise ValueError("statistics: must be finite (got NaN or inf)")
+    rows = np.sort(stats, axis=1)
+    m, n = stats.shape
+    target = allowed_count(fpr, n)
+
+    def at(step: int) -> np.ndarray:
+        return np.array([order_threshold(r, (step + m - 1 - i) // m) for i, r in enumerate(rows)])
+
+    def union(step: int) -> int:
+        return int(np.count_nonzero((stats > at(step)[:, None]).any(axis=0)))
+
+    lo, hi = 0, m * (n - 1)  # union(0) == 0 <= target
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if union(mid) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return at(lo)
+
+
+def rule_thresholds(
+    mode: CalibrationMode | str,
+    score1: np.ndarray,
+    score2: np.ndarray,
+    flips: np.ndarray | None,
+    *,
+    fpr: float,
+) -> Thresholds:
+    """The thresholds of ``mode`` from clean per-copy scores score1/score2 [N, n] and flip
+    counts [N] (None for detector files without the flip count: only per-score and joint)."""
+    mode = CalibrationMode.parse(mode)
+    s1 = np.asarray(score1, dtype=np.float64)
+    s2 = np.asarray(score2, dtype=np.float64)
+    if s1.ndim != 2 or s1.shape != s2.shape:
+        raise ValueError(f"score1/score2: expected [N, n] each, got {s1.shape} and {s2.shape}")
+    n = s1.shape[1]
+    if mode in (CalibrationMode.PER_SCORE, CalibrationMode.JOINT):
+        rule = per_score_thresholds if mode is CalibrationMode.PER_SCORE else joint_thresholds
+        t1, t2 = rule(s1.max(axis=1), s2.max(axis=1), fpr=fpr)
+        return Thresholds.of(t1, t2, math.inf, n=n)
+    if flips is None:
+        raise ValueError(f"mode {mode.value!r} needs the flip count, which this detector file "
+                         f"does not compute (rpdetect <= 0.1): re-export it with `rpdetect "
+                         f"export`, or use mode 'paper' or 'joint'")
+    f = np.asarray(flips, dtype=np.float64).reshape(1, -1)
+    if mode is CalibrationMode.COMBINED:
+        t = shared_level_thresholds(np.concatenate([s1.max(axis=1)[None], s2.max(axis=1)[None],
+                                                    f]), fpr=fpr)
+        return Thresholds.of(t[0], t[1], t[2], n=n)
+    t = shared_level_thresholds(np.concatenate([s1.T, s2.T, f]), fpr=fpr)
+    return Thresholds.of(t[:n], t[n:2 * n], t[-1], n=n)
+
+
+def rule_rates(thresholds: Thresholds, score1: np.ndarray, score2: np.ndarray,
+               flips: np.ndarray | None) -> Rates:
+    """Fractions of a set flagged by each statistic alone and by the whole rule."""
+    f = np.zeros(len(score1)) if flips is None else np.asarray(flips)
+    by = thresholds.statistic_flags(score1, score2, f)
+    return Rates(score1=float(by[0].mean()), score2=float(by[1].mean()),
+                 combined=float(by.any(axis=0).mean()), flips=float(by[2].mean()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,12 @@ def register(sub: Any) -> None:
     d.add_argument("images", nargs="+", help="image files or directories")
     d.add_argument("--json", action="store_true", help="print one JSON document instead")
     d.add_argument("--logits", action="store_true", help="include logits in --json output")
-    d.add_argument("--threshold1", type=float, help="override the file's threshold1")
-    d.add_argument("--threshold2", type=float, help="override the file's threshold2")
+    d.add_argument("--threshold1", type=float,
+                   help="override the file's threshold1 (one value for every kappa)")
+    d.add_argument("--threshold2", type=float,
+                   help="override the file's threshold2 (one value for every kappa)")
+    d.add_argument("--threshold3", type=float,
+                   help="override the file's threshold3 (on the flip count; inf: unused)")
     d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="fit images to the detector's size (default: shorter-crop)")
     d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
@@ -76,28 +79,24 @@ def _expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return files, errors
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _detect(args: argparse.Namespace) -> int:
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator)
     files, dir_errors = _expand(args.images)
-    report = detector.detect_many(files, threshold1=args.threshold1, threshold2=args.threshold2,
+    overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,
+                 "threshold3": args.threshold3}
+    rule = detector.thresholds(**overrides)
+    report = detector.detect_many(files, **overrides,
                                   progress=not args.no_progress and not args.json)
-    t1 = detector.info.threshold1 if args.threshold1 is None else args.threshold1
-    t2 = detector.info.threshold2 if args.threshold2 is None else args.threshold2
-    never = math.isinf(t1) and math.isinf(t2)
+    never = not rule.calibrated
     failures = [{"index": None, "source": src, "error": msg} for src, msg in dir_errors]
     failures += report.to_dict(logits=False)["failures"]
     if args.json:
         doc = {
             "model": str(detector.path),
             "providers": list(detector.providers),
-            "thresholds": {"threshold1": _finite_or_none(t1), "threshold2": _finite_or_none(t2),
-                           "note": "null means +inf" + (": uncalibrated, never flags" if never
-                                                        else "")},
+            "thresholds": {**rule.to_json(), "rule": rule.describe(),
+                           "note": "null means +inf (unused)"},
             "results": [r.to_dict(logits=args.logits) for r in report.results],
             "failures": failures,
         }
@@ -105,12 +104,13 @@ def _detect(args: argparse.Namespace) -> int:
     else:
         if never:
             print(f"rpdetect detect: note: {detector.path.name} is uncalibrated (thresholds "
-                  f"+inf): it never flags; run `rpdetect calibrate` or pass --threshold1/2",
+                  f"+inf): it never flags; run `rpdetect calibrate` or pass --threshold1/2/3",
                   file=sys.stderr)
         for r in report.results:
             verdict = "ADVERSARIAL" if r.is_adversarial else "clean"
+            flips = "" if r.flips is None else f"\tflips={r.flips}"
             print(f"{r.source}\tlabel={r.label}\tscore1_max={r.score1_max:.6g}\t"
-                  f"score2_max={r.score2_max:.6g}\t{verdict}")
+                  f"score2_max={r.score2_max:.6g}{flips}\t{verdict}")
     for f in failures:
         print(f"rpdetect detect: error: {f['error']}", file=sys.stderr)
     if failures:
@@ -142,8 +142,9 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
         "mean": None if info.mean is None else list(info.mean),
         "std": None if info.std is None else list(info.std),
         "num_classes": info.num_classes,
-        "threshold1": _finite_or_none(info.threshold1),
-        "threshold2": _finite_or_none(info.threshold2),
+        "thresholds": info.thresholds.to_json(),  # what the graph compares against
+        "rule": info.thresholds.describe(),
+        "statistics": ["score1", "score2"] + (["flips"] if info.has_flips else []),
         "calibrated": not is_uncalibrated(info),
         "thresholds_provenance": info.thresholds_provenance,
         "providers": list(detector.providers),
@@ -191,9 +192,14 @@ def _tensor_lines(title: str, tensors: tuple[TensorSpec, ...]) -> list[str]:
 def _info_text(detector: Detector) -> str:
     info = detector.info
     c, h, w = info.input_shape
-    thresholds = f"threshold1={info.threshold1:.6g} threshold2={info.threshold2:.6g}"
+    t = info.thresholds
+    thresholds = "  ".join(f"{name}={_values(getattr(t, name))}"
+                           for name in ("threshold1", "threshold2")) + (
+        f"  threshold3={t.threshold3:.6g}" if info.has_flips else "")
     if is_uncalibrated(info):
         thresholds += "  (uncalibrated: never flags; run `rpdetect calibrate`)"
+    statistics = ("score1, score2 (Eq. 5/6 per kappa), flips (copies whose label changed)"
+                  if info.has_flips else "score1, score2 (a file from rpdetect <= 0.1: no flips)")
     kappas = ", ".join(f"{k:.4g}" for k in info.kappas)
     normalisation = ("" if info.mean is None
                      else f", mean {list(info.mean)} std {list(info.std or ())} folded in")
@@ -211,6 +217,8 @@ def _info_text(detector: Detector) -> str:
            f"(export with --noise input to draw it yourself)"]
           if (runs := _cpu_noise_runs(detector)) is not None else []),
         f"kappas       n={info.n}: {kappas}",
+        f"statistics   {statistics}",
+        f"verdict      {t.describe()}",
         f"thresholds   {thresholds}",
         *_provenance_lines(info),
         *_tensor_lines("inputs", detector.inputs),
@@ -220,6 +228,13 @@ def _info_text(detector: Detector) -> str:
         f"{', '.join(ort.get_available_providers())})",
     ]
     return "\n".join(lines)
+
+
+def _values(values: tuple[float, ...]) -> str:
+    """One number when every kappa has the same threshold, else the list."""
+    if len(set(values)) == 1:
+        return f"{values[0]:.6g}"
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "] (per kappa)"
 
 
 def _info(args: argparse.Namespace) -> int:

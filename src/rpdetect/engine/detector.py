@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..errors import InputError, ModelError, ProviderError, RpdetectError
 from ..export.metadata import DetectorInfo, read_info
+from ..rule import Thresholds, check_threshold
 from .images import (
     CHANNEL_ORDERS,
     RESIZE_POLICIES,
@@ -43,6 +44,8 @@ REQUIRED_INPUTS: tuple[str, ...] = ("image", "threshold1", "threshold2")
 REQUIRED_OUTPUTS: tuple[str, ...] = (
     "logits", "label", "score1", "score2", "score1_max", "score2_max", "is_adversarial",
 )
+FLIP_OUTPUTS: tuple[str, ...] = ("flipped", "flips")  # files from rpdetect >= 0.2
+THRESHOLD_NAMES: tuple[str, ...] = ("threshold1", "threshold2", "threshold3")
 _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
     "tensor(bool)": "bool", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -64,8 +67,9 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True, eq=False)
 class DetectionResult:
     """The verdict on one image. ``score1``/``score2`` hold one value per noise scale kappa_i
-    (read-only float32 arrays of length n); ``logits`` are the clean image's [K] logits;
-    ``source`` is the file path, or "array" / "array[i]" for arrays."""
+    (read-only float32 arrays of length n); ``flipped`` [n] says which copies changed label and
+    ``flips`` counts them (None for detector files from rpdetect <= 0.1); ``logits`` are the
+    clean image's [K] logits; ``source`` is the file path, or "array" / "array[i]" for arrays."""
 
     label: int
     is_adversarial: bool
@@ -75,6 +79,8 @@ class DetectionResult:
     score2_max: float
     logits: np.ndarray
     source: str
+    flipped: np.ndarray | None = None
+    flips: int | None = None
 
     def to_dict(self, *, logits: bool = True) -> dict[str, Any]:
         """JSON-ready: plain ints, floats, bools and lists."""
@@ -87,6 +93,9 @@ class DetectionResult:
             "score1": [float(v) for v in self.score1],
             "score2": [float(v) for v in self.score2],
         }
+        if self.flips is not None and self.flipped is not None:
+            out["flips"] = self.flips
+            out["flipped"] = [bool(v) for v in self.flipped]
         if logits:
             out["logits"] = [float(v) for v in self.logits]
         return out
@@ -165,16 +174,24 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, tuple(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
 
 
-def _threshold_feed(name: str, value: float | None) -> np.ndarray | None:
+def _threshold_feed(name: str, value: float | Sequence[float] | None,
+                    shape: tuple[int, ...]) -> np.ndarray | None:
+    """An override as the graph declares the threshold: one value broadcast to ``shape``, or
+    one value per kappa where the graph holds one per kappa."""
     if value is None:
         return None
     try:
-        value = float(value)
+        values = np.asarray(value, dtype=np.float64).reshape(-1)
+        for i, v in enumerate(values):
+            check_threshold(name if values.size == 1 else f"{name}[{i}]", float(v))
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: expected a number, got {value!r}") from exc
-    if math.isnan(value):
-        raise InputError(f"{name}: must not be NaN")
-    return np.array(value, dtype=np.float32)
+        raise InputError(f"{name}: {exc}") from exc
+    if values.size == 1:
+        return np.full(shape, values[0], dtype=np.float32)
+    if values.shape != shape:
+        raise InputError(f"{name}: {values.size} values given; this detector takes one value"
+                         f"{f' or {shape[0]} (one per kappa)' if shape else ''}")
+    return values.astype(np.float32)
 
 
 class Detector:
@@ -275,13 +292,21 @@ class Detector:
         self._check_session_providers()
         _log.info("%s: running on %s", self.path, list(self.providers))
 
-        # threshold1/threshold2 are initializers that runs may override: list them as inputs
+        # the thresholds are initializers that runs may override: list them as inputs
         overridable = [a for a in self.session.get_overridable_initializers()
-                       if a.name in ("threshold1", "threshold2")]
+                       if a.name in THRESHOLD_NAMES]
         self.inputs: tuple[TensorSpec, ...] = tuple(
             _spec(a) for a in [*self.session.get_inputs(), *overridable])
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self.session.get_outputs())
         self._check_session_io()
+        output_names = {t.name for t in self.outputs}
+        self._outputs: tuple[str, ...] = REQUIRED_OUTPUTS + tuple(
+            n for n in FLIP_OUTPUTS if n in output_names)
+        # as the file holds them: [n] per kappa in files from rpdetect >= 0.2, scalars before
+        legacy = not self.info.has_flips
+        self._threshold_shapes: dict[str, tuple[int, ...]] = {
+            "threshold1": () if legacy else (self.info.n,),
+            "threshold2": () if legacy else (self.info.n,), "threshold3": ()}
         if seed is not None and self.info.noise != "input":
             _log.warning("%s: seed=%r is ignored: this detector draws its noise inside the graph "
                          "(noise='graph', seed attribute %s); seed applies to noise='input' "
@@ -409,7 +434,7 @@ class Detector:
         if self.info.noise == "input":
             feed["noise"] = _stack(noises, pad, np.zeros_like(noises[0]))  # type: ignore[arg-type]
         try:
-            out = dict(zip(REQUIRED_OUTPUTS, self.session.run(list(REQUIRED_OUTPUTS), feed)))
+            out = dict(zip(self._outputs, self.session.run(list(self._outputs), feed)))
         except Exception as exc:
             raise RpdetectError(
                 f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") from exc
@@ -425,34 +450,55 @@ class Detector:
                 score2_max=float(out["score2_max"][i]),
                 logits=_frozen(np.array(out["logits"][i], dtype=np.float32)),
                 source=sources[i],
+                flipped=_frozen(np.array(out["flipped"][i], dtype=bool)) if "flips" in out
+                else None,
+                flips=int(out["flips"][i]) if "flips" in out else None,
             )
             for i in range(count)
         ]
 
-    @staticmethod
-    def _thresholds(threshold1: float | None, threshold2: float | None) -> dict[str, np.ndarray]:
-        feeds = {"threshold1": _threshold_feed("threshold1", threshold1),
-                 "threshold2": _threshold_feed("threshold2", threshold2)}
+    def _thresholds(self, threshold1: float | Sequence[float] | None,
+                    threshold2: float | Sequence[float] | None,
+                    threshold3: float | None) -> dict[str, np.ndarray]:
+        if threshold3 is not None and not self.info.has_flips:
+            raise InputError(f"threshold3: {self.path.name} has no flip count (a file from "
+                             f"rpdetect <= 0.1); re-export it with `rpdetect export`")
+        given = {"threshold1": threshold1, "threshold2": threshold2, "threshold3": threshold3}
+        feeds = {k: _threshold_feed(k, v, self._threshold_shapes[k]) for k, v in given.items()}
         return {k: v for k, v in feeds.items() if v is not None}
 
     # --- public API ---------------------------------------------------------------------
+    def thresholds(self, threshold1: float | Sequence[float] | None = None,
+                   threshold2: float | Sequence[float] | None = None,
+                   threshold3: float | None = None) -> Thresholds:
+        """The thresholds a run compares against: the file's (read from its initializers), with
+        the given overrides in their place (InputError for NaN, -inf or a wrong length)."""
+        t = self.info.thresholds
+        feeds = self._thresholds(threshold1, threshold2, threshold3)
+        values = {name: feeds[name] if name in feeds else getattr(t, name)
+                  for name in THRESHOLD_NAMES}
+        return Thresholds.of(values["threshold1"], values["threshold2"],
+                             float(np.asarray(values["threshold3"])), n=self.info.n)
+
     def detect(
         self,
         image: ImageLike,
         *,
         noise: np.ndarray | None = None,
-        threshold1: float | None = None,
-        threshold2: float | None = None,
+        threshold1: float | Sequence[float] | None = None,
+        threshold2: float | Sequence[float] | None = None,
+        threshold3: float | None = None,
     ) -> DetectionResult:
         """Detect on one image: a file path, a uint8/uint16 HWC array or a float CHW array in
         [0, 1] (policy in ``rpdetect.engine.images``).
 
         ``noise`` [n, C, H, W] N(0, 1) draws, only for detectors built with noise="input"
         (default: drawn from this Detector's seeded Generator). ``threshold1``/``threshold2``
-        override the thresholds stored in the file for this call (verdict: strictly greater).
+        (one value, or one per kappa) and ``threshold3`` (the flip count) override the
+        thresholds stored in the file for this call (``rpdetect.rule``; strictly greater).
         Raises InputError naming the image and what is wrong with it."""
         source = str(image) if isinstance(image, (str, Path)) else "array"
-        thresholds = self._thresholds(threshold1, threshold2)
+        thresholds = self._thresholds(threshold1, threshold2, threshold3)
         feed = self._image_feed(image, source)
         return self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0]
 
@@ -461,8 +507,9 @@ class Detector:
         items: Iterable[ImageLike],
         *,
         noise: np.ndarray | Sequence[np.ndarray] | None = None,
-        threshold1: float | None = None,
-        threshold2: float | None = None,
+        threshold1: float | Sequence[float] | None = None,
+        threshold2: float | Sequence[float] | None = None,
+        threshold3: float | None = None,
         progress: bool = True,
     ) -> BatchReport:
         """Detect on many images, ``batch`` per session run. A bad input becomes a ``Failure``
@@ -473,7 +520,7 @@ class Detector:
         if isinstance(items, (str, Path)) or (isinstance(items, np.ndarray) and items.ndim < 4):
             raise InputError("detect_many: expected a sequence of images (paths or arrays); "
                              "use detect() for one image")
-        thresholds = self._thresholds(threshold1, threshold2)
+        thresholds = self._thresholds(threshold1, threshold2, threshold3)
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if noise is not None and total is not None and len(noise) != total:
             raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")

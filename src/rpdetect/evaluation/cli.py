@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     )
     result, written = run_dataset(config)
     specs = select_attacks(args.dataset, config.attacks, quick=args.quick)
-    print(markdown_table(result.rows, {s.name: s for s in specs}))
+    for name in result.rules:
+        print(f"rule {name}: {result.rules[name].thresholds.describe()}")
+        print(markdown_table(result.rows, {s.name: s for s in specs}, name))
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 
 from .protocol import FigureData
 
-__all__ = ["figure2", "figure3", "write_figures"]
+__all__ = ["figure2", "figure3", "roc_figure", "write_figures"]
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -77,6 +77,29 @@ def _draw(ax, values: np.ndarray, color: str) -> None:  # type: ignore[no-untype
     else:
         ax.plot(k, values, linewidth=0.8, color=color)
     ax.axhline(0.0, color="grey", linewidth=0.5)
+
+
+def roc_figure(roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, *,
+               title: str) -> Path:
+    """One panel per rule family: detection rate against the clean false-positive rate on the
+    evaluation images, one curve per attack (thresholds from the calibration images at target
+    rates 0..0.5)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(roc), figsize=(5.5 * len(roc), 4.6), squeeze=False)
+    for ax, (family, curves) in zip(axes[0], roc.items()):
+        for attack, (fpr, tpr) in curves.items():
+            order = np.argsort(fpr, kind="stable")
+            ax.plot(fpr[order], tpr[order], marker=".", label=attack)
+        ax.axvline(0.05, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlim=(0, 0.5), ylim=(0, 1.02), xlabel="clean false-positive rate (evaluation)",
+               ylabel="detection rate", title=f"rule: {family}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_figures(data: FigureData, out_dir: Path, *, dataset: str) -> list[Path]:

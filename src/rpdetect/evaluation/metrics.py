@@ -13,15 +13,20 @@ Zero-division conventions (stated, and tested):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from ..rule import Thresholds
 
 __all__ = [
     "DetectionMetrics",
     "ScoreSet",
     "AttackMetrics",
+    "RuleMetrics",
     "attack_metrics",
+    "rule_metrics",
+    "total_metrics",
     "detection_metrics",
     "f_beta",
     "precision",
@@ -86,11 +91,36 @@ def roc_auc(clean_scores: np.ndarray, adversarial_scores: np.ndarray) -> float:
 
 
 class ScoreSet(NamedTuple):
-    """Detector outputs on a set of images."""
+    """Detector outputs on a set of images: per copy (one column per kappa) and per image."""
 
-    score1_max: np.ndarray  # [N]
-    score2_max: np.ndarray  # [N]
+    score1: np.ndarray  # [N, n]
+    score2: np.ndarray  # [N, n]
+    flips: np.ndarray  # [N] copies whose label differs from the clean label
     label: np.ndarray  # [N] the classifier's label of the (unperturbed) input
+
+    @property
+    def score1_max(self) -> np.ndarray:
+        return np.asarray(self.score1).max(axis=1)
+
+    @property
+    def score2_max(self) -> np.ndarray:
+        return np.asarray(self.score2).max(axis=1)
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.label)
+
+    def take(self, rows: np.ndarray) -> "ScoreSet":
+        return ScoreSet(*(np.asarray(v)[rows] for v in self))
+
+
+class RuleMetrics(NamedTuple):
+    """One rule's verdicts on one attack: each statistic alone and the whole rule."""
+
+    thresholds: Thresholds
+    score1: DetectionMetrics
+    score2: DetectionMetrics
+    flips: DetectionMetrics
+    combined: DetectionMetrics
 
 
 class AttackMetrics(NamedTuple):
@@ -99,13 +129,17 @@ class AttackMetrics(NamedTuple):
     failed: int  # attacks that did not reach their criterion (excluded)
     used: int  # adversarial examples (and clean images) in the table
     mean_l2: float  # mean L2 of the used adversarial examples, [0, 1] pixel units
-    threshold1: float
-    threshold2: float
-    score1: DetectionMetrics
-    score2: DetectionMetrics
-    combined: DetectionMetrics
-    auc1: float
+    rules: dict[str, RuleMetrics]  # rule name (e.g. "paper") -> its verdicts
+    auc1: float  # ROC-AUC of score1_max, score2_max and flips (beyond the paper)
     auc2: float
+    auc_flips: float
+
+
+def rule_metrics(thresholds: Thresholds, clean: ScoreSet, adversarial: ScoreSet) -> RuleMetrics:
+    c = thresholds.statistic_flags(clean.score1, clean.score2, clean.flips)
+    a = thresholds.statistic_flags(adversarial.score1, adversarial.score2, adversarial.flips)
+    by = [detection_metrics(c[i], a[i]) for i in range(3)]
+    return RuleMetrics(thresholds, *by, detection_metrics(c.any(axis=0), a.any(axis=0)))
 
 
 def attack_metrics(
@@ -113,26 +147,34 @@ def attack_metrics(
     *,
     clean: ScoreSet,
     adversarial: ScoreSet,
-    threshold1: float,
-    threshold2: float,
+    rules: Mapping[str, Thresholds],
     attempted: int,
     failed: int,
     l2: np.ndarray,
 ) -> AttackMetrics:
-    """One row of Table 1: verdicts by score1 alone, score2 alone and combined (OR)."""
-    c1, c2 = clean.score1_max > threshold1, clean.score2_max > threshold2
-    a1, a2 = adversarial.score1_max > threshold1, adversarial.score2_max > threshold2
+    """One row of Table 1 for every rule: verdicts by each statistic alone and combined (OR,
+    strictly greater; ``rpdetect.rule``)."""
     return AttackMetrics(
         attack=attack,
         attempted=attempted,
         failed=failed,
-        used=int(np.asarray(adversarial.score1_max).size),
+        used=len(adversarial),
         mean_l2=float(np.mean(l2)) if np.size(l2) else math.nan,
-        threshold1=float(threshold1),
-        threshold2=float(threshold2),
-        score1=detection_metrics(c1, a1),
-        score2=detection_metrics(c2, a2),
-        combined=detection_metrics(c1 | c2, a1 | a2),
+        rules={name: rule_metrics(t, clean, adversarial) for name, t in rules.items()},
         auc1=roc_auc(clean.score1_max, adversarial.score1_max),
         auc2=roc_auc(clean.score2_max, adversarial.score2_max),
+        auc_flips=roc_auc(clean.flips, adversarial.flips),
     )
+
+
+def total_metrics(rows: Sequence[AttackMetrics], rule: str) -> RuleMetrics:
+    """The paper's Total row for one rule: counts summed over the attacks."""
+    def total(stat: str) -> DetectionMetrics:
+        ms = [getattr(r.rules[rule], stat) for r in rows]
+        tp, fp = sum(m.tp for m in ms), sum(m.fp for m in ms)
+        fn, tn = sum(m.fn for m in ms), sum(m.tn for m in ms)
+        p, r = precision(tp, fp), recall(tp, fn)
+        return DetectionMetrics(tp, fp, fn, tn, p, r, f_beta(p, r))
+    return RuleMetrics(rows[0].rules[rule].thresholds, *(total(s) for s in
+                                                         ("score1", "score2", "flips",
+                                                          "combined")))

@@ -21,7 +21,7 @@ from .datasets import (
     imagenette_split,
     resize_exact,
 )
-from .figures import write_figures
+from .figures import roc_figure, write_figures
 from .protocol import Classifier, EvaluationResult, evaluate
 from .report import write_report
 
@@ -166,6 +166,9 @@ def run_dataset(config: EvaluationConfig) -> tuple[EvaluationResult, list[Path]]
                                   specs=specs, notes=notes)
         if config.figures and result.figures is not None:
             written.extend(write_figures(result.figures, out, dataset=config.dataset))
+        if config.figures and any(result.roc.values()):
+            written.append(roc_figure(result.roc, out / "roc.png",
+                                      title=f"{config.dataset}: ROC of each rule family"))
 
     with TarImages(tar_path, setup.prepare) as tar:
         result = evaluate(

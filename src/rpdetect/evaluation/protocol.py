@@ -1,8 +1,10 @@
 """The paper's evaluation, end to end, for one classifier:
 
 classifier (torch) -> classifier ONNX -> detector ONNX -> thresholds from clean calibration
-images (fpr 0.05 per score) -> attacks on evaluation images -> detector on the adversarial
-examples and on the SAME clean images -> one row of Table 1 per attack (:mod:`.metrics`).
+images, for every rule: the paper's (fpr 0.05 per score) and the default combined rule at two
+operating points (the paper rule's own combined rate on the calibration images, and ``fpr``) ->
+attacks on evaluation images -> detector on the adversarial examples and on the SAME clean
+images -> one row of Table 1 per attack and rule (:mod:`.metrics`), and ROC curves.
 
 :func:`evaluate` is the core and takes arrays (any pools of images); :mod:`.pipeline`
 wires it to the shared datasets and the zoo models.
@@ -19,12 +21,17 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..calibration.thresholds import CalibrationMode, Rates, rule_rates, rule_thresholds
 from ..export.graph import DetectorConfig, build_detector, load_onnx, save_onnx, with_thresholds
+from ..rule import Thresholds
 from .attacks import AdversarialSet, AttackSpec, ImagePool, generate
-from .metrics import AttackMetrics, ScoreSet, attack_metrics
+from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
 from .scoring import ClassifierRunner, DetectorRunner, cached_scores, label_consistency
 
-__all__ = ["ArrayPool", "Classifier", "EvaluationResult", "FigureData", "evaluate"]
+__all__ = ["ArrayPool", "Classifier", "EvaluationResult", "FigureData", "RuleCalibration",
+           "evaluate", "roc_curve"]
+
+PAPER_RULE = "paper"
 
 DETECTOR_BATCH = 4
 
@@ -68,28 +75,40 @@ class FigureData(NamedTuple):
     logit_kappa: float
 
 
+class RuleCalibration(NamedTuple):
+    """One rule's thresholds from the clean calibration images, and the file that holds them."""
+
+    mode: CalibrationMode
+    fpr: float  # the target rate it was calibrated for
+    thresholds: Thresholds
+    rates: Rates  # what it flags on the calibration images
+    detector_path: Path
+
+
 class EvaluationResult(NamedTuple):
-    threshold1: float
-    threshold2: float
+    rules: dict[str, RuleCalibration]  # "paper", then the default rule at two operating points
     calibration_images: int
-    calibration_rates: tuple[float, float, float]  # flagged by score1, score2, either
     rows: list[AttackMetrics]
-    detector_path: Path  # the calibrated detector
     figures: FigureData | None
+    roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # family -> attack -> (fpr, tpr)
+
+    @property
+    def detector_path(self) -> Path:
+        """The detector calibrated with the paper's rule."""
+        return self.rules[PAPER_RULE].detector_path
 
 
 class _PositionScores:
     """Detector scores of pool images, computed once per position and kept in one npz."""
 
     def __init__(self, path: Path, key: str) -> None:
-        self.path, self.key = path, key
-        self.data: dict[int, tuple[float, float, int]] = {}
+        self.path, self.key = path, f"v2-{key}"
+        self.data: dict[int, tuple[np.ndarray, ...]] = {}
         if path.is_file():
             with np.load(path) as z:
-                if str(z["key"]) == key:
-                    for p, a, b, c in zip(z["positions"], z["score1_max"], z["score2_max"],
-                                          z["label"]):
-                        self.data[int(p)] = (float(a), float(b), int(c))
+                if str(z["key"]) == self.key:
+                    for i, p in enumerate(z["positions"]):
+                        self.data[int(p)] = tuple(z[f][i] for f in ScoreSet._fields)
 
     def get(self, positions: np.ndarray, pool: ImagePool, runner: DetectorRunner,
             progress: bool) -> ScoreSet:
@@ -97,18 +116,22 @@ class _PositionScores:
         for start in range(0, len(missing), 32):
             part = missing[start:start + 32]
             s = runner.score(pool.images(part), progress=progress, desc="detect clean")
-            for p, a, b, c in zip(part, s.score1_max, s.score2_max, s.label):
-                self.data[p] = (float(a), float(b), int(c))
+            for i, p in enumerate(part):
+                self.data[p] = tuple(v[i] for v in s)
             self._save()
-        rows = np.array([self.data[int(p)] for p in positions], dtype=np.float64).reshape(-1, 3)
-        return ScoreSet(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64))
+        rows = [self.data[int(p)] for p in positions]
+        if not rows:
+            n = len(runner.detector.kappas)
+            return ScoreSet(np.zeros((0, n)), np.zeros((0, n)), np.zeros(0, np.int64),
+                            np.zeros(0, np.int64))
+        return ScoreSet(*(np.stack(v) for v in zip(*rows)))
 
     def _save(self) -> None:
         keys = sorted(self.data)
-        vals = np.array([self.data[k] for k in keys], dtype=np.float64).reshape(-1, 3)
+        cols = {f: np.stack([self.data[k][i] for k in keys])
+                for i, f in enumerate(ScoreSet._fields)}
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64),
-                 score1_max=vals[:, 0], score2_max=vals[:, 1], label=vals[:, 2].astype(np.int64))
+        np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64), **cols)
         os.replace(tmp, self.path)
 
 
@@ -150,6 +173,7 @@ def evaluate(
     figure_images: int = 4,
     figure_copies: int = 3,
     figure_kappas: Sequence[float] = tuple(np.geomspace(0.003, 0.3, 8)),
+    mode: CalibrationMode | str = CalibrationMode.COMBINED,
     progress: bool = True,
     classifier_onnx: Path | None = None,
     on_row: Callable[[EvaluationResult], None] | None = None,
@@ -157,10 +181,10 @@ def evaluate(
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
     cached under ``work_dir`` so an interrupted run resumes. ``on_row`` is called with the
     partial result after every attack (to write the table as it grows). ``classifier_onnx``:
-    an already exported pixel-space ONNX of the same classifier, used instead of exporting."""
+    an already exported pixel-space ONNX of the same classifier, used instead of exporting.
+    ``mode``: the rule compared with the paper's (``rpdetect.calibration.thresholds``)."""
     import foolbox as fb
 
-    from ..calibration.thresholds import achieved_rates, per_score_thresholds
     from ..export.torch_export import torch_to_onnx
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -181,12 +205,8 @@ def evaluate(
                           f"{det_key}-{len(calibration)}",
                           lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
                                               desc="calibration"))
-    t1, t2 = per_score_thresholds(calib.score1_max, calib.score2_max, fpr=fpr)
-    rates = achieved_rates(calib.score1_max, calib.score2_max, t1, t2)
-    calibrated_path = work_dir / f"detector-{det_key}-calibrated.onnx"
-    save_onnx(with_thresholds(load_onnx(detector_path), t1, t2, {
-        "calibrated": True, "mode": "per-score", "fpr": fpr, "images": len(calibration),
-        "source": "rpdetect.evaluation (clean calibration split)"}), calibrated_path)
+    rules = calibrate_rules(calib, fpr=fpr, mode=CalibrationMode.parse(mode),
+                            detector=load_onnx(detector_path), work_dir=work_dir, key=det_key)
 
     fmodel = fb.PyTorchModel(_attack_module(classifier.module), bounds=(0, 1), preprocessing=dict(
         mean=list(classifier.mean), std=list(classifier.std), axis=-3))
@@ -196,7 +216,11 @@ def evaluate(
     figure_runner = ClassifierRunner(classifier_path) if want_figures else None
     consistency: dict[str, np.ndarray] = {}
     fig_logits: dict[str, np.ndarray] = {}
-    result = EvaluationResult(t1, t2, len(calibration), tuple(rates), rows, calibrated_path, None)
+    thresholds = {name: r.thresholds for name, r in rules.items()}
+    families = {PAPER_RULE: CalibrationMode.PER_SCORE, CalibrationMode.parse(mode).value:
+                CalibrationMode.parse(mode)}
+    roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {f: {} for f in families}
+    result = EvaluationResult(rules, len(calibration), rows, None, roc)
     for spec in attacks:
         adv = generate(fmodel, pool, spec, n=n, classes=classifier.classes, seed=seed,
                        cache_file=work_dir / f"{spec.name}-{spec.params_hash(fp)}.npz",
@@ -210,9 +234,12 @@ def evaluate(
         clean = clean_scores.get(used_pos, pool, runner, progress)
         attempted = _attempted_until(adv, n)
         rows.append(attack_metrics(
-            spec.name, clean=clean, adversarial=adv_scores, threshold1=t1, threshold2=t2,
+            spec.name, clean=clean, adversarial=adv_scores, rules=thresholds,
             attempted=attempted, failed=attempted - len(used_pos),
             l2=adv.l2[adv.success][:n]))
+        for family, family_mode in families.items():
+            if len(used_pos):
+                roc[family][spec.name] = roc_curve(family_mode, calib, clean, adv_scores)
         if want_figures and figure_runner is not None and len(used_pos):
             m = min(figure_images, len(used_pos))
             if "clean" not in consistency:
@@ -232,6 +259,44 @@ def evaluate(
         if on_row is not None:
             on_row(result)
     return result
+
+
+def calibrate_rules(calib: ScoreSet, *, fpr: float, mode: CalibrationMode,
+                    detector: Any, work_dir: Path, key: str) -> dict[str, RuleCalibration]:
+    """The paper's rule at ``fpr`` per score, and ``mode`` at two operating points: the combined
+    rate the paper's rule reached on the calibration images (the same budget), and ``fpr``.
+    Each is written into a calibrated copy of ``detector``."""
+    stats = (calib.score1, calib.score2, calib.flips)
+    paper = rule_thresholds(CalibrationMode.PER_SCORE, *stats, fpr=fpr)
+    paper_rate = rule_rates(paper, *stats).combined
+    targets = {PAPER_RULE: (CalibrationMode.PER_SCORE, fpr, paper),
+               f"{mode.value} @ paper's rate": (mode, paper_rate, None),
+               f"{mode.value} @ {fpr:g}": (mode, fpr, None)}
+    out: dict[str, RuleCalibration] = {}
+    for name, (m, rate, t) in targets.items():
+        t = t or rule_thresholds(m, *stats, fpr=rate)
+        slug = name.replace(" @ ", "-").replace("'", "").replace(" ", "-")
+        path = work_dir / f"detector-{key}-{slug}.onnx"
+        save_onnx(with_thresholds(detector, t.threshold1, t.threshold2, {
+            "calibrated": True, "mode": m.value, "fpr": rate, "n_images": len(calib),
+            "source": "rpdetect.evaluation (clean calibration split)"},
+            threshold3=t.threshold3), path)
+        out[name] = RuleCalibration(m, rate, t, rule_rates(t, *stats), path)
+    return out
+
+
+def roc_curve(mode: CalibrationMode, calib: ScoreSet, clean: ScoreSet, adversarial: ScoreSet,
+              *, points: int = 41, max_fpr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The rule family ``mode`` calibrated on ``calib`` at target rates from 0 to ``max_fpr``:
+    (clean false-positive rate, detection rate) measured on ``clean`` / ``adversarial``."""
+    fpr, tpr = [], []
+    for target in np.linspace(0.0, max_fpr, points):
+        t = rule_thresholds(mode, calib.score1, calib.score2, calib.flips, fpr=float(target))
+        m = detection_metrics(t.flags(clean.score1, clean.score2, clean.flips),
+                              t.flags(adversarial.score1, adversarial.score2, adversarial.flips))
+        fpr.append(m.fp / max(m.fp + m.tn, 1))
+        tpr.append(m.recall)
+    return np.asarray(fpr), np.asarray(tpr)
 
 
 def _attempted_until(adv: AdversarialSet, n: int) -> int:

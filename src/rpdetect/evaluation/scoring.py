@@ -14,6 +14,8 @@ from .metrics import ScoreSet
 
 __all__ = ["DetectorRunner", "ClassifierRunner", "cached_scores", "label_consistency"]
 
+SCORES_FORMAT = "v2"  # per-copy scores and flips (v1 held the maxima only)
+
 
 def _session(path: Path, threads: int | None) -> object:
     import onnxruntime as ort
@@ -26,7 +28,7 @@ def _session(path: Path, threads: int | None) -> object:
 
 class DetectorRunner:
     """The engine's :class:`rpdetect.Detector` on ONNX Runtime's CPU provider, fed float CHW
-    arrays in [0, 1]; returns the score maxima and labels as arrays."""
+    arrays in [0, 1]; returns the per-copy scores, flip counts and labels as arrays."""
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
         from ..engine import Detector
@@ -37,7 +39,7 @@ class DetectorRunner:
               ) -> ScoreSet:
         from tqdm import tqdm
 
-        s1, s2, label = [], [], []
+        s1, s2, flips, label = [], [], [], []
         step = 8 * self.detector.batch
         for start in tqdm(range(0, len(images), step), desc=desc, disable=not progress,
                           unit="chunk"):
@@ -47,9 +49,12 @@ class DetectorRunner:
             if report.failures:
                 raise InputError(f"{desc}: the detector rejected {report.failures[0]}")
             for r in report.results:
-                s1.append(r.score1_max), s2.append(r.score2_max), label.append(r.label)
-        return ScoreSet(np.asarray(s1, np.float64), np.asarray(s2, np.float64),
-                        np.asarray(label, np.int64))
+                s1.append(r.score1), s2.append(r.score2), label.append(r.label)
+                flips.append(r.flips)
+        n = len(self.detector.kappas)
+        return ScoreSet(np.asarray(s1, np.float64).reshape(-1, n),
+                        np.asarray(s2, np.float64).reshape(-1, n),
+                        np.asarray(flips, np.int64), np.asarray(label, np.int64))
 
 
 class ClassifierRunner:
@@ -84,15 +89,15 @@ def label_consistency(classifier: ClassifierRunner, images: np.ndarray, kappas: 
 def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) -> ScoreSet:
     """``compute()`` once; with a ``path`` the result is kept there, reused when ``key``
     matches."""
+    key = f"{SCORES_FORMAT}-{key}"
     if path is not None and path.is_file():
         with np.load(path) as z:
             if str(z["key"]) == key:
-                return ScoreSet(z["score1_max"], z["score2_max"], z["label"])
+                return ScoreSet(*(z[f] for f in ScoreSet._fields))
     scores = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, key=np.array(key), score1_max=scores.score1_max,
-                 score2_max=scores.score2_max, label=scores.label)
+        np.savez(tmp, key=np.array(key), **scores._asdict())
         os.replace(tmp, path)
     return scores

@@ -7,11 +7,14 @@ tf2onnx, ...) can be turned into a detector. The detector graph::
       -> x~_i = x + eps_i * kappa_i                 eps ~ N(0, 1): RandomNormalLike, or input ``noise``
       -> classifier on [B * (n + 1), C, H, W]        (original + n noisy copies per image)
       -> logits [B, K], label [B], score1 [B, n], score2 [B, n], score1_max [B], score2_max [B],
-         is_adversarial [B] = score1_max > threshold1 OR score2_max > threshold2
+         flipped [B, n] (label of copy i != label), flips [B] (their count),
+         is_adversarial [B] = any_i score1_i > threshold1_i OR any_i score2_i > threshold2_i
+                              OR flips > threshold3                    (``rpdetect.rule``)
 
-``threshold1`` / ``threshold2`` are graph inputs backed by initializers: the calibrated values
-live in the file and can still be overridden at run time. An uncalibrated graph carries +inf and
-never flags.
+``threshold1`` / ``threshold2`` ([n], one per kappa) and ``threshold3`` ([]) are graph inputs
+backed by initializers: the calibrated values live in the file and can still be overridden at run
+time. An uncalibrated graph carries +inf and never flags. Files from rpdetect <= 0.1 have scalar
+threshold1/threshold2 and no threshold3 or flips; the engine reads both.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .._version import __version__
 from ..errors import ModelError
 from ..reference import default_kappas
+from ..rule import Thresholds
 
 __all__ = [
     "DetectorConfig",
@@ -59,12 +63,15 @@ PUBLIC_NAMES: tuple[str, ...] = (
     "noise",
     "threshold1",
     "threshold2",
+    "threshold3",
     "logits",
     "label",
     "score1",
     "score2",
     "score1_max",
     "score2_max",
+    "flipped",
+    "flips",
     "is_adversarial",
 )
 _P = "rpdetect/"  # prefix of every internal tensor and node this module adds
@@ -86,8 +93,9 @@ class DetectorConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     input_format: InputFormat = "float-nchw"
-    threshold1: float = math.inf
-    threshold2: float = math.inf
+    threshold1: float | tuple[float, ...] = math.inf  # one value, or one per kappa
+    threshold2: float | tuple[float, ...] = math.inf
+    threshold3: float = math.inf  # on the flip count; +inf: unused
     extra_metadata: dict[str, str] = field(default_factory=dict)
 
     def validate(self, channels: int) -> None:
@@ -108,9 +116,12 @@ class DetectorConfig:
                 f"input_format {self.input_format!r} needs a 3-channel classifier, got {channels}"
             )
         check_normalisation(self.mean, self.std, channels)
-        for name, t in (("threshold1", self.threshold1), ("threshold2", self.threshold2)):
-            if math.isnan(t):
-                raise ValueError(f"{name}: must not be NaN")
+        self.thresholds()
+
+    def thresholds(self) -> Thresholds:
+        """The thresholds as the file will hold them (ValueError for NaN, -inf, wrong length)."""
+        return Thresholds.of(self.threshold1, self.threshold2, self.threshold3,
+                             n=len(self.kappas))
 
 
 def check_normalisation(
@@ -278,13 +289,12 @@ def build_detector(
     inputs = _add_front(bld, config, io.chw, x_name)
     pre_nodes, bld.nodes = bld.nodes, []
     _add_scores(bld, config.batch, len(config.kappas), y_name)
-    thresholds = [
-        numpy_helper.from_array(np.array(config.threshold1, dtype=np.float32), "threshold1"),
-        numpy_helper.from_array(np.array(config.threshold2, dtype=np.float32), "threshold2"),
-    ]
+    thresholds = _threshold_tensors(config.thresholds())
     _splice(model, pre_nodes=pre_nodes, post_nodes=bld.nodes,
-            inputs=inputs + [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, [])
-                             for t in thresholds],
+            # threshold1/2 take [1] (one value for every kappa) or [n] (one per kappa) at run time
+            inputs=inputs + [helper.make_tensor_value_info(
+                t.name, TensorProto.FLOAT, [f"{t.name}_values"] if t.dims else [])
+                for t in thresholds],
             outputs=_outputs(config.batch, len(config.kappas), io.num_classes),
             initializers=bld.inits + thresholds, stale=(x_name, y_name))
 
@@ -295,7 +305,7 @@ def build_detector(
         "classifier_input": x_name,
         "classifier_output": y_name,
         "opset": str(opset),
-        **_threshold_meta(config.threshold1, config.threshold2, None),
+        **_threshold_meta(config.thresholds(), None),
         **config.extra_metadata,
     }
     _set_metadata(model, meta)
@@ -512,9 +522,26 @@ def _add_scores(bld: _Builder, b: int, n: int, y_name: str) -> None:
     bld.reduce("ReduceL1", p_diff, "score2", keepdims=0, out="score2")
     bld.reduce("ReduceMax", "score1", "score1_max", keepdims=0, out="score1_max")
     bld.reduce("ReduceMax", "score2", "score2_max", keepdims=0, out="score2_max")
-    over1 = bld.op("Greater", ["score1_max", "threshold1"], "over1")
-    over2 = bld.op("Greater", ["score2_max", "threshold2"], "over2")
-    bld.op("Or", [over1, over2], "is_adversarial", out="is_adversarial")
+    # Label consistency: copies whose label differs from the clean label, and their count
+    noisy_label = bld.op("ArgMax", [z_noisy], "noisy_label", axis=2, keepdims=0)  # [B, n]
+    same = bld.op("Equal", [noisy_label, bld.op("Unsqueeze", ["label", one], "label_u")],
+                  "same_label")
+    bld.op("Not", [same], "flipped", out="flipped")
+    # ReduceL1 of 0/1 values: the exact count (ReduceSum's axes are an input since opset 13,
+    # which OpenCV 4.x misreads; ReduceL1 lowers to an axes attribute at opset 17)
+    flip_count = bld.reduce("ReduceL1", bld.op("Cast", ["flipped"], "flipped_f",
+                                               to=TensorProto.FLOAT), "flip_count", keepdims=0)
+    bld.op("Cast", [flip_count], "flips", out="flips", to=TensorProto.INT64)
+    # The verdict (rpdetect.rule): any copy over its kappa's threshold, or too many flips
+    over = []
+    for score, threshold in (("score1", "threshold1"), ("score2", "threshold2")):
+        above = bld.op("Cast", [bld.op("Greater", [score, threshold], f"{score}_above")],
+                       f"{score}_above_f", to=TensorProto.FLOAT)
+        any_above = bld.reduce("ReduceMax", above, f"{score}_any_above", keepdims=0)
+        over.append(bld.op("Cast", [any_above], f"over_{threshold}", to=TensorProto.BOOL))
+    over.append(bld.op("Greater", [flip_count, "threshold3"], "over_threshold3"))
+    either = bld.op("Or", over[:2], "over_scores")
+    bld.op("Or", [either, over[2]], "is_adversarial", out="is_adversarial")
 
 
 def _outputs(b: int, n: int, num_classes: int | None) -> list[onnx.ValueInfoProto]:
@@ -526,6 +553,8 @@ def _outputs(b: int, n: int, num_classes: int | None) -> list[onnx.ValueInfoProt
         helper.make_tensor_value_info("score2", TensorProto.FLOAT, [b, n]),
         helper.make_tensor_value_info("score1_max", TensorProto.FLOAT, [b]),
         helper.make_tensor_value_info("score2_max", TensorProto.FLOAT, [b]),
+        helper.make_tensor_value_info("flipped", TensorProto.BOOL, [b, n]),
+        helper.make_tensor_value_info("flips", TensorProto.INT64, [b]),
         helper.make_tensor_value_info("is_adversarial", TensorProto.BOOL, [b]),
     ]
 
@@ -590,17 +619,34 @@ def _config_meta(
     }
 
 
-def _threshold_meta(t1: float, t2: float, provenance: dict[str, object] | None) -> dict[str, str]:
-    calibrated = math.isfinite(t1) or math.isfinite(t2)
+def _threshold_tensors(thresholds: Thresholds) -> list[TensorProto]:
+    """The threshold initializers of a new detector: threshold1/threshold2 [n], threshold3 []."""
+    return [
+        numpy_helper.from_array(np.array(thresholds.threshold1, dtype=np.float32), "threshold1"),
+        numpy_helper.from_array(np.array(thresholds.threshold2, dtype=np.float32), "threshold2"),
+        numpy_helper.from_array(np.array(thresholds.threshold3, dtype=np.float32), "threshold3"),
+    ]
+
+
+def _threshold_meta(thresholds: Thresholds, provenance: dict[str, object] | None
+                    ) -> dict[str, str]:
+    calibrated = thresholds.calibrated
     if provenance is None:
         provenance = (
             {"calibrated": False, "note": "uncalibrated: thresholds are +inf, the graph never flags"}
             if not calibrated
             else {"calibrated": True, "source": "set by hand"}
         )
+    def floats(values: Sequence[float]) -> str:  # repr floats: "inf" for +inf, as C's strtof reads
+        return "[" + ", ".join(repr(float(v)) for v in values) + "]"
+
     return {
-        "threshold1": repr(float(t1)),
-        "threshold2": repr(float(t2)),
+        # for readers without an ONNX library (clients/cpp); the graph's initializers are the
+        # truth, and rpdetect reads those
+        "threshold1": floats(thresholds.threshold1),
+        "threshold2": floats(thresholds.threshold2),
+        "threshold3": repr(float(thresholds.threshold3)),
+        "rule": thresholds.describe(),
         "calibrated": "true" if calibrated else "false",
         "thresholds_provenance": json.dumps(provenance, sort_keys=True),
     }
@@ -617,25 +663,52 @@ def _set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
 
 def with_thresholds(
     model: onnx.ModelProto,
-    threshold1: float,
-    threshold2: float,
+    threshold1: float | Sequence[float],
+    threshold2: float | Sequence[float],
     provenance: dict[str, object] | None = None,
+    *,
+    threshold3: float = math.inf,
 ) -> onnx.ModelProto:
     """Return a copy of a detector model whose default thresholds (initializers) and metadata
-    are ``threshold1``/``threshold2``; ``provenance`` (JSON-able) records where they came from."""
+    are ``threshold1``/``threshold2`` (one value, or one per kappa) and ``threshold3`` (the flip
+    count); ``provenance`` (JSON-able) records where they came from. A file from rpdetect <= 0.1
+    (scalar threshold1/threshold2, no threshold3) takes only the paper's rule."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    found = set()
-    for init in out.graph.initializer:
-        if init.name in ("threshold1", "threshold2"):
-            value = threshold1 if init.name == "threshold1" else threshold2
-            if math.isnan(value):
-                raise ValueError(f"{init.name}: must not be NaN")
-            init.CopyFrom(numpy_helper.from_array(np.array(value, dtype=np.float32), init.name))
-            found.add(init.name)
-    if found != {"threshold1", "threshold2"}:
+    inits = {i.name: i for i in out.graph.initializer
+             if i.name in ("threshold1", "threshold2", "threshold3")}
+    if not {"threshold1", "threshold2"} <= set(inits):
         raise ModelError("not an rpdetect detector: no threshold1/threshold2 initializers")
-    _set_metadata(out, _threshold_meta(threshold1, threshold2, provenance))
+    meta = {p.key: p.value for p in out.metadata_props}
+    try:
+        n = len(json.loads(meta[METADATA_PREFIX + "kappas"]))
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"not an rpdetect detector: metadata kappas unreadable ({exc})") from exc
+    thresholds = Thresholds.of(threshold1, threshold2, threshold3, n=n)
+    legacy = "threshold3" not in inits
+    if legacy and (thresholds.per_kappa or thresholds.uses_flips):
+        raise ModelError(
+            "this detector file predates per-kappa thresholds and the flip count (rpdetect "
+            "<= 0.1): it holds only the paper's rule; re-export it with `rpdetect export` to "
+            "use this calibration rule")
+    values = {"threshold1": np.array(thresholds.threshold1, dtype=np.float32),
+              "threshold2": np.array(thresholds.threshold2, dtype=np.float32),
+              "threshold3": np.array(thresholds.threshold3, dtype=np.float32)}
+    for name, init in inits.items():
+        value = values[name]
+        shape = tuple(init.dims)
+        if shape == () and value.ndim == 1:
+            value = np.array(value[0], dtype=np.float32)  # legacy scalar: all values are equal
+        if value.shape != shape:
+            raise ModelError(f"{name}: the file holds shape {list(shape)}, the thresholds "
+                             f"{list(value.shape)} (one per kappa)")
+        init.CopyFrom(numpy_helper.from_array(value, name))
+    meta = _threshold_meta(thresholds, provenance)
+    if legacy:  # the old scalar keys, as rpdetect <= 0.1 wrote them
+        meta.update(threshold1=repr(thresholds.threshold1[0]),
+                    threshold2=repr(thresholds.threshold2[0]))
+        del meta["threshold3"]
+    _set_metadata(out, meta)
     return out
 
 

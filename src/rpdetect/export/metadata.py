@@ -1,4 +1,5 @@
-"""Read back what a detector file says about itself (``metadata_props`` written at export)."""
+"""Read back what a detector file says about itself: ``metadata_props`` written at export, and the
+thresholds the graph really compares against (its initializers)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ..errors import ModelError
+from ..rule import Thresholds
 from .graph import METADATA_PREFIX
 
 
@@ -25,8 +29,8 @@ class DetectorInfo:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     num_classes: int | None
-    threshold1: float
-    threshold2: float
+    thresholds: Thresholds  # read from the graph's initializers, not the metadata
+    has_flips: bool  # False for files from rpdetect <= 0.1 (paper rule only)
     calibrated: bool
     thresholds_provenance: dict[str, Any]
     classifier_sha256: str
@@ -38,17 +42,59 @@ class DetectorInfo:
     def n(self) -> int:
         return len(self.kappas)
 
+    @property
+    def threshold1(self) -> float | tuple[float, ...]:
+        """score1's threshold: one number when it is the same at every kappa."""
+        t = self.thresholds.threshold1
+        return t[0] if len(set(t)) == 1 else t
+
+    @property
+    def threshold2(self) -> float | tuple[float, ...]:
+        t = self.thresholds.threshold2
+        return t[0] if len(set(t)) == 1 else t
+
+    @property
+    def threshold3(self) -> float:
+        return self.thresholds.threshold3
+
+
+def read_thresholds(model: onnx.ModelProto, n: int) -> tuple[Thresholds, bool]:
+    """The thresholds the graph compares against (its initializers) and whether the file has
+    the flip count (threshold3); ModelError for missing, misshapen, NaN or -inf values."""
+    inits = {i.name: i for i in model.graph.initializer
+             if i.name in ("threshold1", "threshold2", "threshold3")}
+    missing = {"threshold1", "threshold2"} - set(inits)
+    if missing:
+        raise ModelError(f"not an rpdetect detector: no {sorted(missing)} initializer")
+    values = {}
+    for name, init in inits.items():
+        v = numpy_helper.to_array(init).astype(np.float64)
+        want = [(), (n,)] if name != "threshold3" else [()]
+        if v.shape not in want:
+            raise ModelError(f"{name}: the graph holds shape {list(v.shape)}; expected "
+                             f"{' or '.join(str(list(w)) for w in want)} for its {n} kappas "
+                             f"(the metadata's kappas and the graph disagree: re-export)")
+        values[name] = v
+    try:
+        thresholds = Thresholds.of(values["threshold1"], values["threshold2"],
+                                   float(values.get("threshold3", math.inf)), n=n)
+    except ValueError as exc:
+        raise ModelError(f"the graph's thresholds: {exc}") from exc
+    return thresholds, "threshold3" in inits
+
 
 def read_info(model: onnx.ModelProto) -> DetectorInfo:
     """Parse rpdetect's metadata; ModelError if the model is not an rpdetect detector."""
     raw = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
            if p.key.startswith(METADATA_PREFIX)}
     try:
+        kappas = tuple(float(k) for k in json.loads(raw["kappas"]))
+        thresholds, has_flips = read_thresholds(model, len(kappas))
         seed = None if raw["seed"] == "none" else float(raw["seed"])
         mean = None if raw["mean"] == "none" else tuple(json.loads(raw["mean"]))
         std = None if raw["std"] == "none" else tuple(json.loads(raw["std"]))
         info = DetectorInfo(
-            kappas=tuple(float(k) for k in json.loads(raw["kappas"])),
+            kappas=kappas,
             noise=raw["noise"],
             seed=seed,
             batch=int(raw["batch"]),
@@ -58,9 +104,9 @@ def read_info(model: onnx.ModelProto) -> DetectorInfo:
             mean=mean,
             std=std,
             num_classes=None if raw["num_classes"] == "unknown" else int(raw["num_classes"]),
-            threshold1=float(raw["threshold1"]),
-            threshold2=float(raw["threshold2"]),
-            calibrated=raw["calibrated"] == "true",
+            thresholds=thresholds,
+            has_flips=has_flips,
+            calibrated=thresholds.calibrated,
             thresholds_provenance=json.loads(raw["thresholds_provenance"]),
             classifier_sha256=raw["classifier_sha256"],
             classifier_source=raw["classifier_source"],
@@ -83,5 +129,5 @@ def read_info(model: onnx.ModelProto) -> DetectorInfo:
 
 
 def is_uncalibrated(info: DetectorInfo) -> bool:
-    """Both thresholds +inf: the detector never flags."""
-    return math.isinf(info.threshold1) and math.isinf(info.threshold2)
+    """Every threshold +inf: the detector never flags."""
+    return not info.thresholds.calibrated
