@@ -22,7 +22,11 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from rpdetect.calibration.thresholds import allowed_count, order_threshold
+from rpdetect.calibration.thresholds import (
+    allowed_count,
+    order_threshold,
+    shared_level_thresholds,
+)
 from rpdetect.evaluation.attacks import ATTACKS
 from rpdetect.evaluation.datasets import TarImages, default_data_dir
 from rpdetect.evaluation.metrics import detection_metrics
@@ -100,24 +104,12 @@ def collect(dataset: str, cache: Path, data: Path, seed: int) -> Path:
 
 
 # --- rules -------------------------------------------------------------------------------
-# A rule maps Stats to [m, N] statistics (larger = more adversarial); thresholds are set on the
-# calibration statistics by one shared order-statistic level k (every statistic flags at most k
-# calibration images), the largest k whose union flags at most the target count.
+# A rule maps Stats to [m, N] statistics (larger = more adversarial); their thresholds are set
+# together on the calibration statistics by the library's search (allowances grown in turn, the
+# last step whose union flags at most the target: rpdetect.calibration.thresholds).
 
-def _union_count(cal: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    t = np.array([order_threshold(np.sort(s), k) for s in cal])
-    return t, int(np.count_nonzero((cal > t[:, None]).any(axis=0)))
-
-
-def joint_level(cal: np.ndarray, target: int) -> np.ndarray:
-    lo, hi = 0, cal.shape[1] - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _union_count(cal, mid)[1] <= target:
-            lo = mid
-        else:
-            hi = mid - 1
-    return _union_count(cal, lo)[0]
+def joint_level(cal: np.ndarray, target_rate: float) -> np.ndarray:
+    return shared_level_thresholds(cal, fpr=target_rate)
 
 
 def _window(cal: Stats, kappas: np.ndarray, agree: float) -> np.ndarray:
@@ -252,7 +244,7 @@ def analyse(cache: Path, seed: int) -> str:
             cells = []
             for target_rate in (paper_rate, 0.05):
                 c_stat = rule(cal, cal, kappas)
-                t = joint_level(c_stat, allowed_count(target_rate, c_stat.shape[1]))
+                t = joint_level(c_stat, target_rate)
                 cell, cw, _ = evaluate_rule(
                     lambda s: (rule(s, cal, kappas) > t[:, None]).any(axis=0), attacks)
                 cells += [cell, f"{cw:.2f}"]

@@ -210,3 +210,91 @@ def test_default_rule_flags_what_it_promised_in_a_new_session(
     flagged = sum(r.is_adversarial for r in report.results)
     assert flagged == round(result.rates.combined * N_IMAGES)
     assert flagged >= int(fpr * N_IMAGES) - 1  # no ties among these scores: within one image
+
+
+def test_cli_default_rule_flags_about_fpr_when_run_again(
+    image_dir: Path, tmp_path: Path, make_detector: Callable[..., onnx.ModelProto], capsys
+) -> None:
+    """`rpdetect calibrate --fpr 0.1` (default rule) then the calibrated file over the same
+    images: about 10% flagged (the same noise: a seeded noise-input detector)."""
+    detector = save_onnx(make_detector(noise="input"), tmp_path / "input_noise.onnx")
+    out = tmp_path / "cal.onnx"
+    assert main(["calibrate", str(detector), "--images", str(image_dir), "--fpr", "0.1",
+                 "-o", str(out), "--seed", "5", "--no-progress", "--providers", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "verdict: max score1 OR max score2 OR flips" in text or "flips >" in text
+    report = Detector(out, seed=5).detect_many([p for _, p in FolderReader(image_dir)],
+                                                progress=False)
+    rate = sum(r.is_adversarial for r in report.results) / len(report.results)
+    assert 0.05 <= rate <= 0.1, rate
+    info = read_info(onnx.load(str(out)))
+    assert info.thresholds_provenance["mode"] == "combined" and info.thresholds.uses_flips
+
+
+def legacy_detector(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The file rpdetect 0.1 wrote for the same classifier: scalar threshold1/threshold2, no
+    threshold3, no flipped/flips, verdict score1_max > t1 OR score2_max > t2 (nodes after
+    score2_max are the flip count and the verdict, rebuilt here the 0.1 way)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    end = next(i for i, nd in enumerate(g.node) if "score2_max" in nd.output)
+    nodes = list(g.node)[:end + 1] + [
+        helper.make_node("Greater", ["score1_max", "threshold1"], ["over1"]),
+        helper.make_node("Greater", ["score2_max", "threshold2"], ["over2"]),
+        helper.make_node("Or", ["over1", "over2"], ["is_adversarial"])]
+    del g.node[:]
+    g.node.extend(nodes)
+    keep_out = [o for o in g.output if o.name not in ("flipped", "flips")]
+    del g.output[:]
+    g.output.extend(keep_out)
+    inits = [i for i in g.initializer if i.name != "threshold3"]
+    for i in inits:
+        if i.name in ("threshold1", "threshold2"):
+            i.CopyFrom(numpy_helper.from_array(np.array(np.inf, np.float32), i.name))
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    ins = [helper.make_tensor_value_info(i.name, TensorProto.FLOAT, [])
+           if i.name in ("threshold1", "threshold2") else i
+           for i in g.input if i.name != "threshold3"]
+    del g.input[:]
+    g.input.extend(ins)
+    meta = [p for p in out.metadata_props if p.key not in (
+        "rpdetect.threshold1", "rpdetect.threshold2", "rpdetect.threshold3", "rpdetect.rule")]
+    del out.metadata_props[:]
+    out.metadata_props.extend(meta)
+    out.metadata_props.add(key="rpdetect.threshold1", value="inf")
+    out.metadata_props.add(key="rpdetect.threshold2", value="inf")
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def test_legacy_detector_loads_runs_and_takes_the_paper_rule(
+    image_dir: Path, tmp_path: Path, make_detector: Callable[..., onnx.ModelProto]
+) -> None:
+    """A file from rpdetect 0.1 loads and runs; the default rule asks for a re-export before
+    any image is scored; the paper's rule calibrates it and its verdicts follow."""
+    from rpdetect.errors import InputError, ModelError
+
+    path = save_onnx(legacy_detector(make_detector(noise="input")), tmp_path / "old.onnx")
+    det = Detector(path, seed=1)
+    assert not det.info.has_flips and det.info.thresholds.n == len(det.kappas)
+    r = det.detect(image_dir / "dog" / "00.png")
+    assert r.flips is None and r.flipped is None and not r.is_adversarial
+    assert det.detect(image_dir / "dog" / "00.png", threshold1=0.0).is_adversarial
+    with pytest.raises(InputError, match="threshold3"):
+        det.detect(image_dir / "dog" / "00.png", threshold3=1.0)
+    with pytest.raises(ModelError, match="re-export"):
+        calibrate_file(path, FolderReader(image_dir), tmp_path / "c.onnx", fpr=0.1)
+    assert not (tmp_path / "c.onnx").exists()
+    result = calibrate_file(path, FolderReader(image_dir), tmp_path / "p.onnx", fpr=0.125,
+                            mode="paper", seed=5)
+    info = read_info(onnx.load(str(tmp_path / "p.onnx")))
+    assert info.thresholds == result.thresholds and not info.has_flips
+    inits = {i.name: i for i in onnx.load(str(tmp_path / "p.onnx")).graph.initializer}
+    assert list(inits["threshold1"].dims) == [] and "threshold3" not in inits
+    report = Detector(tmp_path / "p.onnx", seed=5).detect_many(
+        [p for _, p in FolderReader(image_dir)], progress=False)
+    assert sum(r.score1_max > result.threshold1 for r in report.results) == 3

@@ -112,3 +112,45 @@ def test_mode_parse_names_the_choices() -> None:
 def test_summary_of_a_known_distribution() -> None:
     s = summarize(np.arange(0, 101, dtype=np.float64))
     assert (s.min, s.mean, s.median, s.p90, s.p95, s.p99, s.max) == (0, 50, 50, 90, 95, 99, 100)
+
+
+# --- the combined rule: several statistics, one target, ties in the flip count ------------
+
+def test_shared_level_hits_the_target_with_tied_flip_counts() -> None:
+    """Two continuous scores and an integer flip count (mostly 0: many ties): the union flags
+    at most floor(fpr * n) images, and within a few images of it (a tie is never split)."""
+    from rpdetect.calibration.thresholds import shared_level_thresholds
+
+    rng = np.random.default_rng(5)
+    n = 1000
+    flips = rng.choice([0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 10], size=n).astype(float)
+    stats = np.stack([rng.random(n), rng.random(n), flips])
+    for fpr in (0.01, 0.05, 0.1, 0.2):
+        t = shared_level_thresholds(stats, fpr=fpr)
+        over = stats > t[:, None]
+        flagged = int(over.any(axis=0).sum())
+        k = int(fpr * n)
+        assert k - 3 <= flagged <= k, (fpr, flagged)
+        # the flip threshold sits between counts: every image with that count is on one side
+        assert t[2] in set(flips) and over[2].sum() == int((flips > t[2]).sum())
+    # without ties the union is exact
+    t = shared_level_thresholds(stats[:2], fpr=0.05)
+    assert int((stats[:2] > t[:, None]).any(axis=0).sum()) == 50
+
+
+def test_rule_thresholds_paper_mode_reproduces_the_per_score_rule() -> None:
+    from rpdetect.calibration.thresholds import rule_thresholds
+
+    rng = np.random.default_rng(6)
+    s1, s2 = rng.random((200, 4)), rng.random((200, 4))
+    t = rule_thresholds("paper", s1, s2, None, fpr=0.05)
+    assert (t.threshold1[0], t.threshold2[0]) == per_score_thresholds(s1.max(1), s2.max(1),
+                                                                      fpr=0.05)
+    assert not t.per_kappa and not t.uses_flips
+    with pytest.raises(ValueError, match="re-export"):
+        rule_thresholds("combined", s1, s2, None, fpr=0.05)
+    flips = rng.integers(0, 3, 200)
+    c = rule_thresholds("combined", s1, s2, flips, fpr=0.1)
+    assert c.uses_flips and int(c.flags(s1, s2, flips).sum()) <= 20
+    k = rule_thresholds("per-kappa", s1, s2, flips, fpr=0.1)
+    assert k.per_kappa and int(k.flags(s1, s2, flips).sum()) <= 20

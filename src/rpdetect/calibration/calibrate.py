@@ -338,6 +338,11 @@ def calibrate_file(
     check_fpr(fpr)  # before any image is run
     model = load_onnx(detector_path)
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
+    if mode in (CalibrationMode.COMBINED, CalibrationMode.PER_KAPPA) and not info.has_flips:
+        raise ModelError(
+            f"{detector_path}: mode {mode.value!r} needs the flip count, which this detector "
+            f"file does not compute (rpdetect <= 0.1): re-export it with `rpdetect export`, or "
+            f"calibrate with --mode paper or joint")
     calibrator = Calibrator(
         Detector(detector_path, providers=providers, threads=threads,
                  provider_options=provider_options,

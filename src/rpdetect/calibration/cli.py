@@ -11,6 +11,7 @@ from .._cli_util import add_session_args, session_kwargs
 from .calibrate import calibrate_file
 from .reader import FolderReader
 from .report import default_paths
+from .calibrate import DEFAULT_MODE
 from .thresholds import CalibrationMode, allowed_count
 
 __all__ = ["register"]
@@ -20,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "calibrate",
         help="set the detector's thresholds from clean images",
-        description="Run the detector over clean images and set threshold1/threshold2 so that a "
-        "chosen fraction of them is flagged (per-score: the paper's rule, fpr per score; joint: "
-        "fpr for score1 OR score2). Writes OUT.onnx, OUT.calibration.json and "
+        description="Run the detector over clean images and set its thresholds so that a "
+        "chosen fraction of them is flagged (combined, the default: score1_max, score2_max and "
+        "the flip count together flag fpr; paper: fpr per score, the paper's rule; joint: fpr "
+        "for score1 OR score2; per-kappa). Writes OUT.onnx, OUT.calibration.json and "
         "OUT.calibration.png.",
     )
     p.add_argument("detector", type=Path, metavar="DETECTOR.onnx", help="detector to calibrate")
@@ -32,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="where to write the calibrated detector")
     p.add_argument("--fpr", type=float, default=0.05,
                    help="fraction of clean images to flag (default 0.05, as in the paper)")
-    p.add_argument("--mode", choices=[m.value for m in CalibrationMode],
-                   default=CalibrationMode.PER_SCORE.value,
-                   help="per-score: fpr for each score alone (paper); joint: fpr for the "
-                   "combined rule (default per-score)")
+    p.add_argument("--mode", choices=["paper", *(m.value for m in CalibrationMode)],
+                   default=DEFAULT_MODE.value,
+                   help="combined (default): score1_max, score2_max and flips together flag "
+                   "fpr; paper (= per-score): fpr for each score alone; joint: score1 OR score2 "
+                   "flag fpr; per-kappa: every copy at its kappa, and flips, flag fpr")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use at most N images")
     p.add_argument("--seed", type=int, default=None, metavar="S",
@@ -64,10 +67,16 @@ def run(args: argparse.Namespace) -> int:
     r = result.rates
     print(f"calibrated on {result.n_images} clean images from {result.source} "
           f"({result.n_failed} unreadable), fpr {result.fpr:g}, mode {result.mode.value}")
-    print(f"threshold1 = {result.threshold1:.9g}   (score1_max, Eq. 5)")
-    print(f"threshold2 = {result.threshold2:.9g}   (score2_max, Eq. 6)")
+    t = result.thresholds
+    for name, what in (("threshold1", "score1, Eq. 5"), ("threshold2", "score2, Eq. 6")):
+        values = getattr(t, name)
+        text = (f"{values[0]:.9g}" if len(set(values)) == 1
+                else "[" + ", ".join(f"{v:.6g}" for v in values) + "] (per kappa)")
+        print(f"{name} = {text}   ({what})")
+    print(f"threshold3 = {t.threshold3:.9g}   (flips: copies whose label changed)")
+    print(f"verdict: {t.describe()}")
     print(f"flagged on the calibration set: score1 {r.score1:.2%}, score2 {r.score2:.2%}, "
-          f"combined {r.combined:.2%}")
+          f"flips {r.flips:.2%}, combined {r.combined:.2%}")
     if allowed_count(result.fpr, result.n_images) == 0 and result.fpr > 0:
         print(f"warning: {result.n_images} images are too few for fpr {result.fpr:g} "
               f"(fewer than 1/fpr): the thresholds are the maxima and flag none of them",

@@ -20,13 +20,12 @@ set:
     ``<= k`` is taken (binary search). Without ties the combined rate is exactly ``k / n``.
 
 ``combined`` (the default, beyond the paper): score1_max, score2_max and the flip count (the
-    label-consistency statistic), thresholds set together as ``joint`` does for two: the
-    allowances grow in turn (score1, score2, flips, score1, ...), each step lowering one
-    threshold by one order statistic, and the last step whose union flags at most
-    ``k = floor(fpr * n)`` clean images is taken. The flip count is an integer with many ties
-    (most clean images flip no copy): a threshold between two counts never splits a tie, so a
-    step that would cross a tie leaves that threshold where it is, the rule flags at most ``k``,
-    and the rate reached is reported (without ties in the scores it is exactly ``k / n``).
+    label-consistency statistic), thresholds set together (``shared_level_thresholds``): in
+    turn, each threshold is lowered to its next lower clean value unless the union would then
+    flag more than ``k = floor(fpr * n)`` clean images, in which case it stays and the others go
+    on. The flip count is an integer with many ties (most clean images flip no copy): its
+    threshold moves a whole tie at a time (it never splits one), so the rule flags at most ``k``;
+    the rate reached is reported (without ties in the scores it is exactly ``k / n``).
 
 ``per-kappa`` (beyond the paper, offered for study): the same search over every copy's score1
     and score2 at its own kappa (2n statistics) and the flip count.
@@ -190,11 +189,13 @@ def achieved_rates(
 
 def shared_level_thresholds(statistics: np.ndarray, *, fpr: float) -> np.ndarray:
     """Thresholds for the rows of ``statistics`` [m, n] (m statistics of n clean images, larger
-    = more suspicious) whose union ``any_row(value > threshold)`` flags ``floor(fpr * n)`` of
-    the images (at most that many with ties). The rows' allowances grow in turn, one order
-    statistic a step (row r may flag ``(step + m - 1 - r) // m`` images at step ``step``), so
-    the union never shrinks and grows by at most one image a step without ties; the last step
-    whose union is within the target is taken (binary search)."""
+    = more suspicious) whose union ``any_row(value > threshold)`` flags at most
+    ``floor(fpr * n)`` of the images. Every threshold starts at its row's maximum; in turn
+    (row 0, 1, ..., m-1, 0, ...) each is lowered to its row's next lower value, crossing a whole
+    tie at once, unless that would take the union past the target: then that row stops where it
+    is and the others go on, until no row can move. Without ties the union grows by at most one
+    image a step, so it reaches the target exactly; with ties (the flip count) it stops at most
+    one tie short of it."""
     stats = np.asarray(statistics, dtype=np.float64)
     if stats.ndim != 2 or stats.shape[1] == 0:
         raise ValueError(f"statistics: expected [m, n] with n >= 1, got {stats.shape}")
@@ -203,21 +204,25 @@ def shared_level_thresholds(statistics: np.ndarray, *, fpr: float) -> np.ndarray
     rows = np.sort(stats, axis=1)
     m, n = stats.shape
     target = allowed_count(fpr, n)
-
-    def at(step: int) -> np.ndarray:
-        return np.array([order_threshold(r, (step + m - 1 - i) // m) for i, r in enumerate(rows)])
-
-    def union(step: int) -> int:
-        return int(np.count_nonzero((stats > at(step)[:, None]).any(axis=0)))
-
-    lo, hi = 0, m * (n - 1)  # union(0) == 0 <= target
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if union(mid) <= target:
-            lo = mid
-        else:
-            hi = mid - 1
-    return at(lo)
+    thresholds = rows[:, -1].copy()
+    over = np.zeros((m, n), dtype=bool)
+    count = np.zeros(n, dtype=np.int64)  # how many rows flag each image
+    active = list(range(m))
+    while active:
+        for r in list(active):
+            below = int(np.searchsorted(rows[r], thresholds[r], side="left")) - 1
+            if below < 0:  # at the row's minimum: nothing left to lower
+                active.remove(r)
+                continue
+            candidate = rows[r, below]
+            new_over = stats[r] > candidate
+            union = int(np.count_nonzero((count - over[r] > 0) | new_over))
+            if union > target:
+                active.remove(r)
+                continue
+            count += new_over.astype(np.int64) - over[r]
+            over[r], thresholds[r] = new_over, candidate
+    return thresholds
 
 
 def rule_thresholds(
