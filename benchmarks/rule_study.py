@@ -61,7 +61,8 @@ def _stats(session, images: np.ndarray, kappas: np.ndarray, rng: np.random.Gener
     return Stats(s1, s2, fl, m)
 
 
-def collect(dataset: str, cache: Path, data: Path, seed: int) -> Path:
+def collect(dataset: str, cache: Path, data: Path, seed: int,
+            kappas_spec: str | None = None) -> Path:
     import onnxruntime as ort
     from tqdm import tqdm
 
@@ -74,6 +75,12 @@ def collect(dataset: str, cache: Path, data: Path, seed: int) -> Path:
     opts = ort.SessionOptions()
     session = ort.InferenceSession(str(clf[0]), opts, providers=["CPUExecutionProvider"])
     kappas = np.asarray(setup.kappas, dtype=np.float32)
+    tag = ""
+    if kappas_spec:  # "LOW,HIGH,N,lin|log": another set of noise scales, for study
+        lo, hi, count, spacing = kappas_spec.split(",")
+        space = np.geomspace if spacing == "log" else np.linspace
+        kappas = space(float(lo), float(hi), int(count)).astype(np.float32)
+        tag = "-" + kappas_spec.replace(",", "_")
     split = setup.split(data / setup.tar, setup.n_calibration, 0)
     arrays: dict[str, np.ndarray] = {"kappas": kappas}
 
@@ -98,7 +105,7 @@ def collect(dataset: str, cache: Path, data: Path, seed: int) -> Path:
                 adv = z["adversarial"][:N_ADV]
             put(f"adv/{spec.name}", adv, 100 + i)
             put(f"clean/{spec.name}", pool.images(pos), 200 + i)
-    out = work / f"rule-study-{seed}.npz"
+    out = work / f"rule-study-{seed}{tag}.npz"
     np.savez(out, **arrays)
     return out
 
@@ -226,10 +233,10 @@ def evaluate_rule(flag: Callable[[Stats], np.ndarray], attacks: dict[str, tuple[
     return cell, min(cw) if cw else math.nan, total.f2
 
 
-def analyse(cache: Path, seed: int) -> str:
+def analyse(cache: Path, seed: int, tag: str = "") -> str:
     lines = []
     for dataset in DATASETS:
-        path = cache / dataset / f"rule-study-{seed}.npz"
+        path = cache / dataset / f"rule-study-{seed}{tag}.npz"
         if not path.is_file():
             continue
         kappas, cal, attacks = _load(path)
@@ -261,11 +268,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--kappas", help="LOW,HIGH,N,lin|log: study other noise scales")
     args = ap.parse_args()
     if args.command == "collect":
-        print(collect(args.dataset, args.cache, args.data or default_data_dir(), args.seed))
+        print(collect(args.dataset, args.cache, args.data or default_data_dir(), args.seed,
+                      args.kappas))
     else:
-        text = analyse(args.cache, args.seed)
+        tag = "-" + args.kappas.replace(",", "_") if args.kappas else ""
+        text = analyse(args.cache, args.seed, tag)
         print(text)
         if args.out:
             args.out.write_text(text + "\n")

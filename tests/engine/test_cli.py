@@ -218,3 +218,13 @@ def test_ort_cpu_graph_noise_runs_at_224():
     assert ort_cpu_graph_noise_runs(10 * 3 * 224 * 224) == 1120
     with pytest.raises(ValueError, match="values_per_run"):
         ort_cpu_graph_noise_runs(0)
+
+
+def test_detect_threshold3_override_and_refusal(det_input, images, capsys):
+    good = str(images / "good" / "a_rgb.png")
+    rc = main(["detect", str(det_input), good, "--threshold3", "-1", "--json", "--seed", "0"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["results"][0]["is_adversarial"]  # flips >= 0 > -1
+    assert doc["thresholds"]["threshold3"] == -1 and "flips > -1" in doc["thresholds"]["rule"]
+    assert main(["detect", str(det_input), good, "--threshold3", "nan"]) == 2
+    assert "threshold3: nan is not a usable threshold" in capsys.readouterr().err

@@ -382,3 +382,27 @@ def test_seed_of_a_graph_noise_detector_is_not_silently_ignored(det_graph, det_i
         Detector(det_graph)
         Detector(det_input, seed=3)
     assert "ignored" not in caplog.text
+
+
+def test_threshold3_and_per_kappa_overrides_at_run_time(det_input, tools):
+    """threshold3 (the flip count) and per-kappa threshold1 can be overridden per call, with
+    the graph's rule (rpdetect.rule) and strictly greater."""
+    from rpdetect.rule import Thresholds
+
+    det = Detector(det_input)
+    rgb, noise = tools.rgb_image(5), tools.noise_for(5)
+    # large noise makes copies flip: scale the N(0,1) draws so that kappa * noise is large
+    r = det.detect(rgb, noise=noise * 200)
+    assert r.flips == int(r.flipped.sum()) and r.flips > 0, "the test needs flipped copies"
+    assert det.detect(rgb, noise=noise * 200, threshold3=r.flips - 0.5).is_adversarial
+    assert not det.detect(rgb, noise=noise * 200, threshold3=float(r.flips)).is_adversarial
+    n = len(det.kappas)
+    t1 = [float(r.score1[i]) if i else float(np.nextafter(r.score1[0], np.float32(0)))
+          for i in range(n)]  # only the first copy is over its threshold
+    assert det.detect(rgb, noise=noise * 200, threshold1=t1).is_adversarial
+    assert not det.detect(rgb, noise=noise * 200, threshold1=r.score1.tolist()).is_adversarial
+    assert det.thresholds(threshold1=t1, threshold3=2) == Thresholds.of(t1, math.inf, 2, n=n)
+    with pytest.raises(InputError, match="one per kappa"):
+        det.detect(rgb, noise=noise, threshold1=[0.1, 0.2])
+    with pytest.raises(InputError, match="threshold3: -inf is not a usable threshold"):
+        det.detect(rgb, noise=noise, threshold3=-math.inf)
