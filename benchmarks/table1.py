@@ -82,6 +82,10 @@ def table(results: Path) -> str:
             lines.append(f"| {title} | not run | | | | | |")
             continue
         doc = json.loads(path.read_text())
+        if "rules" not in doc:
+            lines.append(f"| {title} | not run with this version (no rules in table.json) "
+                         f"| | | | | |")
+            continue
         rules = list(doc["rules"])  # paper, then the default rule at two operating points
         paper = PAPER[key]
         first = True
