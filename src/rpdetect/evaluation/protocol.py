@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..export.graph import DetectorConfig, build_detector, load_onnx, save_onnx, with_thresholds
 from .attacks import AdversarialSet, AttackSpec, ImagePool, generate
 from .metrics import AttackMetrics, ScoreSet, attack_metrics
@@ -106,10 +106,10 @@ class _PositionScores:
     def _save(self) -> None:
         keys = sorted(self.data)
         vals = np.array([self.data[k] for k in keys], dtype=np.float64).reshape(-1, 3)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64),
-                 score1_max=vals[:, 0], score2_max=vals[:, 1], label=vals[:, 2].astype(np.int64))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64),
+                     score1_max=vals[:, 0], score2_max=vals[:, 1],
+                     label=vals[:, 2].astype(np.int64))
 
 
 def _score_pool(runner: DetectorRunner, pool: ImagePool, *, chunk: int, progress: bool,

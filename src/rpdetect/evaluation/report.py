@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._atomic import atomic_path, atomic_write_text
 from .attacks import AttackSpec
 from .metrics import AttackMetrics
 from .protocol import EvaluationResult
@@ -72,9 +73,9 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
         "",
     ]
     md = out_dir / "table.md"
-    md.write_text("\n".join(header))
+    atomic_write_text(md, "\n".join(header))
     csv_path = out_dir / "table.csv"
-    with csv_path.open("w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["attack", "setting", "mean_l2", "paper_l2", "used", "attempted", "failed",
                     *(f"{s}_{m}" for s in ("score1", "score2", "combined")
@@ -86,7 +87,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
                         *(v for m in (r.score1, r.score2, r.combined)
                           for v in (m.tp, m.fp, m.precision, m.recall, m.f2)), r.auc1, r.auc2])
     js = out_dir / "table.json"
-    js.write_text(json.dumps({
+    atomic_write_text(js, json.dumps({
         "dataset": dataset, "command": command, "threshold1": result.threshold1,
         "threshold2": result.threshold2, "calibration_images": result.calibration_images,
         "calibration_rates": {"score1": r1, "score2": r2, "combined": rc},

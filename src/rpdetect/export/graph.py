@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .._atomic import atomic_path, check_output
 from .._version import __version__
 from ..errors import ModelError
 from ..reference import default_kappas
@@ -647,7 +648,11 @@ def export_detector(
     classifier_output: str | None = None,
     input_shape: Sequence[int] | None = None,
 ) -> Path:
-    """Build the detector and save it as ONE self-contained .onnx file (weights inside)."""
+    """Build the detector and save it as ONE self-contained .onnx file (weights inside), atomically.
+    ``output`` is checked first (``check_output``): its folder must exist and be writable, and it
+    must not be the classifier file itself."""
+    check_output(output, what="output",
+                 inputs=[classifier] if isinstance(classifier, (str, Path)) else [])
     model = build_detector(
         classifier, config, classifier_output=classifier_output, input_shape=input_shape
     )
@@ -655,13 +660,15 @@ def export_detector(
 
 
 def save_onnx(model: onnx.ModelProto, output: str | Path) -> Path:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    """Save ``model`` to ``output`` atomically: the previous file stays intact on any failure
+    (full disk, Ctrl-C); the folder must exist (see ``rpdetect._atomic.check_output``)."""
+    output = check_output(output, what="model")
     if model.ByteSize() > 2_000_000_000:
         raise ModelError(
             f"{output}: the model is over 2 GB, which one protobuf file cannot hold"
         )
-    onnx.save(model, str(output))
+    with atomic_path(output) as tmp:
+        onnx.save(model, str(tmp))
     return output
 
 
