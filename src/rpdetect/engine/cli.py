@@ -13,9 +13,10 @@ import onnxruntime as ort
 
 from .._cli_util import add_session_args, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
-from .detector import Detector, TensorSpec
+from .detector import Detector, Failure, TensorSpec
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
 from .noise import NOISE_GENERATORS, ort_cpu_graph_noise_runs
+from .stream import JsonStream, display_name, escape_controls
 
 
 def register(sub: Any) -> None:
@@ -81,42 +82,63 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    """Each result is printed (and flushed) as soon as its batch has run; Ctrl-C keeps what was
+    printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator)
     files, dir_errors = _expand(args.images)
-    report = detector.detect_many(files, threshold1=args.threshold1, threshold2=args.threshold2,
-                                  progress=not args.no_progress and not args.json)
     t1 = detector.info.threshold1 if args.threshold1 is None else args.threshold1
     t2 = detector.info.threshold2 if args.threshold2 is None else args.threshold2
     never = math.isinf(t1) and math.isinf(t2)
     failures = [{"index": None, "source": src, "error": msg} for src, msg in dir_errors]
-    failures += report.to_dict(logits=False)["failures"]
+    stream = None
     if args.json:
-        doc = {
+        stream = JsonStream(sys.stdout, {
             "model": str(detector.path),
             "providers": list(detector.providers),
             "thresholds": {"threshold1": _finite_or_none(t1), "threshold2": _finite_or_none(t2),
                            "note": "null means +inf" + (": uncalibrated, never flags" if never
                                                         else "")},
-            "results": [r.to_dict(logits=args.logits) for r in report.results],
-            "failures": failures,
-        }
-        print(json.dumps(doc, indent=2))
-    else:
-        if never:
-            print(f"rpdetect detect: note: {detector.path.name} is uncalibrated (thresholds "
-                  f"+inf): it never flags; run `rpdetect calibrate` or pass --threshold1/2",
-                  file=sys.stderr)
-        for r in report.results:
-            verdict = "ADVERSARIAL" if r.is_adversarial else "clean"
-            print(f"{r.source}\tlabel={r.label}\tscore1_max={r.score1_max:.6g}\t"
-                  f"score2_max={r.score2_max:.6g}\t{verdict}")
+        })
+    elif never:
+        print(f"rpdetect detect: note: {escape_controls(detector.path.name)} is uncalibrated "
+              f"(thresholds +inf): it never flags; run `rpdetect calibrate` or pass "
+              f"--threshold1/2", file=sys.stderr, flush=True)
     for f in failures:
-        print(f"rpdetect detect: error: {f['error']}", file=sys.stderr)
+        _print_error(f["error"])
+    done, interrupted = 0, False
+    try:
+        for outcome in detector.detect_iter(files, threshold1=args.threshold1,
+                                            threshold2=args.threshold2,
+                                            progress=not args.no_progress and not args.json):
+            if isinstance(outcome, Failure):
+                failures.append({"index": outcome.index, "source": outcome.source,
+                                 "error": outcome.error})
+                _print_error(outcome.error)
+            elif stream is not None:
+                stream.result(outcome.to_dict(logits=args.logits))
+                done += 1
+            else:
+                verdict = "ADVERSARIAL" if outcome.is_adversarial else "clean"
+                print(f"{display_name(outcome.source)}\tlabel={outcome.label}\t"
+                      f"score1_max={outcome.score1_max:.6g}\t"
+                      f"score2_max={outcome.score2_max:.6g}\t{verdict}", flush=True)
+                done += 1
+    except KeyboardInterrupt:
+        interrupted = True
+    if stream is not None:
+        stream.close(failures, interrupted=interrupted)
     if failures:
-        print(f"rpdetect detect: {len(failures)} input(s) failed, {len(report.results)} done",
+        print(f"rpdetect detect: {len(failures)} input(s) failed, {done} done", file=sys.stderr)
+    if interrupted:
+        print(f"rpdetect detect: interrupted after {done} result(s); those printed are kept",
               file=sys.stderr)
+        return 130
     return 1 if failures else 0
+
+
+def _print_error(message: str) -> None:
+    print(f"rpdetect detect: error: {escape_controls(message)}", file=sys.stderr, flush=True)
 
 
 def _info_doc(detector: Detector) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..errors import InputError, ModelError, ProviderError, RpdetectError
 from ..export.metadata import DetectorInfo, read_info
+from .finite import check_finite, nonfinite_message
 from .images import (
     CHANNEL_ORDERS,
     RESIZE_POLICIES,
@@ -450,11 +451,13 @@ class Detector:
         ``noise`` [n, C, H, W] N(0, 1) draws, only for detectors built with noise="input"
         (default: drawn from this Detector's seeded Generator). ``threshold1``/``threshold2``
         override the thresholds stored in the file for this call (verdict: strictly greater).
-        Raises InputError naming the image and what is wrong with it."""
+        Raises InputError naming the image and what is wrong with it (``NonFiniteError``, an
+        InputError, when the classifier gives NaN/inf logits or scores for it: no verdict)."""
         source = str(image) if isinstance(image, (str, Path)) else "array"
         thresholds = self._thresholds(threshold1, threshold2)
         feed = self._image_feed(image, source)
-        return self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0]
+        return check_finite(
+            self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0])
 
     def detect_many(
         self,
@@ -466,10 +469,30 @@ class Detector:
         progress: bool = True,
     ) -> BatchReport:
         """Detect on many images, ``batch`` per session run. A bad input becomes a ``Failure``
-        (index, source, message) and never costs the other results. ``items``: paths and/or
-        arrays (a 4-D array is a batch of CHW/HWC images); arrays are named "array[i]".
-        ``noise``: optional [len(items), n, C, H, W]. The progress bar (tqdm, stderr) shows only
-        when ``progress`` and stderr is a terminal."""
+        (index, source, message) and never costs the other results; so does an input whose
+        logits or scores are not finite (no verdict). ``items``: paths and/or arrays (a 4-D
+        array is a batch of CHW/HWC images); arrays are named "array[i]". ``noise``: optional
+        [len(items), n, C, H, W]. The progress bar (tqdm, stderr) shows only when ``progress``
+        and stderr is a terminal. ``detect_iter`` gives the same answers one by one."""
+        results: list[DetectionResult] = []
+        failures: list[Failure] = []
+        for outcome in self.detect_iter(items, noise=noise, threshold1=threshold1,
+                                        threshold2=threshold2, progress=progress):
+            (failures if isinstance(outcome, Failure) else results).append(outcome)
+        return BatchReport(tuple(results), tuple(failures))
+
+    def detect_iter(
+        self,
+        items: Iterable[ImageLike],
+        *,
+        noise: np.ndarray | Sequence[np.ndarray] | None = None,
+        threshold1: float | None = None,
+        threshold2: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[DetectionResult | Failure]:
+        """``detect_many`` as a stream: yields each input's ``DetectionResult`` or ``Failure`` in
+        input order as soon as its batch has run, so a caller can print results while the
+        rest are still being computed (``rpdetect detect`` does)."""
         if isinstance(items, (str, Path)) or (isinstance(items, np.ndarray) and items.ndim < 4):
             raise InputError("detect_many: expected a sequence of images (paths or arrays); "
                              "use detect() for one image")
@@ -477,9 +500,8 @@ class Detector:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if noise is not None and total is not None and len(noise) != total:
             raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")
-        results: list[DetectionResult] = []
-        failures: list[Failure] = []
         pending: tuple[list[np.ndarray], list[np.ndarray | None], list[str]] = ([], [], [])
+        waiting: list[Failure | int] = []  # outcomes in input order; an int: a pending image
         bar = tqdm(total=total, unit="img", file=sys.stderr, desc="rpdetect",
                    disable=not (progress and sys.stderr.isatty()))
         try:
@@ -489,18 +511,36 @@ class Detector:
                     image = self._image_feed(item, source)
                     draw = self._noise_feed(None if noise is None else noise[index], source)
                 except InputError as exc:
-                    failures.append(Failure(index, source, str(exc)))
+                    waiting.append(Failure(index, source, str(exc)))
                     bar.update(1)
+                    if not pending[0]:
+                        yield from waiting  # type: ignore[misc]
+                        waiting = []
                     continue
                 for bucket, value in zip(pending, (image, draw, source)):
                     bucket.append(value)  # type: ignore[arg-type]
+                waiting.append(index)
                 if len(pending[0]) == self.batch:
-                    results += self._run(*pending, thresholds)
+                    yield from _in_order(waiting, self._run(*pending, thresholds))
                     bar.update(len(pending[0]))
-                    pending = ([], [], [])
-            if pending[0]:
-                results += self._run(*pending, thresholds)
+                    pending, waiting = ([], [], []), []
+            if pending[0] or waiting:
+                ran = self._run(*pending, thresholds) if pending[0] else []
+                yield from _in_order(waiting, ran)
                 bar.update(len(pending[0]))
         finally:
             bar.close()
-        return BatchReport(tuple(results), tuple(failures))
+
+
+def _in_order(waiting: list[Failure | int], ran: list[DetectionResult]
+              ) -> Iterator[DetectionResult | Failure]:
+    """The outcomes of ``waiting`` in input order: failures as they are, each pending index
+    replaced by its result from ``ran`` (a non-finite one becomes a Failure)."""
+    results = iter(ran)
+    for item in waiting:
+        if isinstance(item, Failure):
+            yield item
+            continue
+        result = next(results)
+        message = nonfinite_message(result)
+        yield result if message is None else Failure(item, result.source, message)
