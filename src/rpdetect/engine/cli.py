@@ -11,9 +11,10 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .._cli_util import add_session_args, session_kwargs
+from .._cli_util import add_session_args, seed, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
 from .detector import Detector, Failure, TensorSpec
+from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
 from .noise import NOISE_GENERATORS, ort_cpu_graph_noise_runs
 from .stream import JsonStream, display_name, escape_controls
@@ -35,7 +36,14 @@ def register(sub: Any) -> None:
     d.add_argument("--threshold2", type=float, help="override the file's threshold2")
     d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="fit images to the detector's size (default: shorter-crop)")
-    d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
+    d.add_argument("--seed", type=seed, help="seed (integer >= 0) of the noise drawn for "
+                   "noise='input' detectors; graph-noise detectors ignore it, with a warning")
+    d.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                   metavar="MP", help="refuse images whose header announces more pixels "
+                   f"(default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
+    d.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_BYTES / 2**20,
+                   metavar="MB", help="refuse image files larger than this, before reading "
+                   f"them (default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
     d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
                    help="generator of that noise (default: opencv, cv2.randn; numpy: PCG64)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,7 +93,9 @@ def _detect(args: argparse.Namespace) -> int:
     """Each result is printed (and flushed) as soon as its batch has run; Ctrl-C keeps what was
     printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
-                         noise_generator=args.noise_generator)
+                         noise_generator=args.noise_generator,
+                         max_pixels=_positive_int("--max-megapixels", args.max_megapixels * 1e6),
+                         max_file_bytes=_positive_int("--max-file-mb", args.max_file_mb * 2**20))
     files, dir_errors = _expand(args.images)
     t1 = detector.info.threshold1 if args.threshold1 is None else args.threshold1
     t2 = detector.info.threshold2 if args.threshold2 is None else args.threshold2
@@ -135,6 +145,12 @@ def _detect(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 1 if failures else 0
+
+
+def _positive_int(option: str, value: float) -> int:
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"{option}: expected a positive number, got {value:g}")
+    return int(value)
 
 
 def _print_error(message: str) -> None:

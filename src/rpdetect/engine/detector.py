@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..errors import InputError, ModelError, ProviderError, RpdetectError
 from ..export.metadata import DetectorInfo, read_info
 from .finite import check_finite, nonfinite_message
+from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
     RESIZE_POLICIES,
@@ -33,7 +34,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
-from .noise import NoiseGenerator, NoiseSource
+from .noise import NoiseGenerator, NoiseSource, check_seed
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -183,7 +184,8 @@ class Detector:
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
     prefetch_noise=0, noise_generator="opencv", noise_threads=None, channel_order="rgb",
-    resize="shorter-crop", **options)`` (options are keyword-only)
+    resize="shorter-crop", max_pixels=100_000_000, max_file_bytes=256 * 2**20, **options)``
+    (options are keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
       order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
@@ -202,6 +204,10 @@ class Detector:
       ``noise.py``; same draws for a given seed). ``close()`` stops the thread.
     * ``channel_order``: the order of 3/4-channel integer arrays you pass ("rgb"; "bgr" for
       OpenCV frames). ``resize``: "shorter-crop", "stretch" or "none" (see ``images.py``).
+    * ``max_pixels`` (default 100 megapixels) and ``max_file_bytes`` (default 256 MiB): image
+      files over them are refused from their header, before they are read or decoded (see
+      ``image_header.py``).
+    * ``seed``: an integer >= 0 or None (anything else is a ValueError, whatever the noise mode).
 
     Raises ModelError for a file that is not an rpdetect detector, ProviderError for providers
     or options ONNX Runtime cannot honour.
@@ -220,6 +226,8 @@ class Detector:
         noise_threads: int | None = None,
         channel_order: ChannelOrder = "rgb",
         resize: ResizePolicy = "shorter-crop",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         **options: Any,
     ) -> None:
         if channel_order not in CHANNEL_ORDERS:
@@ -233,6 +241,8 @@ class Detector:
         if isinstance(prefetch_noise, bool) or not isinstance(prefetch_noise, int) \
                 or prefetch_noise < 0:
             raise ValueError(f"prefetch_noise: expected an integer >= 0, got {prefetch_noise!r}")
+        check_seed(seed)
+        self.limits = DecodeLimits(max_pixels=max_pixels, max_file_bytes=max_file_bytes)
         self.path = Path(path)
         self.channel_order: str = channel_order
         self.resize: str = resize
@@ -366,9 +376,10 @@ class Detector:
         fmt = self.info.input_format
         if fmt == "float-nchw":
             return prepare_image(image, (h, w), channels=c, channel_order=self.channel_order,
-                                 resize=self.resize, source=source)
+                                 resize=self.resize, source=source, limits=self.limits)
         hwc = prepare_image(image, (h, w), channels=3, channel_order=self.channel_order,
-                            resize=self.resize, layout="uint8-hwc", source=source)
+                            resize=self.resize, layout="uint8-hwc", source=source,
+                            limits=self.limits)
         return np.ascontiguousarray(hwc[:, :, ::-1]) if fmt == "uint8-nhwc-bgr" else hwc
 
     def _noise_feed(self, noise: np.ndarray | None, source: str) -> np.ndarray | None:

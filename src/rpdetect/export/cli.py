@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._cli_util import float_list, shape
+from .._cli_util import finite_float, float_list, shape
 from .graph import INPUT_FORMATS, NOISE_MODES, DetectorConfig, export_detector
 
 
@@ -20,6 +20,9 @@ def kappas_from_args(
         return tuple(kappas)
     if n < 1:
         raise ValueError(f"--n: need at least one noise copy, got {n}")
+    if kappa_min > kappa_max:
+        raise ValueError(f"--kappa-min {kappa_min:g} is above --kappa-max {kappa_max:g}; swap "
+                         f"them (kappas run from the smallest noise scale to the largest)")
     if spacing == "log":
         if kappa_min <= 0:
             raise ValueError("--kappa-spacing log needs --kappa-min > 0")
@@ -56,12 +59,13 @@ def register(sub: Any) -> None:
     d.add_argument("--std", type=float_list)
     d.add_argument("--kappas", type=float_list, help="explicit noise scales, comma-separated")
     d.add_argument("--n", type=int, default=10, help="number of noisy copies (default 10)")
-    d.add_argument("--kappa-min", type=float, default=0.01)
-    d.add_argument("--kappa-max", type=float, default=0.1)
+    d.add_argument("--kappa-min", type=finite_float, default=0.01)
+    d.add_argument("--kappa-max", type=finite_float, default=0.1)
     d.add_argument("--kappa-spacing", choices=("linear", "log"), default="linear")
     d.add_argument("--noise", choices=NOISE_MODES, default="graph",
                    help="graph: RandomNormalLike inside the graph; input: noise is a graph input")
-    d.add_argument("--seed", type=float, help="seed attribute of the random op (graph noise)")
+    d.add_argument("--seed", type=finite_float,
+                   help="seed attribute of the random op (graph noise); a finite number")
     d.add_argument("--batch", type=int, default=1, help="images per run B (inner batch B*(n+1))")
     d.add_argument("--clip", action="store_true", help="clip noisy copies to [0, 1] (paper: no)")
     d.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw")

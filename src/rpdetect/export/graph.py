@@ -102,6 +102,8 @@ class DetectorConfig:
             raise ValueError(
                 f"input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}"
             )
+        if self.seed is not None and not math.isfinite(self.seed):
+            raise ValueError(f"seed: must be a finite number, got {self.seed!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
             raise ValueError(f"batch: expected an integer >= 1, got {self.batch!r}")
         if self.input_format != "float-nchw" and channels != 3:
