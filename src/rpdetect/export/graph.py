@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .._atomic import atomic_path, check_output
 from .._version import __version__
+from .intake import IntakeOptions, prepare_classifier
 from ..errors import ModelError
 from ..reference import default_kappas
 
@@ -253,16 +254,27 @@ def build_detector(
     *,
     classifier_output: str | None = None,
     input_shape: Sequence[int] | None = None,
+    intake: IntakeOptions | None = None,
 ) -> onnx.ModelProto:
     """Fuse the paper's detector around ``classifier`` and return the detector model.
 
     ``classifier``: an ONNX model (or its path) with one float32 input [N, C, H, W] whose batch
-    axis is dynamic (or equals B * (n + 1)) and a logits output [N, K]; the first output is used
-    unless ``classifier_output`` names another. ``input_shape`` (C, H, W) is needed only when the
+    axis is dynamic (or equals B * (n + 1)) and a logits output [N, K]; ``classifier_output``
+    names it when there are several outputs. ``input_shape`` (C, H, W) is needed only when the
     model leaves them dynamic. The returned model passes ``onnx.checker`` full check.
+
+    Before surgery the classifier goes through ``rpdetect.export.intake.prepare_classifier``
+    (old opsets converted, an NHWC input transposed, a fixed batch axis made symbolic and
+    proven, the logits output chosen, probabilities and single logits refused or converted as
+    ``intake`` says); what it did is in the ``rpdetect.classifier_intake`` metadata.
     """
     config = config or DetectorConfig()
     model, source_sha, source_name = _load_classifier(classifier)
+    prepared = prepare_classifier(
+        model, inner_batch=config.batch * (len(config.kappas) + 1),
+        classifier_output=classifier_output, input_shape=input_shape,
+        options=intake or IntakeOptions())
+    model, classifier_output = prepared.model, prepared.output
     opset = _check_opset(model, config)
     io = _classifier_io(model.graph, config, classifier_output=classifier_output,
                         input_shape=input_shape)
@@ -299,6 +311,7 @@ def build_detector(
         "classifier_output": y_name,
         "opset": str(opset),
         **_threshold_meta(config.threshold1, config.threshold2, None),
+        "classifier_intake": json.dumps(list(prepared.notes)),
         **config.extra_metadata,
     }
     _set_metadata(model, meta)
@@ -649,6 +662,7 @@ def export_detector(
     *,
     classifier_output: str | None = None,
     input_shape: Sequence[int] | None = None,
+    intake: IntakeOptions | None = None,
 ) -> Path:
     """Build the detector and save it as ONE self-contained .onnx file (weights inside), atomically.
     ``output`` is checked first (``check_output``): its folder must exist and be writable, and it
@@ -656,7 +670,8 @@ def export_detector(
     check_output(output, what="output",
                  inputs=[classifier] if isinstance(classifier, (str, Path)) else [])
     model = build_detector(
-        classifier, config, classifier_output=classifier_output, input_shape=input_shape
+        classifier, config, classifier_output=classifier_output, input_shape=input_shape,
+        intake=intake,
     )
     return save_onnx(model, output)
 
