@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 from typing import Any, Sequence
 
 import numpy as np
 
 from .._cli_util import finite_float, float_list, shape
-from .graph import INPUT_FORMATS, NOISE_MODES, DetectorConfig, export_detector
+from .._atomic import check_output
+from .graph import (
+    INPUT_FORMATS,
+    METADATA_PREFIX,
+    NOISE_MODES,
+    DetectorConfig,
+    build_detector,
+    save_onnx,
+)
+from .intake import INPUT_LAYOUTS, IntakeOptions
 
 
 def kappas_from_args(
@@ -71,7 +82,20 @@ def register(sub: Any) -> None:
     d.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw")
     d.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="needed only when the classifier leaves C/H/W dynamic")
-    d.add_argument("--classifier-output", help="classifier output holding the logits (default: first)")
+    d.add_argument("--classifier-output", metavar="NAME",
+                   help="classifier output holding the logits (needed when there are several, "
+                   "unless exactly one is a float [N, K])")
+    d.add_argument("--input-layout", choices=INPUT_LAYOUTS, default="auto",
+                   help="classifier input layout: auto (default; [N, H, W, 3] is read as NHWC, "
+                   "with a message), nchw, nhwc (a Transpose in the graph makes the detector "
+                   "take NCHW)")
+    d.add_argument("--probabilities-to-log", action="store_true",
+                   help="the classifier output is probabilities: insert Log (log-probabilities "
+                   "are the logits minus a per-image constant, so score1 and score2 are those "
+                   "of the logits); without it such an output is refused")
+    d.add_argument("--single-logit-as-two-class", action="store_true",
+                   help="a single-logit (K = 1) output z becomes the two-class logits [0, z]; "
+                   "without it K = 1 is refused (both scores would always be 0)")
     d.add_argument("--threshold1", type=float, default=math.inf)
     d.add_argument("--threshold2", type=float, default=math.inf)
     d.set_defaults(func=_export)
@@ -101,8 +125,17 @@ def _export(args: argparse.Namespace) -> int:
         threshold1=args.threshold1,
         threshold2=args.threshold2,
     )
-    out = export_detector(args.classifier, args.output, config,
-                          classifier_output=args.classifier_output, input_shape=args.input_shape)
+    intake = IntakeOptions(
+        probabilities="log" if args.probabilities_to_log else "refuse",
+        single_logit="two-class" if args.single_logit_as_two_class else "refuse",
+        input_layout=args.input_layout)
+    check_output(args.output, what="output", inputs=[args.classifier])  # before any work
+    model = build_detector(args.classifier, config, classifier_output=args.classifier_output,
+                           input_shape=args.input_shape, intake=intake)
+    meta = {p.key: p.value for p in model.metadata_props}
+    for note in json.loads(meta.get(METADATA_PREFIX + "classifier_intake", "[]")):
+        print(f"rpdetect export: note: {note}", file=sys.stderr)
+    out = save_onnx(model, args.output)
     state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
         "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"
     print(f"wrote {out}: {len(config.kappas)} noisy copies, noise={config.noise}, "

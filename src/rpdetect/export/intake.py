@@ -169,15 +169,33 @@ def _free_batch(graph: onnx.GraphProto, x: onnx.ValueInfoProto, batch: int) -> l
     del graph.value_info[:]  # intermediate shapes carry the old batch; ORT infers them again
     rewritten = []
     for node, value in _batch_constants(graph, batch):
-        if node.op_type != "Reshape":
-            continue
-        shape = value.astype(np.int64).copy()
-        shape[0] = -1 if -1 not in shape[1:] else 0  # -1: inferred; 0: copy the input's axis 0
-        name = _P + (node.name or node.output[0]) + "_shape"
-        graph.initializer.append(numpy_helper.from_array(shape, name))
-        node.input[1] = name
-        rewritten.append(f"{node.name or node.output[0]} {value.tolist()} -> {shape.tolist()}")
+        if node.op_type == "Reshape":
+            _batch_from_data(graph, node, value.astype(np.int64))
+            rewritten.append(f"{node.name or node.output[0]} {value.tolist()} -> "
+                             f"[batch of its input, *{value[1:].tolist()}]")
     return rewritten
+
+
+def _batch_from_data(graph: onnx.GraphProto, node: onnx.NodeProto, shape: np.ndarray) -> None:
+    """Reshape(data, [b, *rest]) -> Reshape(data, Concat(Shape(data)[0:1], rest)), the nodes put
+    just before the Reshape (a 0 in place of b would be the same by the spec, but ONNX
+    Runtime's shape inference refuses 0 next to -1)."""
+    base = _P + (node.name or node.output[0])
+    consts = {"_start": [0], "_end": [1], "_rest": shape[1:].tolist()}
+    for suffix, values in consts.items():
+        graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64),
+                                                         base + suffix))
+    new = [
+        helper.make_node("Shape", [node.input[0]], [base + "_in_shape"], name=base + "_shape"),
+        helper.make_node("Slice", [base + "_in_shape", base + "_start", base + "_end"],
+                         [base + "_batch"], name=base + "_batch_dim"),
+        helper.make_node("Concat", [base + "_batch", base + "_rest"], [base + "_new_shape"],
+                         name=base + "_new_shape", axis=0),
+    ]
+    index = list(graph.node).index(node)
+    for offset, extra in enumerate(new):
+        graph.node.insert(index + offset, extra)
+    node.input[1] = base + "_new_shape"
 
 
 def _session(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
