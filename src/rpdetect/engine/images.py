@@ -2,6 +2,9 @@
 
 Input policy (the same for ``Detector.detect`` and ``load_image``):
 
+* **Limits** (``DecodeLimits``, see ``image_header.py``): a file over ``max_file_bytes`` is
+  refused before it is read, an image whose header announces more than ``max_pixels`` before
+  it is decoded.
 * **Files** (``str`` / ``Path``) are decoded with OpenCV (``cv2.imdecode`` with
   ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: EXIF orientation applied, alpha dropped, 16-bit kept).
   8-bit images are scaled by 1/255, 16-bit ones by 1/65535, float ones (TIFF, EXR) are checked

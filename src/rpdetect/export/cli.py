@@ -61,8 +61,9 @@ def register(sub: Any) -> None:
     d = sub.add_parser(
         "export",
         help="classifier ONNX -> detector ONNX (noise, scores and verdict fused in the graph)",
-        description="Fuse the paper's detector around any classifier ONNX ([N, C, H, W] -> "
-        "logits [N, K], dynamic batch). No torch needed.",
+        description="Fuse the paper's detector around any classifier ONNX ([N, C, H, W] or "
+        "[N, H, W, 3] -> logits [N, K]; a fixed batch axis is made dynamic and checked). No "
+        "torch needed. Notes on what was adapted go to stderr.",
     )
     d.add_argument("classifier", help="classifier .onnx")
     d.add_argument("-o", "--output", required=True, help="detector .onnx to write")
