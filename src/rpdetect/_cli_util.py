@@ -7,10 +7,13 @@ usage error naming the option (exit 2) before any model is loaded.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable, TypeVar
 
 __all__ = [
     "add_session_args",
+    "finite_float",
+    "seed",
     "float_list",
     "int_list",
     "name_list",
@@ -44,6 +47,28 @@ def float_list(text: str) -> tuple[float, ...]:
 def int_list(text: str) -> tuple[int, ...]:
     """``"1,4,16"`` -> ``(1, 4, 16)``."""
     return _parse_list(text, int, separators=",", expected="comma-separated integers")
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan``, ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A noise seed: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def name_list(text: str) -> tuple[str, ...]:

@@ -54,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RpdetectError, ValueError, FileNotFoundError) as exc:
         print(f"rpdetect {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write that failed outside rpdetect's own checks
+        name = f"{exc.filename}: " if exc.filename else ""
+        print(f"rpdetect {args.command}: error: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rpdetect {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,3 +17,11 @@ class InputError(RpdetectError, ValueError):
 
 class ProviderError(RpdetectError, ValueError):
     """An execution provider was requested that ONNX Runtime cannot give."""
+
+
+class OutputError(RpdetectError, OSError):
+    """A file cannot be written where asked (folder missing or read-only, name too long, a folder
+    in the way, the input itself), or its writing failed; the previous file is left intact."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()

@@ -46,6 +46,7 @@ def test_calibrate_file_writes_model_report_and_histogram(
     mode: CalibrationMode, graph_noise_detector: Path, image_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out" / "calibrated.onnx"
+    out.parent.mkdir()  # output folders are not created (issue 11): a typo must not go unseen
     result = calibrate_file(graph_noise_detector, FolderReader(image_dir), out, fpr=0.1,
                             mode=mode, providers=["cpu"])
     assert (result.n_images, result.n_failed) == (N_IMAGES, 1)
@@ -103,6 +104,8 @@ def test_saved_thresholds_flag_exactly_the_promised_images_in_a_new_session(
 
 def test_report_and_histogram_paths_can_be_chosen(graph_noise_detector: Path, image_dir: Path,
                                                   tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "h").mkdir()
     calibrate_file(graph_noise_detector, image_dir, tmp_path / "m.onnx", limit=6,
                    report_path=tmp_path / "r" / "report.json",
                    histogram_path=tmp_path / "h" / "hist.png")
@@ -128,6 +131,7 @@ def test_cli_end_to_end(graph_noise_detector: Path, image_dir: Path, tmp_path: P
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     out = tmp_path / "cli" / "det.onnx"
+    out.parent.mkdir()
     code = main(["calibrate", str(graph_noise_detector), "--images", str(image_dir),
                  "--fpr", "0.1", "--mode", "joint", "--limit", "20", "--seed", "3",
                  "--providers", "cpu", "--threads", "1", "-o", str(out), "--no-progress"])

@@ -22,6 +22,6 @@ def test_histogram_is_a_png(tmp_path: Path, spread: float) -> None:
     s2 = np.exp(rng.uniform(0, np.log(spread), 50)) * 1e-7
     path = write_histogram(s1, s2, threshold1=float(np.quantile(s1, 0.95)),
                            threshold2=float(np.quantile(s2, 0.95)), title="t",
-                           path=tmp_path / "h" / "x.png")
+                           path=tmp_path / "x.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from rpdetect.cli import main
 from rpdetect.export import read_info
@@ -42,10 +43,25 @@ def test_export_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["export", str(bad), "-o", str(tmp_path / "o.onnx")]) == 2
     assert "bad.onnx: not a readable ONNX model" in capsys.readouterr().err
     cls = tmp_path / "fixed.onnx"
-    onnx.save(plain_classifier(batch=1), str(cls))
+    onnx.save(hard_coded_batch_classifier(), str(cls))
     assert main(["export", str(cls), "-o", str(tmp_path / "o.onnx")]) == 2
-    assert "batch axis is fixed at 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "batch axis was fixed at 1" in err and "hard-coded in ConstantOfShape 'extra'" in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def hard_coded_batch_classifier() -> onnx.ModelProto:
+    """A batch-1 classifier whose extra logit column is ConstantOfShape([1, 1]): no other batch
+    can run, whatever the input dims say."""
+    model = plain_classifier(batch=1, classes=9)
+    g = model.graph
+    g.node[-1].output[0] = "nine"
+    g.initializer.append(numpy_helper.from_array(np.array([1, 1], np.int64), "extra_shape"))
+    g.node.extend([helper.make_node("ConstantOfShape", ["extra_shape"], ["col"], name="extra"),
+                   helper.make_node("Concat", ["nine", "col"], ["output"], axis=1)])
+    g.output[0].type.tensor_type.shape.dim[1].dim_value = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def test_export_classifier_cli_from_a_factory(tmp_path):

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._atomic import check_output, check_output_dir
 from .._cli_util import float_list, int_list, name_list, shape
 from ..engine.noise import NOISE_GENERATORS
 from .cases import SessionSettings, TorchModel
@@ -86,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--input-shape: expected C,H,W, got {shape}")
         torch_model = TorchModel(spec=args.torch, input_shape=shape,  # type: ignore[arg-type]
                                  weights=args.weights, mean=args.mean, std=args.std)
+        from ..export.torch_export import load_module
+
+        load_module(args.torch, args.weights)  # bad weights: refused here, not in a worker
     elif args.weights or args.mean or args.std:
         raise ValueError("--weights/--mean/--std describe the --torch model; give --torch too")
     timing = QUICK if args.quick else Timing()
@@ -100,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if args.gap_ms < 0:
         raise ValueError(f"--gap-ms: expected >= 0, got {args.gap_ms}")
     timing = replace(timing, gap_s=args.gap_ms / 1000.0)
+    stem = args.stem or f"latency-{detector.stem}"
+    if args.out is not None:  # before minutes of timing, not after
+        check_output_dir(args.out, what="--out")
+        for suffix in (".json", ".md"):
+            check_output(args.out / f"{stem}{suffix}", what="--out file")
     report = run_benchmark(
         detector,
         classifier=args.classifier,
@@ -119,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     report.settings["command"] = "rpdetect bench " + " ".join(sys.argv[2:])
     print(report.to_markdown())
     if args.out is not None:
-        js, md = report.write(args.out, args.stem or f"latency-{detector.stem}")
+        js, md = report.write(args.out, stem)
         print(f"wrote {js} and {md}", file=sys.stderr)
-    return 0
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"rpdetect bench: error: {o.case.name} failed: {o.reason}", file=sys.stderr)
+    return 1 if failed else 0

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_write_text
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
 from .stats import summarise
@@ -258,6 +259,6 @@ class Report:
         """``<out_dir>/<stem>.json`` and ``<stem>.md``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-        js.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        md.write_text(self.to_markdown())
+        atomic_write_text(js, json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(md, self.to_markdown())
         return js, md

@@ -329,13 +329,17 @@ def calibrate_file(
     ``rpdetect.Detector``.
     """
     from ..engine import Detector
-    from ..export.graph import load_onnx, save_onnx, with_thresholds
+    from ..export.graph import load_onnx, with_thresholds
     from ..export.metadata import read_info
-    from .report import default_paths, write_histogram, write_json
+    from .report import check_report_paths, default_paths, save_calibrated
 
     detector_path, out_path = Path(detector_path), Path(out_path)
     mode = CalibrationMode.parse(mode)
     check_fpr(fpr)  # before any image is run
+    default_report, default_histogram = default_paths(out_path)
+    report_path, histogram_path = check_report_paths(
+        detector_path, out_path, report_path or default_report,
+        histogram_path or default_histogram)
     model = load_onnx(detector_path)
     info = read_info(model)  # ModelError now, before any image is run, if it is no detector
     if mode in (CalibrationMode.COMBINED, CalibrationMode.PER_KAPPA) and not info.has_flips:
@@ -351,19 +355,16 @@ def calibrate_file(
     calibrator.collect(reader, limit=limit, progress=progress)
     result = calibrator.compute(fpr=fpr, mode=mode)
 
-    thresholds = result.thresholds
-    if thresholds.n != info.n and not thresholds.per_kappa:  # scored through score*_max alone
-        thresholds = Thresholds.of(thresholds.threshold1[0], thresholds.threshold2[0],
-                                   thresholds.threshold3, n=info.n)
-    save_onnx(with_thresholds(model, thresholds.threshold1, thresholds.threshold2,
-                              result.provenance(), threshold3=thresholds.threshold3), out_path)
-    default_report, default_histogram = default_paths(out_path)
+    t = result.thresholds
+    if t.n != info.n and not t.per_kappa:  # scored through score*_max alone
+        t = Thresholds.of(t.threshold1[0], t.threshold2[0], t.threshold3, n=info.n)
+    calibrated = with_thresholds(model, t.threshold1, t.threshold2, result.provenance(),
+                                 threshold3=t.threshold3)
     report = result.to_dict()
     report["detector"] = str(detector_path)
     report["output"] = str(out_path)
     report["kappas"] = list(info.kappas)
     report["noise"] = info.noise
-    write_json(report, report_path or default_report)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -371,15 +372,12 @@ def calibrate_file(
             "histogram skipped: matplotlib is not installed (pip install 'rpdetect[eval]')",
             stacklevel=2,
         )
-        return result
+        histogram_path = None
     s1, s2 = calibrator.scores
-    write_histogram(
-        s1, s2,
-        threshold1=max(result.thresholds.threshold1),
-        threshold2=max(result.thresholds.threshold2),
-        title=(f"{detector_path.name} on {result.n_images} clean images from {result.source}: "
-               f"fpr {result.fpr:g}, mode {result.mode.value}, "
-               f"combined rate {result.rates.combined:.2%}"),
-        path=histogram_path or default_histogram,
-    )
+    title = (f"{detector_path.name} on {result.n_images} clean images from {result.source}: "
+             f"fpr {result.fpr:g}, mode {result.mode.value}, "
+             f"combined rate {result.rates.combined:.2%}")
+    save_calibrated(calibrated, out_path, report, report_path, histogram_path=histogram_path,
+                    scores=(s1, s2), thresholds=(max(t.threshold1), max(t.threshold2)),
+                    title=title)
     return result

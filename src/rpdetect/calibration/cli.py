@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._cli_util import add_session_args, session_kwargs
+from .._cli_util import add_session_args, seed, session_kwargs
 from .calibrate import calibrate_file
 from .reader import FolderReader
 from .report import default_paths
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    "flag fpr; per-kappa: every copy at its kappa, and flips, flag fpr")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use at most N images")
-    p.add_argument("--seed", type=int, default=None, metavar="S",
+    p.add_argument("--seed", type=seed, default=None, metavar="S",
                    help="seeds the noise of detectors built with noise='input' (graph-noise "
                    "detectors carry their own seed) and, with --limit, the random choice of the "
                    "N images (default: fresh noise; the first N in sorted order)")

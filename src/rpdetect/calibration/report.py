@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["default_paths", "write_histogram", "write_json"]
+from .._atomic import atomic_path, atomic_paths, atomic_write_text, check_distinct, check_output
+
+__all__ = ["check_report_paths", "default_paths", "save_calibrated", "write_histogram",
+           "write_json"]
 
 
 def default_paths(out_path: str | Path) -> tuple[Path, Path]:
@@ -18,11 +21,40 @@ def default_paths(out_path: str | Path) -> tuple[Path, Path]:
     return out.with_suffix(".calibration.json"), out.with_suffix(".calibration.png")
 
 
+def check_report_paths(detector: Path, out: Path, report: str | Path, histogram: str | Path
+                       ) -> tuple[Path, Path]:
+    """The report and histogram paths, after checking that the calibrated model, the report and
+    the histogram can all be written (``check_output``), differ from each other and from the
+    input detector: ``OutputError`` before any image is scored otherwise."""
+    check_output(out, what="output", inputs=[detector])
+    report = check_output(report, what="report", inputs=[detector])
+    histogram = check_output(histogram, what="histogram", inputs=[detector])
+    check_distinct([("output", out), ("report", report), ("histogram", histogram)])
+    return report, histogram
+
+
+def save_calibrated(model: Any, out: Path, report: dict[str, Any], report_path: Path, *,
+                    histogram_path: Path | None, scores: tuple[np.ndarray, np.ndarray],
+                    thresholds: tuple[float, float], title: str) -> None:
+    """The calibrated model, its JSON report and (unless ``histogram_path`` is None) the
+    histogram, all written to temporary files first and moved into place together: an
+    interruption leaves either the old files or the new set, never a model without its report."""
+    import onnx
+
+    paths = [out, report_path] + ([histogram_path] if histogram_path is not None else [])
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    with atomic_paths(*paths) as temps:
+        onnx.save(model, str(temps[0]))
+        temps[1].write_text(text, encoding="utf-8")
+        if histogram_path is not None:
+            figure = _histogram_figure(scores[0], scores[1], threshold1=thresholds[0],
+                                       threshold2=thresholds[1], title=title)
+            figure.savefig(str(temps[2]), dpi=100, format="png")
+
+
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+    """Strict JSON (no NaN/Infinity tokens), written atomically; the folder must exist."""
+    return atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 def write_histogram(
@@ -35,7 +67,17 @@ def write_histogram(
     path: str | Path,
 ) -> Path:
     """Two panels (score1_max, score2_max): histogram of the clean scores, threshold as a line.
-    Uses matplotlib's object API (no pyplot state), rendered by Agg."""
+    Uses matplotlib's object API (no pyplot state), rendered by Agg; written atomically."""
+    fig = _histogram_figure(score1_max, score2_max, threshold1=threshold1,
+                            threshold2=threshold2, title=title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=100, format="png")
+    return path
+
+
+def _histogram_figure(score1_max: np.ndarray, score2_max: np.ndarray, *, threshold1: float,
+                      threshold2: float, title: str) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -62,7 +104,4 @@ def write_histogram(
         ax.set_ylabel("images")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path), dpi=100)
-    return path
+    return fig

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
-from .._cli_util import add_session_args, session_kwargs
+from .._cli_util import add_session_args, seed, session_kwargs
 from ..export.metadata import DetectorInfo, is_uncalibrated
-from .detector import Detector, TensorSpec
+from .detector import Detector, Failure, TensorSpec
+from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
 from .noise import NOISE_GENERATORS, ort_cpu_graph_noise_runs
+from .stream import JsonStream, display_name, escape_controls
 
 
 def register(sub: Any) -> None:
@@ -37,7 +40,14 @@ def register(sub: Any) -> None:
                    help="override the file's threshold3 (on the flip count; inf: unused)")
     d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="fit images to the detector's size (default: shorter-crop)")
-    d.add_argument("--seed", type=int, help="seed of the noise drawn for noise='input' detectors")
+    d.add_argument("--seed", type=seed, help="seed (integer >= 0) of the noise drawn for "
+                   "noise='input' detectors; graph-noise detectors ignore it, with a warning")
+    d.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                   metavar="MP", help="refuse images whose header announces more pixels "
+                   f"(default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
+    d.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_BYTES / 2**20,
+                   metavar="MB", help="refuse image files larger than this, before reading "
+                   f"them (default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
     d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
                    help="generator of that noise (default: opencv, cv2.randn; numpy: PCG64)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,43 +90,71 @@ def _expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    """Each result is printed (and flushed) as soon as its batch has run; Ctrl-C keeps what was
+    printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
-                         noise_generator=args.noise_generator)
+                         noise_generator=args.noise_generator,
+                         max_pixels=_positive_int("--max-megapixels", args.max_megapixels * 1e6),
+                         max_file_bytes=_positive_int("--max-file-mb", args.max_file_mb * 2**20))
     files, dir_errors = _expand(args.images)
     overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,
                  "threshold3": args.threshold3}
     rule = detector.thresholds(**overrides)
-    report = detector.detect_many(files, **overrides,
-                                  progress=not args.no_progress and not args.json)
     never = not rule.calibrated
     failures = [{"index": None, "source": src, "error": msg} for src, msg in dir_errors]
-    failures += report.to_dict(logits=False)["failures"]
+    stream = None
     if args.json:
-        doc = {
+        stream = JsonStream(sys.stdout, {
             "model": str(detector.path),
             "providers": list(detector.providers),
             "thresholds": {**rule.to_json(), "rule": rule.describe(),
                            "note": "null means +inf (unused)"},
-            "results": [r.to_dict(logits=args.logits) for r in report.results],
-            "failures": failures,
-        }
-        print(json.dumps(doc, indent=2))
-    else:
-        if never:
-            print(f"rpdetect detect: note: {detector.path.name} is uncalibrated (thresholds "
-                  f"+inf): it never flags; run `rpdetect calibrate` or pass --threshold1/2/3",
-                  file=sys.stderr)
-        for r in report.results:
-            verdict = "ADVERSARIAL" if r.is_adversarial else "clean"
-            flips = "" if r.flips is None else f"\tflips={r.flips}"
-            print(f"{r.source}\tlabel={r.label}\tscore1_max={r.score1_max:.6g}\t"
-                  f"score2_max={r.score2_max:.6g}{flips}\t{verdict}")
+        })
+    elif never:
+        print(f"rpdetect detect: note: {escape_controls(detector.path.name)} is uncalibrated "
+              f"(thresholds +inf): it never flags; run `rpdetect calibrate` or pass "
+              f"--threshold1/2/3", file=sys.stderr, flush=True)
     for f in failures:
-        print(f"rpdetect detect: error: {f['error']}", file=sys.stderr)
+        _print_error(f["error"])
+    done, interrupted = 0, False
+    try:
+        for outcome in detector.detect_iter(files, **overrides,
+                                            progress=not args.no_progress and not args.json):
+            if isinstance(outcome, Failure):
+                failures.append({"index": outcome.index, "source": outcome.source,
+                                 "error": outcome.error})
+                _print_error(outcome.error)
+            elif stream is not None:
+                stream.result(outcome.to_dict(logits=args.logits))
+                done += 1
+            else:
+                verdict = "ADVERSARIAL" if outcome.is_adversarial else "clean"
+                flips = "" if outcome.flips is None else f"\tflips={outcome.flips}"
+                print(f"{display_name(outcome.source)}\tlabel={outcome.label}\t"
+                      f"score1_max={outcome.score1_max:.6g}\t"
+                      f"score2_max={outcome.score2_max:.6g}{flips}\t{verdict}", flush=True)
+                done += 1
+    except KeyboardInterrupt:
+        interrupted = True
+    if stream is not None:
+        stream.close(failures, interrupted=interrupted)
     if failures:
-        print(f"rpdetect detect: {len(failures)} input(s) failed, {len(report.results)} done",
+        print(f"rpdetect detect: {len(failures)} input(s) failed, {done} done", file=sys.stderr)
+    if interrupted:
+        print(f"rpdetect detect: interrupted after {done} result(s); those printed are kept",
               file=sys.stderr)
+        return 130
     return 1 if failures else 0
+
+
+def _positive_int(option: str, value: float) -> int:
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"{option}: expected a positive number, got {value:g}")
+    return int(value)
+
+
+def _print_error(message: str) -> None:
+    print(f"rpdetect detect: error: {escape_controls(message)}", file=sys.stderr, flush=True)
 
 
 def _info_doc(detector: Detector) -> dict[str, Any]:

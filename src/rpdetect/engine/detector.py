@@ -15,7 +15,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -25,6 +25,8 @@ from tqdm import tqdm
 from ..errors import InputError, ModelError, ProviderError, RpdetectError
 from ..export.metadata import DetectorInfo, read_info
 from ..rule import Thresholds, check_threshold
+from .finite import check_finite, nonfinite_message
+from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
     RESIZE_POLICIES,
@@ -33,7 +35,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
-from .noise import NoiseGenerator, NoiseSource
+from .noise import NoiseGenerator, NoiseSource, check_seed
 from .providers import ProviderPlan, resolve_providers
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
@@ -199,7 +201,8 @@ class Detector:
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
     prefetch_noise=0, noise_generator="opencv", noise_threads=None, channel_order="rgb",
-    resize="shorter-crop", **options)`` (options are keyword-only)
+    resize="shorter-crop", max_pixels=100_000_000, max_file_bytes=256 * 2**20, **options)``
+    (options are keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
       order) or a name / list of names in priority order ("tensorrt"/"trt", "cuda", "cpu" or
@@ -218,6 +221,10 @@ class Detector:
       ``noise.py``; same draws for a given seed). ``close()`` stops the thread.
     * ``channel_order``: the order of 3/4-channel integer arrays you pass ("rgb"; "bgr" for
       OpenCV frames). ``resize``: "shorter-crop", "stretch" or "none" (see ``images.py``).
+    * ``max_pixels`` (default 100 megapixels) and ``max_file_bytes`` (default 256 MiB): image
+      files over them are refused from their header, before they are read or decoded (see
+      ``image_header.py``).
+    * ``seed``: an integer >= 0 or None (anything else is a ValueError, whatever the noise mode).
 
     Raises ModelError for a file that is not an rpdetect detector, ProviderError for providers
     or options ONNX Runtime cannot honour.
@@ -236,6 +243,8 @@ class Detector:
         noise_threads: int | None = None,
         channel_order: ChannelOrder = "rgb",
         resize: ResizePolicy = "shorter-crop",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         **options: Any,
     ) -> None:
         if channel_order not in CHANNEL_ORDERS:
@@ -249,6 +258,8 @@ class Detector:
         if isinstance(prefetch_noise, bool) or not isinstance(prefetch_noise, int) \
                 or prefetch_noise < 0:
             raise ValueError(f"prefetch_noise: expected an integer >= 0, got {prefetch_noise!r}")
+        check_seed(seed)
+        self.limits = DecodeLimits(max_pixels=max_pixels, max_file_bytes=max_file_bytes)
         self.path = Path(path)
         self.channel_order: str = channel_order
         self.resize: str = resize
@@ -390,9 +401,10 @@ class Detector:
         fmt = self.info.input_format
         if fmt == "float-nchw":
             return prepare_image(image, (h, w), channels=c, channel_order=self.channel_order,
-                                 resize=self.resize, source=source)
+                                 resize=self.resize, source=source, limits=self.limits)
         hwc = prepare_image(image, (h, w), channels=3, channel_order=self.channel_order,
-                            resize=self.resize, layout="uint8-hwc", source=source)
+                            resize=self.resize, layout="uint8-hwc", source=source,
+                            limits=self.limits)
         return np.ascontiguousarray(hwc[:, :, ::-1]) if fmt == "uint8-nhwc-bgr" else hwc
 
     def _noise_feed(self, noise: np.ndarray | None, source: str) -> np.ndarray | None:
@@ -496,11 +508,13 @@ class Detector:
         (default: drawn from this Detector's seeded Generator). ``threshold1``/``threshold2``
         (one value, or one per kappa) and ``threshold3`` (the flip count) override the
         thresholds stored in the file for this call (``rpdetect.rule``; strictly greater).
-        Raises InputError naming the image and what is wrong with it."""
+        Raises InputError naming the image and what is wrong with it (``NonFiniteError``, an
+        InputError, when the classifier gives NaN/inf logits or scores for it: no verdict)."""
         source = str(image) if isinstance(image, (str, Path)) else "array"
         thresholds = self._thresholds(threshold1, threshold2, threshold3)
         feed = self._image_feed(image, source)
-        return self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0]
+        return check_finite(
+            self._run([feed], [self._noise_feed(noise, source)], [source], thresholds)[0])
 
     def detect_many(
         self,
@@ -513,10 +527,32 @@ class Detector:
         progress: bool = True,
     ) -> BatchReport:
         """Detect on many images, ``batch`` per session run. A bad input becomes a ``Failure``
-        (index, source, message) and never costs the other results. ``items``: paths and/or
-        arrays (a 4-D array is a batch of CHW/HWC images); arrays are named "array[i]".
-        ``noise``: optional [len(items), n, C, H, W]. The progress bar (tqdm, stderr) shows only
-        when ``progress`` and stderr is a terminal."""
+        (index, source, message) and never costs the other results; so does an input whose
+        logits or scores are not finite (no verdict). ``items``: paths and/or arrays (a 4-D
+        array is a batch of CHW/HWC images); arrays are named "array[i]". ``noise``: optional
+        [len(items), n, C, H, W]. The progress bar (tqdm, stderr) shows only when ``progress``
+        and stderr is a terminal. ``detect_iter`` gives the same answers one by one."""
+        results: list[DetectionResult] = []
+        failures: list[Failure] = []
+        for outcome in self.detect_iter(items, noise=noise, threshold1=threshold1,
+                                        threshold2=threshold2, threshold3=threshold3,
+                                        progress=progress):
+            (failures if isinstance(outcome, Failure) else results).append(outcome)
+        return BatchReport(tuple(results), tuple(failures))
+
+    def detect_iter(
+        self,
+        items: Iterable[ImageLike],
+        *,
+        noise: np.ndarray | Sequence[np.ndarray] | None = None,
+        threshold1: float | Sequence[float] | None = None,
+        threshold2: float | Sequence[float] | None = None,
+        threshold3: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[DetectionResult | Failure]:
+        """``detect_many`` as a stream: yields each input's ``DetectionResult`` or ``Failure`` in
+        input order as soon as its batch has run, so a caller can print results while the
+        rest are still being computed (``rpdetect detect`` does)."""
         if isinstance(items, (str, Path)) or (isinstance(items, np.ndarray) and items.ndim < 4):
             raise InputError("detect_many: expected a sequence of images (paths or arrays); "
                              "use detect() for one image")
@@ -524,9 +560,8 @@ class Detector:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if noise is not None and total is not None and len(noise) != total:
             raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")
-        results: list[DetectionResult] = []
-        failures: list[Failure] = []
         pending: tuple[list[np.ndarray], list[np.ndarray | None], list[str]] = ([], [], [])
+        waiting: list[Failure | int] = []  # outcomes in input order; an int: a pending image
         bar = tqdm(total=total, unit="img", file=sys.stderr, desc="rpdetect",
                    disable=not (progress and sys.stderr.isatty()))
         try:
@@ -536,18 +571,36 @@ class Detector:
                     image = self._image_feed(item, source)
                     draw = self._noise_feed(None if noise is None else noise[index], source)
                 except InputError as exc:
-                    failures.append(Failure(index, source, str(exc)))
+                    waiting.append(Failure(index, source, str(exc)))
                     bar.update(1)
+                    if not pending[0]:
+                        yield from waiting  # type: ignore[misc]
+                        waiting = []
                     continue
                 for bucket, value in zip(pending, (image, draw, source)):
                     bucket.append(value)  # type: ignore[arg-type]
+                waiting.append(index)
                 if len(pending[0]) == self.batch:
-                    results += self._run(*pending, thresholds)
+                    yield from _in_order(waiting, self._run(*pending, thresholds))
                     bar.update(len(pending[0]))
-                    pending = ([], [], [])
-            if pending[0]:
-                results += self._run(*pending, thresholds)
+                    pending, waiting = ([], [], []), []
+            if pending[0] or waiting:
+                ran = self._run(*pending, thresholds) if pending[0] else []
+                yield from _in_order(waiting, ran)
                 bar.update(len(pending[0]))
         finally:
             bar.close()
-        return BatchReport(tuple(results), tuple(failures))
+
+
+def _in_order(waiting: list[Failure | int], ran: list[DetectionResult]
+              ) -> Iterator[DetectionResult | Failure]:
+    """The outcomes of ``waiting`` in input order: failures as they are, each pending index
+    replaced by its result from ``ran`` (a non-finite one becomes a Failure)."""
+    results = iter(ran)
+    for item in waiting:
+        if isinstance(item, Failure):
+            yield item
+            continue
+        result = next(results)
+        message = nonfinite_message(result)
+        yield result if message is None else Failure(item, result.source, message)

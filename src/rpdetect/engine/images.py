@@ -2,6 +2,9 @@
 
 Input policy (the same for ``Detector.detect`` and ``load_image``):
 
+* **Limits** (``DecodeLimits``, see ``image_header.py``): a file over ``max_file_bytes`` is
+  refused before it is read, an image whose header announces more than ``max_pixels`` before
+  it is decoded.
 * **Files** (``str`` / ``Path``) are decoded with OpenCV (``cv2.imdecode`` with
   ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: EXIF orientation applied, alpha dropped, 16-bit kept).
   8-bit images are scaled by 1/255, 16-bit ones by 1/65535, float ones (TIFF, EXR) are checked
@@ -27,6 +30,7 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Sequence, Union
 
@@ -34,9 +38,11 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .image_header import DecodeLimits, check_limits
 
 __all__ = [
     "CHANNEL_ORDERS",
+    "DecodeLimits",
     "IMAGE_SUFFIXES",
     "RESIZE_POLICIES",
     "ChannelOrder",
@@ -98,10 +104,11 @@ def _check_complete(data: bytes, source: str) -> None:
             )
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
     """Decode an image file with OpenCV: HW (grayscale) or HWC RGB, dtype as stored (uint8,
     uint16, float; other depths as stored too), alpha dropped, EXIF orientation applied.
-    InputError naming the file."""
+    Files over ``limits`` (file size, then the pixel count in the header) are refused before
+    they are read whole or decoded. InputError naming the file."""
     path = Path(path)
     source = str(path)
     if not path.exists():
@@ -109,7 +116,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{source}: not a file (directories are expanded by the CLI only)")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            check_limits(fh, os.fstat(fh.fileno()).st_size, source, limits)
+            fh.seek(0)
+            data = fh.read()
     except OSError as exc:
         raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
     if not data:
@@ -128,6 +138,14 @@ def read_image(path: str | Path) -> np.ndarray:
         # BGR -> RGB by indexing: cv2.cvtColor refuses depths other than 8U/16U/32F.
         image = np.ascontiguousarray(image[:, :, [2, 1, 0, *range(3, image.shape[2])]])
     return image
+
+
+def _exact(value: np.floating) -> str:
+    """The shortest text that reads back as ``value`` in its own dtype (1 + 1e-7 in float32 is
+    "1.0000001", never "1")."""
+    if value == 0 or 1e-4 <= abs(value) < 1e6:
+        return np.format_float_positional(value, trim="-")
+    return np.format_float_scientific(value, trim="-")
 
 
 def _hwc_from_array(array: np.ndarray, channel_order: str, source: str) -> np.ndarray:
@@ -178,7 +196,8 @@ def _hwc_from_array(array: np.ndarray, channel_order: str, source: str) -> np.nd
         lo, hi = float(chw.min()), float(chw.max())
         if lo < 0.0 or hi > 1.0:
             raise InputError(
-                f"{source}: float values must lie in [0, 1], observed range [{lo:.6g}, {hi:.6g}]"
+                f"{source}: float values must lie in [0, 1], observed range "
+                f"[{_exact(chw.min())}, {_exact(chw.max())}]"
                 + ("; 0..255 data: pass it as uint8, or divide by 255" if hi > 1.0 and hi <= 255
                    else "")
             )
@@ -234,17 +253,19 @@ def prepare_image(
     resize: ResizePolicy = "shorter-crop",
     layout: Literal["float-chw", "uint8-hwc"] = "float-chw",
     source: str | None = None,
+    limits: DecodeLimits = DecodeLimits(),
 ) -> np.ndarray:
     """One image (path or array, see the module doc for the policy) as float32 CHW RGB in
     [0, 1] (``layout="float-chw"``) or uint8 HWC RGB (``layout="uint8-hwc"``) of ``size`` (H, W).
-    ``source`` names the image in errors (default: the path, or "array")."""
+    ``source`` names the image in errors (default: the path, or "array"); ``limits`` bound
+    what a file may hold (see ``image_header.py``)."""
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
     if resize not in RESIZE_POLICIES:
         raise ValueError(f"resize: expected one of {RESIZE_POLICIES}, got {resize!r}")
     if isinstance(image, (str, Path)):
         source = source or str(image)
-        hwc = read_image(image)
+        hwc = read_image(image, limits=limits)
         if hwc.ndim == 2:
             hwc = hwc[:, :, None]
         hwc = hwc[:, :, :3] if hwc.shape[2] != 2 else hwc[:, :, :1]  # gray+alpha -> gray

@@ -38,12 +38,21 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "default_noise_threads",
-           "ort_cpu_graph_noise_runs"]
+__all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "check_seed",
+           "default_noise_threads", "ort_cpu_graph_noise_runs"]
 
 NoiseGenerator = Literal["opencv", "numpy"]
 NOISE_GENERATORS: tuple[str, ...] = ("opencv", "numpy")
 _BURN_IN = 64  # values drawn and dropped after seeding an OpenCV thread generator
+
+
+def check_seed(seed: object) -> None:
+    """ValueError unless ``seed`` is None or an integer >= 0 (what ``numpy.random.SeedSequence``
+    takes), so a bad seed fails at once, whatever the detector's noise mode."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0 or None, got {seed!r}")
 
 
 def default_noise_threads() -> int:
@@ -145,6 +154,7 @@ class NoiseSource:
             raise ValueError(f"prefetch: expected an integer >= 0, got {prefetch!r}")
         if generator not in NOISE_GENERATORS:
             raise ValueError(f"generator: expected one of {NOISE_GENERATORS}, got {generator!r}")
+        check_seed(seed)
         if threads is None:
             threads = default_noise_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
+
+from .._atomic import atomic_path
 
 __all__ = [
     "ATTACKS",
@@ -222,11 +223,10 @@ def _load(path: Path, params: str) -> AdversarialSet | None:
 
 def _save(path: Path, params: str, s: AdversarialSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, params=np.array(params), positions=s.positions, success=s.success, l2=s.l2,
-             targets=s.targets, adversarial=s.adversarial,
-             next_position=np.array(s.next_position), skipped=np.array(s.skipped))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, params=np.array(params), positions=s.positions, success=s.success,
+                 l2=s.l2, targets=s.targets, adversarial=s.adversarial,
+                 next_position=np.array(s.next_position), skipped=np.array(s.skipped))
 
 
 def generate(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .protocol import FigureData
 
 __all__ = ["figure2", "figure3", "roc_figure", "write_figures"]
@@ -38,7 +39,8 @@ def figure2(data: FigureData, path: Path, *, names: list[str] | None = None, tit
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -63,7 +65,8 @@ def figure3(data: FigureData, path: Path, *, title: str) -> Path:
         ax.set_xlabel("class")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 

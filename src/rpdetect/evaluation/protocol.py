@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from ..calibration.thresholds import CalibrationMode, Rates, rule_rates, rule_thresholds
+from .._atomic import atomic_path
 from ..export.graph import DetectorConfig, build_detector, load_onnx, save_onnx, with_thresholds
 from ..rule import Thresholds
 from .attacks import AdversarialSet, AttackSpec, ImagePool, generate
@@ -130,9 +130,8 @@ class _PositionScores:
         keys = sorted(self.data)
         cols = {f: np.stack([self.data[k][i] for k in keys])
                 for i, f in enumerate(ScoreSet._fields)}
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64), **cols)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            np.savez(tmp, key=np.array(self.key), positions=np.array(keys, np.int64), **cols)
 
 
 def _score_pool(runner: DetectorRunner, pool: ImagePool, *, chunk: int, progress: bool,

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._atomic import atomic_path, atomic_write_text
 from .attacks import AttackSpec
 from .metrics import AttackMetrics, DetectionMetrics, total_metrics
 from .protocol import EvaluationResult, RuleCalibration
@@ -96,10 +97,10 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
     for name in result.rules:
         header += [f"## Rule: {name}", "", markdown_table(result.rows, by_name, name), ""]
     md = out_dir / "table.md"
-    md.write_text("\n".join(header))
+    atomic_write_text(md, "\n".join(header))
     csv_path = out_dir / "table.csv"
     stats = ("score1", "score2", "flips", "combined")
-    with csv_path.open("w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rule", "attack", "setting", "mean_l2", "paper_l2", "used", "attempted",
                     "failed", *(f"{s}_{m}" for s in stats
@@ -115,7 +116,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
                               for v in (x.tp, x.fp, x.precision, x.recall, x.f2)),
                             r.auc1, r.auc2, r.auc_flips])
     js = out_dir / "table.json"
-    js.write_text(json.dumps({
+    atomic_write_text(js, json.dumps({
         "dataset": dataset, "command": command,
         "calibration_images": result.calibration_images,
         "rules": {name: {"mode": r.mode.value, "fpr": r.fpr, "verdict": r.thresholds.describe(),

@@ -3,12 +3,12 @@ with results cached on disk by a key the caller chooses."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import InputError
 from .metrics import ScoreSet
 
@@ -97,7 +97,6 @@ def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) 
     scores = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, key=np.array(key), **scores._asdict())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, key=np.array(key), **scores._asdict())
     return scores

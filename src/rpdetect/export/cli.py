@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 from typing import Any, Sequence
 
 import numpy as np
 
-from .._cli_util import float_list, shape
-from .graph import INPUT_FORMATS, NOISE_MODES, DetectorConfig, export_detector
+from .._cli_util import finite_float, float_list, shape
+from .._atomic import check_output
+from .graph import (
+    INPUT_FORMATS,
+    METADATA_PREFIX,
+    NOISE_MODES,
+    DetectorConfig,
+    build_detector,
+    save_onnx,
+)
+from .intake import INPUT_LAYOUTS, IntakeOptions
 
 
 def kappas_from_args(
@@ -20,6 +31,9 @@ def kappas_from_args(
         return tuple(kappas)
     if n < 1:
         raise ValueError(f"--n: need at least one noise copy, got {n}")
+    if kappa_min > kappa_max:
+        raise ValueError(f"--kappa-min {kappa_min:g} is above --kappa-max {kappa_max:g}; swap "
+                         f"them (kappas run from the smallest noise scale to the largest)")
     if spacing == "log":
         if kappa_min <= 0:
             raise ValueError("--kappa-spacing log needs --kappa-min > 0")
@@ -47,8 +61,9 @@ def register(sub: Any) -> None:
     d = sub.add_parser(
         "export",
         help="classifier ONNX -> detector ONNX (noise, scores and verdict fused in the graph)",
-        description="Fuse the paper's detector around any classifier ONNX ([N, C, H, W] -> "
-        "logits [N, K], dynamic batch). No torch needed.",
+        description="Fuse the paper's detector around any classifier ONNX ([N, C, H, W] or "
+        "[N, H, W, 3] -> logits [N, K]; a fixed batch axis is made dynamic and checked). No "
+        "torch needed. Notes on what was adapted go to stderr.",
     )
     d.add_argument("classifier", help="classifier .onnx")
     d.add_argument("-o", "--output", required=True, help="detector .onnx to write")
@@ -56,18 +71,32 @@ def register(sub: Any) -> None:
     d.add_argument("--std", type=float_list)
     d.add_argument("--kappas", type=float_list, help="explicit noise scales, comma-separated")
     d.add_argument("--n", type=int, default=10, help="number of noisy copies (default 10)")
-    d.add_argument("--kappa-min", type=float, default=0.01)
-    d.add_argument("--kappa-max", type=float, default=0.1)
+    d.add_argument("--kappa-min", type=finite_float, default=0.01)
+    d.add_argument("--kappa-max", type=finite_float, default=0.1)
     d.add_argument("--kappa-spacing", choices=("linear", "log"), default="linear")
     d.add_argument("--noise", choices=NOISE_MODES, default="graph",
                    help="graph: RandomNormalLike inside the graph; input: noise is a graph input")
-    d.add_argument("--seed", type=float, help="seed attribute of the random op (graph noise)")
+    d.add_argument("--seed", type=finite_float,
+                   help="seed attribute of the random op (graph noise); a finite number")
     d.add_argument("--batch", type=int, default=1, help="images per run B (inner batch B*(n+1))")
     d.add_argument("--clip", action="store_true", help="clip noisy copies to [0, 1] (paper: no)")
     d.add_argument("--input-format", choices=INPUT_FORMATS, default="float-nchw")
     d.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="needed only when the classifier leaves C/H/W dynamic")
-    d.add_argument("--classifier-output", help="classifier output holding the logits (default: first)")
+    d.add_argument("--classifier-output", metavar="NAME",
+                   help="classifier output holding the logits (needed when there are several, "
+                   "unless exactly one is a float [N, K])")
+    d.add_argument("--input-layout", choices=INPUT_LAYOUTS, default="auto",
+                   help="classifier input layout: auto (default; [N, H, W, 3] is read as NHWC, "
+                   "with a message), nchw, nhwc (a Transpose in the graph makes the detector "
+                   "take NCHW)")
+    d.add_argument("--probabilities-to-log", action="store_true",
+                   help="the classifier output is probabilities: insert Log (log-probabilities "
+                   "are the logits minus a per-image constant, so score1 and score2 are those "
+                   "of the logits); without it such an output is refused")
+    d.add_argument("--single-logit-as-two-class", action="store_true",
+                   help="a single-logit (K = 1) output z becomes the two-class logits [0, z]; "
+                   "without it K = 1 is refused (both scores would always be 0)")
     d.add_argument("--threshold1", type=float, default=math.inf)
     d.add_argument("--threshold2", type=float, default=math.inf)
     d.set_defaults(func=_export)
@@ -97,8 +126,17 @@ def _export(args: argparse.Namespace) -> int:
         threshold1=args.threshold1,
         threshold2=args.threshold2,
     )
-    out = export_detector(args.classifier, args.output, config,
-                          classifier_output=args.classifier_output, input_shape=args.input_shape)
+    intake = IntakeOptions(
+        probabilities="log" if args.probabilities_to_log else "refuse",
+        single_logit="two-class" if args.single_logit_as_two_class else "refuse",
+        input_layout=args.input_layout)
+    check_output(args.output, what="output", inputs=[args.classifier])  # before any work
+    model = build_detector(args.classifier, config, classifier_output=args.classifier_output,
+                           input_shape=args.input_shape, intake=intake)
+    meta = {p.key: p.value for p in model.metadata_props}
+    for note in json.loads(meta.get(METADATA_PREFIX + "classifier_intake", "[]")):
+        print(f"rpdetect export: note: {note}", file=sys.stderr)
+    out = save_onnx(model, args.output)
     state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
         "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"
     print(f"wrote {out}: {len(config.kappas)} noisy copies, noise={config.noise}, "

@@ -30,7 +30,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .._atomic import atomic_path, check_output
 from .._version import __version__
+from .intake import IntakeOptions, prepare_classifier
 from ..errors import ModelError
 from ..reference import default_kappas
 from ..rule import Thresholds
@@ -109,6 +111,8 @@ class DetectorConfig:
             raise ValueError(
                 f"input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}"
             )
+        if self.seed is not None and not math.isfinite(self.seed):
+            raise ValueError(f"seed: must be a finite number, got {self.seed!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
             raise ValueError(f"batch: expected an integer >= 1, got {self.batch!r}")
         if self.input_format != "float-nchw" and channels != 3:
@@ -261,16 +265,27 @@ def build_detector(
     *,
     classifier_output: str | None = None,
     input_shape: Sequence[int] | None = None,
+    intake: IntakeOptions | None = None,
 ) -> onnx.ModelProto:
     """Fuse the paper's detector around ``classifier`` and return the detector model.
 
     ``classifier``: an ONNX model (or its path) with one float32 input [N, C, H, W] whose batch
-    axis is dynamic (or equals B * (n + 1)) and a logits output [N, K]; the first output is used
-    unless ``classifier_output`` names another. ``input_shape`` (C, H, W) is needed only when the
+    axis is dynamic (or equals B * (n + 1)) and a logits output [N, K]; ``classifier_output``
+    names it when there are several outputs. ``input_shape`` (C, H, W) is needed only when the
     model leaves them dynamic. The returned model passes ``onnx.checker`` full check.
+
+    Before surgery the classifier goes through ``rpdetect.export.intake.prepare_classifier``
+    (old opsets converted, an NHWC input transposed, a fixed batch axis made symbolic and
+    proven, the logits output chosen, probabilities and single logits refused or converted as
+    ``intake`` says); what it did is in the ``rpdetect.classifier_intake`` metadata.
     """
     config = config or DetectorConfig()
     model, source_sha, source_name = _load_classifier(classifier)
+    prepared = prepare_classifier(
+        model, inner_batch=config.batch * (len(config.kappas) + 1),
+        classifier_output=classifier_output, input_shape=input_shape,
+        options=intake or IntakeOptions())
+    model, classifier_output = prepared.model, prepared.output
     opset = _check_opset(model, config)
     io = _classifier_io(model.graph, config, classifier_output=classifier_output,
                         input_shape=input_shape)
@@ -306,6 +321,7 @@ def build_detector(
         "classifier_output": y_name,
         "opset": str(opset),
         **_threshold_meta(config.thresholds(), None),
+        "classifier_intake": json.dumps(list(prepared.notes)),
         **config.extra_metadata,
     }
     _set_metadata(model, meta)
@@ -719,22 +735,30 @@ def export_detector(
     *,
     classifier_output: str | None = None,
     input_shape: Sequence[int] | None = None,
+    intake: IntakeOptions | None = None,
 ) -> Path:
-    """Build the detector and save it as ONE self-contained .onnx file (weights inside)."""
+    """Build the detector and save it as ONE self-contained .onnx file (weights inside), atomically.
+    ``output`` is checked first (``check_output``): its folder must exist and be writable, and it
+    must not be the classifier file itself."""
+    check_output(output, what="output",
+                 inputs=[classifier] if isinstance(classifier, (str, Path)) else [])
     model = build_detector(
-        classifier, config, classifier_output=classifier_output, input_shape=input_shape
+        classifier, config, classifier_output=classifier_output, input_shape=input_shape,
+        intake=intake,
     )
     return save_onnx(model, output)
 
 
 def save_onnx(model: onnx.ModelProto, output: str | Path) -> Path:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    """Save ``model`` to ``output`` atomically: the previous file stays intact on any failure
+    (full disk, Ctrl-C); the folder must exist (see ``rpdetect._atomic.check_output``)."""
+    output = check_output(output, what="model")
     if model.ByteSize() > 2_000_000_000:
         raise ModelError(
             f"{output}: the model is over 2 GB, which one protobuf file cannot hold"
         )
-    onnx.save(model, str(output))
+    with atomic_path(output) as tmp:
+        onnx.save(model, str(tmp))
     return output
 
 

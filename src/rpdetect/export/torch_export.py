@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .._atomic import atomic_path, check_output
 from ..errors import ModelError
 from .graph import MAX_GRAPH_NOISE_OPSET, check_normalisation
 
@@ -143,8 +144,7 @@ def torch_to_onnx(
     c, h, w = (int(v) for v in input_shape)
     wrapped = _normalised(module.eval(), mean, std, c)
     example = (torch.rand(2, c, h, w),)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = check_output(output, what="classifier")
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), _quiet_exporter():
         tmp_path = Path(tmp) / "classifier.onnx"
         program = torch.onnx.export(
@@ -162,5 +162,6 @@ def torch_to_onnx(
         model = onnx.load(str(tmp_path), load_external_data=True)
     model.graph.name = "classifier"
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(output))
+    with atomic_path(output) as tmp:
+        onnx.save(model, str(tmp))
     return output
