@@ -228,3 +228,16 @@ def test_detect_threshold3_override_and_refusal(det_input, images, capsys):
     assert doc["thresholds"]["threshold3"] == -1 and "flips > -1" in doc["thresholds"]["rule"]
     assert main(["detect", str(det_input), good, "--threshold3", "nan"]) == 2
     assert "threshold3: nan is not a usable threshold" in capsys.readouterr().err
+
+
+def test_minus_inf_and_nan_thresholds_are_refused_at_export_and_detect(det_input, images,
+                                                                       plain_classifier_file,
+                                                                       tmp_path, capsys):
+    good = str(images / "good" / "a_rgb.png")
+    assert main(["detect", str(det_input), good, "--threshold1=-inf"]) == 2
+    assert "threshold1: -inf is not a usable threshold" in capsys.readouterr().err
+    out = tmp_path / "d.onnx"
+    for flag in ("--threshold1=nan", "--threshold2=-inf"):
+        assert main(["export", str(plain_classifier_file), "-o", str(out), flag]) == 2
+        assert "not a usable threshold" in capsys.readouterr().err
+        assert not out.exists()

@@ -406,3 +406,43 @@ def test_threshold3_and_per_kappa_overrides_at_run_time(det_input, tools):
         det.detect(rgb, noise=noise, threshold1=[0.1, 0.2])
     with pytest.raises(InputError, match="threshold3: -inf is not a usable threshold"):
         det.detect(rgb, noise=noise, threshold3=-math.inf)
+
+
+def _edited(path, tmp_path, name, edit):
+    model = onnx.load(str(path))
+    edit(model)
+    out = tmp_path / name
+    onnx.save(model, str(out))
+    return out
+
+
+def test_reported_thresholds_are_the_graphs_and_bad_ones_are_refused(det_calibrated, tmp_path,
+                                                                     tools):
+    """What info/detect report comes from the initializers the graph compares against, not the
+    metadata; NaN/-inf initializers and a kappa count that disagrees with the graph are errors."""
+    from onnx import numpy_helper
+
+    def set_init(name, value):
+        def edit(model):
+            for i in model.graph.initializer:
+                if i.name == name:
+                    i.CopyFrom(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return edit
+
+    n = len(tools.KAPPAS)
+    # metadata says 0.05, the graph holds 0.5: the graph wins
+    moved = _edited(det_calibrated, tmp_path, "moved.onnx", set_init("threshold1", [0.5] * n))
+    det = Detector(moved)
+    assert det.info.threshold1 == 0.5 and det.thresholds().threshold1 == (0.5,) * n
+    for bad in (math.nan, -math.inf):
+        path = _edited(det_calibrated, tmp_path, f"bad{bad}.onnx", set_init("threshold2",
+                                                                              [bad] * n))
+        with pytest.raises(ModelError, match="not a usable threshold"):
+            Detector(path)
+    short = _edited(det_calibrated, tmp_path, "short.onnx", set_init("threshold1", [0.1] * 3))
+    with pytest.raises(ModelError, match="kappas and the graph disagree"):
+        Detector(short)
+    det = Detector(det_calibrated)
+    for bad in (math.nan, -math.inf):
+        with pytest.raises(InputError, match="not a usable threshold"):
+            det.detect(tools.rgb_image(0), noise=tools.noise_for(0), threshold1=bad)
