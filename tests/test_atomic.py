@@ -95,6 +95,10 @@ def test_real_full_disk_keeps_the_good_detector(small_tmpfs, capsys):
 
 _INTERRUPTED_SAVE = textwrap.dedent("""
     import sys, time
+    import signal
+    # a shell that starts jobs in the background (CI, nohup) hands them SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: restore the interactive behaviour
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pathlib import Path
     import onnx
     from rpdetect.cli import main

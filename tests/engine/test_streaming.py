@@ -138,6 +138,10 @@ def test_json_stream_is_valid_when_empty_or_interrupted(tmp_path):
 
 _SLOW_DETECT = textwrap.dedent("""
     import sys, time
+    import signal
+    # a shell that starts jobs in the background (CI, nohup) hands them SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: restore the interactive behaviour
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from rpdetect.engine.detector import Detector
     from rpdetect.cli import main
 
