@@ -106,7 +106,10 @@ def collect(dataset: str, cache: Path, data: Path, seed: int,
             put(f"adv/{spec.name}", adv, 100 + i)
             put(f"clean/{spec.name}", pool.images(pos), 200 + i)
     out = work / f"rule-study-{seed}{tag}.npz"
-    np.savez(out, **arrays)
+    from rpdetect._atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        np.savez(tmp, **arrays)
     return out
 
 
@@ -278,7 +281,9 @@ def main() -> None:
         text = analyse(args.cache, args.seed, tag)
         print(text)
         if args.out:
-            args.out.write_text(text + "\n")
+            from rpdetect._atomic import atomic_write_text
+
+            atomic_write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":
