@@ -64,10 +64,6 @@ class Thresholds:
         return cls(_vector("threshold1", threshold1, n), _vector("threshold2", threshold2, n),
                    check_threshold("threshold3", threshold3))
 
-    @classmethod
-    def uncalibrated(cls, n: int) -> "Thresholds":
-        return cls.of(math.inf, math.inf, math.inf, n=n)
-
     @property
     def n(self) -> int:
         return len(self.threshold1)
@@ -125,11 +121,3 @@ class Thresholds:
         return {"threshold1": [enc(v) for v in self.threshold1],
                 "threshold2": [enc(v) for v in self.threshold2],
                 "threshold3": enc(self.threshold3)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], *, n: int) -> "Thresholds":
-        def dec(v: Any) -> float:
-            return math.inf if v is None else float(v)
-        return cls.of([dec(v) for v in np.atleast_1d(np.asarray(data["threshold1"], object))],
-                      [dec(v) for v in np.atleast_1d(np.asarray(data["threshold2"], object))],
-                      dec(data.get("threshold3")), n=n)
