@@ -37,7 +37,15 @@ __all__ = [
 ]
 
 
-def default_kappas(n: int = 10, low: float = 0.01, high: float = 0.1) -> np.ndarray:
+# The paper's noise scales (Section 4): n = 10 copies, kappa = linspace(0.01, 0.1). Every default
+# in rpdetect (export, its CLI, the evaluation presets) comes from these three numbers.
+PAPER_N = 10
+PAPER_KAPPA_MIN = 0.01
+PAPER_KAPPA_MAX = 0.1
+
+
+def default_kappas(n: int = PAPER_N, low: float = PAPER_KAPPA_MIN,
+                   high: float = PAPER_KAPPA_MAX) -> np.ndarray:
     """The paper's noise scales: n values linearly spaced from ``low`` to ``high``."""
     return np.linspace(low, high, n, dtype=np.float64)
 

@@ -13,6 +13,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from .engine.session import SessionBuilder
+
 if TYPE_CHECKING:
     import torch
 
@@ -82,12 +84,8 @@ def flatten_classifier(channels: int = 3, size: int = 32, opset: int = 17) -> on
 
 
 def session(model_or_path: ModelOrPath) -> ort.InferenceSession:
-    """A CPU session, warnings silenced (detectors' overridable thresholds make ORT warn)."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    src = (model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto)
-           else str(model_or_path))
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    """A CPU session as ``rpdetect.Detector`` opens it (``rpdetect.engine.session``)."""
+    return SessionBuilder.cpu().build(model_or_path).session
 
 
 def run(model_or_path: ModelOrPath, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

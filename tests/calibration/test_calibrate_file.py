@@ -16,7 +16,7 @@ from rpdetect.calibration import CalibrationMode, FolderReader, calibrate_file
 from rpdetect.cli import main
 from rpdetect.errors import InputError, ModelError
 from rpdetect.export.graph import save_onnx
-from rpdetect.export.metadata import read_info
+from rpdetect.contract import read_spec
 
 Detector = pytest.importorskip("rpdetect.engine").Detector
 
@@ -62,7 +62,7 @@ def test_calibrate_file_writes_model_report_and_histogram(
 
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
-    info = read_info(model)
+    info = read_spec(model)
     assert info.thresholds == result.thresholds  # read back from the graph's initializers
     assert info.thresholds_provenance["source"] == image_dir.name
     assert info.thresholds_provenance["n_images"] == N_IMAGES
@@ -137,7 +137,7 @@ def test_cli_end_to_end(graph_noise_detector: Path, image_dir: Path, tmp_path: P
                  "--providers", "cpu", "--threads", "1", "-o", str(out), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    info = read_info(onnx.load(str(out)))
+    info = read_spec(onnx.load(str(out)))
     assert f"threshold1 = {info.threshold1:.9g}" in captured.out
     assert f"threshold2 = {info.threshold2:.9g}" in captured.out
     assert "combined 10.00%" in captured.out  # joint: floor(0.1 * 20) = 2 of 20 images
@@ -231,7 +231,7 @@ def test_cli_default_rule_flags_about_fpr_when_run_again(
                                                 progress=False)
     rate = sum(r.is_adversarial for r in report.results) / len(report.results)
     assert 0.05 <= rate <= 0.1, rate
-    info = read_info(onnx.load(str(out)))
+    info = read_spec(onnx.load(str(out)))
     assert info.thresholds_provenance["mode"] == "combined" and info.thresholds.uses_flips
 
 
@@ -295,7 +295,7 @@ def test_legacy_detector_loads_runs_and_takes_the_paper_rule(
     assert not (tmp_path / "c.onnx").exists()
     result = calibrate_file(path, FolderReader(image_dir), tmp_path / "p.onnx", fpr=0.125,
                             mode="paper", seed=5)
-    info = read_info(onnx.load(str(tmp_path / "p.onnx")))
+    info = read_spec(onnx.load(str(tmp_path / "p.onnx")))
     assert info.thresholds == result.thresholds and not info.has_flips
     inits = {i.name: i for i in onnx.load(str(tmp_path / "p.onnx")).graph.initializer}
     assert list(inits["threshold1"].dims) == [] and "threshold3" not in inits

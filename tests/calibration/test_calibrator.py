@@ -13,7 +13,7 @@ import pytest
 from rpdetect.calibration import ArrayReader, CalibrationMode, Calibrator
 from rpdetect.errors import InputError, ModelError
 from rpdetect.export.graph import load_onnx, save_onnx, with_thresholds
-from rpdetect.export.metadata import read_info
+from rpdetect.contract import read_spec
 from rpdetect.reference import reference_detect
 
 
@@ -75,7 +75,7 @@ def test_thresholds_land_in_the_graph_and_flag_what_was_promised(
     np.testing.assert_array_equal(inits["threshold1"], np.float32(t.threshold1))
     np.testing.assert_array_equal(inits["threshold2"], np.float32(t.threshold2))
     assert inits["threshold3"] == np.float32(t.threshold3)
-    info = read_info(reloaded)
+    info = read_spec(reloaded)
     assert info.calibrated
     assert info.thresholds == t
     prov = info.thresholds_provenance

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from rpdetect.export.graph import DetectorConfig, build_detector, load_onnx
-from rpdetect.export.metadata import read_info
+from rpdetect.contract import node_name, read_spec
 from rpdetect.testing import run
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_lowered_graph_computes_the_same(fmt, make_detector, lowering, image_hwc
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=0, err_msg=name)
 
     assert [i.name for i in lowered.graph.input][:2] == ["image", "noise"]
-    assert read_info(lowered) == read_info(original)
+    assert read_spec(lowered) == read_spec(original)
     opsets = {o.domain: o.version for o in lowered.opset_import}
     assert opsets[""] == lowering.TARGET_OPSET
     ops = [n for n in lowered.graph.node]
@@ -55,7 +55,7 @@ def test_folded_normalisation_becomes_a_1x1_conv(classifier_path, lowering, imag
     for name in ("logits", "score1", "score2", "score1_max", "score2_max"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-7, err_msg=name)
     assert got["label"] == want["label"]
-    norm_inputs = {"rpdetect/centred", "rpdetect/inner_batch"}
+    norm_inputs = {node_name("normalisation", "centred"), node_name("input", "inner_batch")}
     convs = [n for n in lowered.graph.node if n.op_type == "Conv" and n.input[0] in norm_inputs]
     assert len(convs) == 2
     assert not any(n.op_type in ("Sub", "Div") and n.input[0] in norm_inputs
@@ -89,7 +89,7 @@ def test_command_line(make_detector, lowering, deploy_dir, capsys):
     exported = make_detector("input-float-nchw", noise="input")
     out = deploy_dir / "cli" / "opencv4.onnx"
     assert lowering.main([str(exported), str(out)]) == 0
-    assert read_info(onnx.load(str(out))).noise == "input"
+    assert read_spec(onnx.load(str(out))).noise == "input"
     assert lowering.main([str(make_detector("graph-float-nchw", noise="graph")),
                           str(deploy_dir / "cli" / "no.onnx")]) == 2
     assert "RandomNormalLike" in capsys.readouterr().err

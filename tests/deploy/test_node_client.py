@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rpdetect.export.metadata import read_info
+from rpdetect.contract import read_spec
 from rpdetect.export.graph import load_onnx
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_node_runs_the_graph_noise_detector(node, make_detector, png_path, image
     np.save(image_npy, image_float)
     got = node_json(node, "--model", path, "--image", image_npy)
     want = engine_result(path, png_path)
-    n = read_info(load_onnx(path)).n
+    n = read_spec(load_onnx(path)).n
     assert got["score1"].shape == got["score2"].shape == (1, n)
     assert np.isfinite(got["score1"]).all() and (got["score1"] > 0).all()
     np.testing.assert_allclose(got["logits"][0], want["logits"], rtol=RTOL_NODE, atol=1e-7)

@@ -127,14 +127,14 @@ def test_models_that_are_not_detectors_exit_2(tmp_path, plain_classifier_file, i
     text = tmp_path / "notes.onnx"
     text.write_text("no protobuf here\n")
     assert main(["detect", str(text), image]) == 2
-    assert f"{text}: not an ONNX model" in capsys.readouterr().err
+    assert f"{text}: not a readable ONNX model" in capsys.readouterr().err
     assert main(["detect", str(plain_classifier_file), image]) == 2
     err = capsys.readouterr().err
     assert "not an rpdetect detector: missing inputs" in err and "rpdetect export" in err
     assert main(["info", str(tmp_path / "missing.onnx")]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert main(["info", str(text)]) == 2
-    assert f"{text}: not an ONNX model" in capsys.readouterr().err
+    assert f"{text}: not a readable ONNX model" in capsys.readouterr().err
 
 
 def test_detector_whose_metadata_does_not_fit_exits_2(det_input, images, tmp_path, capsys):

@@ -199,7 +199,7 @@ def test_thresholds_stored_in_the_file_apply_and_can_be_overridden(det_calibrate
 def test_model_that_is_not_onnx(tmp_path):
     bogus = tmp_path / "model.onnx"
     bogus.write_text("this is not a protobuf\n" * 10)
-    with pytest.raises(ModelError, match="not an ONNX model") as err:
+    with pytest.raises(ModelError, match="not a readable ONNX model") as err:
         Detector(bogus)
     assert str(bogus) in str(err.value)
     with pytest.raises(ModelError, match="no such model file"):

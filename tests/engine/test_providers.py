@@ -176,7 +176,7 @@ def test_detector_hands_the_plan_to_onnx_runtime(gpu_machine, det_input, caplog)
 
 
 def test_explicit_gpu_request_that_onnx_runtime_drops_is_an_error(gpu_machine, det_input):
-    with pytest.raises(ProviderError, match="did not start any of"):
+    with pytest.raises(ProviderError, match="did not start CUDAExecutionProvider"):
         Detector(det_input, providers=["cuda"])
 
 

@@ -23,7 +23,7 @@ from rpdetect.evaluation.attacks import AttackSpec  # noqa: E402
 from rpdetect.evaluation.figures import write_figures  # noqa: E402
 from rpdetect.evaluation.protocol import ArrayPool, Classifier, evaluate  # noqa: E402
 from rpdetect.evaluation.report import write_report  # noqa: E402
-from rpdetect.export.metadata import read_info  # noqa: E402
+from rpdetect.contract import read_spec  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -77,7 +77,7 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
 
     detector = onnx.load(str(result.detector_path))
     onnx.checker.check_model(detector, full_check=True)
-    info = read_info(detector)
+    info = read_spec(detector)
     assert info.calibrated and info.thresholds_provenance["fpr"] == 0.05
     assert info.thresholds == result.rules["paper"].thresholds
     assert result.calibration_images == 10
@@ -85,7 +85,7 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
     assert set(result.rules) == {"paper", "combined @ paper's rate", "combined @ 0.05"}
     for rule in result.rules.values():
         assert rule.rates.combined == 0.0
-        assert read_info(onnx.load(str(rule.detector_path))).thresholds == rule.thresholds
+        assert read_spec(onnx.load(str(rule.detector_path))).thresholds == rule.thresholds
     assert result.rules["combined @ 0.05"].thresholds.uses_flips
 
     (row,) = result.rows

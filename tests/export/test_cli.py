@@ -8,7 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from rpdetect.cli import main
-from rpdetect.export import read_info
+from rpdetect.contract import read_spec
 from rpdetect.testing import plain_classifier
 
 
@@ -22,7 +22,7 @@ def test_export_cli_builds_a_checked_detector(tmp_path, capsys):
     assert rc == 0 and "uncalibrated" in capsys.readouterr().out
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
-    info = read_info(model)
+    info = read_spec(model)
     assert info.kappas == pytest.approx(tuple(np.geomspace(1e-4, 0.1, 30)))
     assert (info.batch, info.noise, info.clip, info.mean) == (2, "input", True, (0.5, 0.5, 0.5))
 
@@ -33,7 +33,7 @@ def test_export_cli_explicit_kappas_and_uint8(tmp_path):
     out = tmp_path / "det.onnx"
     assert main(["export", str(cls), "-o", str(out), "--kappas", "0.01,0.02",
                  "--input-format", "uint8-nhwc-bgr", "--seed", "7"]) == 0
-    info = read_info(onnx.load(str(out)))
+    info = read_spec(onnx.load(str(out)))
     assert info.kappas == (0.01, 0.02) and info.input_format == "uint8-nhwc-bgr" and info.seed == 7.0
 
 

@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from rpdetect.errors import ModelError
-from rpdetect.export import DetectorConfig, build_detector, extract_classifier, read_info, save_onnx
+from rpdetect.contract import read_spec
+from rpdetect.export import DetectorConfig, build_detector, extract_classifier, save_onnx
 from rpdetect.export.graph import PUBLIC_NAMES, with_thresholds
 from rpdetect.reference import default_kappas, reference_detect
 
@@ -97,7 +98,7 @@ def test_graph_structure_and_metadata(torch_classifier_32):
         "logits", "label", "score1", "score2", "score1_max", "score2_max", "flipped", "flips",
         "is_adversarial"]
     assert any(n.op_type == "RandomNormalLike" for n in det.graph.node)
-    info = read_info(det)
+    info = read_spec(det)
     assert info.kappas == pytest.approx(tuple(default_kappas()))
     assert (info.noise, info.batch, info.seed, info.input_shape) == ("graph", 2, 3.0, (3, 32, 32))
     assert info.threshold1 == math.inf and not info.calibrated
@@ -206,14 +207,14 @@ def test_threshold_boundary_is_strictly_greater_and_overridable():
     assert bool(run(cal, feed)["is_adversarial"][0])
     cal2 = build_detector(clf, DetectorConfig(noise="input", threshold1=float(s1), threshold2=float(s2)))
     assert not bool(run(cal2, feed)["is_adversarial"][0])
-    info = read_info(cal)
+    info = read_spec(cal)
     assert info.calibrated and info.thresholds_provenance == {"source": "test"}
 
 
 def test_thresholds_survive_save_and_reload(tmp_path):
     det = with_thresholds(build_detector(plain_classifier()), 0.25, 0.5, {"fpr": 0.05})
     path = save_onnx(det, tmp_path / "d.onnx")
-    info = read_info(onnx.load(str(path)))
+    info = read_spec(onnx.load(str(path)))
     assert (info.threshold1, info.threshold2) == (0.25, 0.5)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     assert np.all(inits["threshold1"] == 0.25) and np.all(inits["threshold2"] == 0.5)
@@ -280,7 +281,7 @@ def test_dynamic_spatial_dims_need_input_shape():
     with pytest.raises(ModelError, match="input_shape"):
         build_detector(m)
     det = build_detector(m, input_shape=(3, 32, 32))
-    assert read_info(det).input_shape == (3, 32, 32)
+    assert read_spec(det).input_shape == (3, 32, 32)
 
 
 def test_unknown_output_and_opset_limits():
@@ -291,7 +292,7 @@ def test_unknown_output_and_opset_limits():
     build_detector(plain_classifier(opset=22), DetectorConfig(noise="input"))  # fine without it
     # issue 11: opset < 13 is converted by onnx.version_converter (tests/export/test_intake.py)
     det = build_detector(plain_classifier(opset=11))
-    assert read_info(det).kappas and max(o.version for o in det.opset_import if not o.domain) == 17
+    assert read_spec(det).kappas and max(o.version for o in det.opset_import if not o.domain) == 17
 
 
 def test_not_onnx_file(tmp_path):
@@ -362,7 +363,7 @@ def test_per_kappa_thresholds_and_threshold3_match_the_rule():
         np.testing.assert_array_equal(got, ref.is_adversarial)
     # baked into the file by with_thresholds, then read back from the initializers
     cal = with_thresholds(det, t1, inf, {"source": "test"}, threshold3=2.0)
-    info = read_info(cal)
+    info = read_spec(cal)
     assert info.threshold1 == tuple(float(v) for v in t1) and info.threshold3 == 2.0
     assert info.thresholds.per_kappa and info.thresholds.uses_flips
     want = Thresholds.of(t1, inf, 2.0, n=4).flags(base["score1"], base["score2"], base["flips"])

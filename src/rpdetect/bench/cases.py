@@ -16,17 +16,21 @@ Roles (``Case.role``), per provider variant:
   by ``rpdetect.reference``; ``torch-batch``: one eager forward pass at batch 1 + n and torch
   scores: what a user would write without rpdetect.
 
-A workload is a JSON-able dict the worker process understands (see ``worker.py``).
+A workload is a typed record (:class:`OnnxWorkload` or :class:`TorchWorkload`); it crosses to
+the worker process as the flat JSON object of ``to_dict()`` and comes back with
+:func:`workload_from_dict` (see ``worker.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Mapping, Sequence, Union
 
+from ..engine.session import SessionBuilder
 from .providers import ProviderVariant
 
-__all__ = ["Case", "SessionSettings", "TorchModel", "ROLES", "plan_cases"]
+__all__ = ["Case", "OnnxWorkload", "SessionSettings", "TorchModel", "TorchWorkload", "Workload",
+           "ROLES", "plan_cases", "workload_from_dict"]
 
 ROLES: tuple[str, ...] = (
     "classifier-b1", "floor", "detector-graph", "detector-input", "detector-input-prefetch",
@@ -45,9 +49,7 @@ class SessionSettings:
     noise_threads: int | None = None  # None: rpdetect.engine.noise.default_noise_threads()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threads": self.threads, "graph_optimization": self.graph_optimization,
-                "spinning": self.spinning, "noise_generator": self.noise_generator,
-                "noise_threads": self.noise_threads}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,86 @@ class TorchModel:
 
 
 @dataclass(frozen=True)
+class OnnxWorkload:
+    """One ONNX model on one provider variant, ``batch`` images per run. Inputs named in
+    ``fresh_normal`` (the ``noise`` input) are drawn anew for every run, as
+    ``rpdetect.Detector`` draws them, ``prefetch`` runs ahead."""
+
+    model: str
+    providers: tuple[str, ...]
+    provider_options: tuple[dict[str, str], ...]
+    batch: int
+    settings: SessionSettings = SessionSettings()
+    fresh_normal: tuple[str, ...] = ()
+    prefetch: int = 0
+    kind: Literal["onnx"] = "onnx"
+
+    def session_builder(self) -> SessionBuilder:
+        """The session every rpdetect path opens (``rpdetect.engine.session``), with this
+        benchmark's settings: one inter-op thread, sequential execution."""
+        s = self.settings
+        return SessionBuilder(
+            providers=self.providers,
+            provider_options={p: o for p, o in zip(self.providers, self.provider_options) if o},
+            threads=s.threads, inter_op_threads=1, sequential=True,
+            graph_optimization=s.graph_optimization,  # type: ignore[arg-type]
+            spinning=s.spinning)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "providers": list(self.providers),
+                "provider_options": [dict(o) for o in self.provider_options],
+                "batch": self.batch, "fresh_normal": list(self.fresh_normal),
+                "prefetch": self.prefetch, **self.settings.to_dict()}
+
+
+@dataclass(frozen=True)
+class TorchWorkload:
+    """The torch baselines: ``torch-naive`` (1 + n eager passes at batch 1, numpy scores) or
+    ``torch-batch`` (one eager pass at batch 1 + n, torch scores)."""
+
+    kind: Literal["torch-naive", "torch-batch"]
+    model: TorchModel
+    kappas: tuple[float, ...]
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.model
+        return {"kind": self.kind, "spec": m.spec, "weights": m.weights,
+                "mean": list(m.mean) if m.mean else None, "std": list(m.std) if m.std else None,
+                "input_shape": list(m.input_shape), "kappas": [float(k) for k in self.kappas],
+                "threads": self.threads}
+
+
+Workload = Union[OnnxWorkload, TorchWorkload]
+_SETTINGS = {f.name for f in fields(SessionSettings)}
+
+
+def workload_from_dict(d: Mapping[str, Any]) -> Workload:
+    """The record of a workload's JSON object (ValueError naming what is missing or unknown)."""
+    kind = d.get("kind")
+    try:
+        if kind == "onnx":
+            settings = SessionSettings(**{k: d[k] for k in _SETTINGS if k in d})
+            return OnnxWorkload(
+                model=str(d["model"]), providers=tuple(d["providers"]),
+                provider_options=tuple(dict(o) for o in d.get(
+                    "provider_options", [{}] * len(d["providers"]))),
+                batch=int(d["batch"]), settings=settings,
+                fresh_normal=tuple(d.get("fresh_normal", ())), prefetch=int(d.get("prefetch", 0)))
+        if kind in ("torch-naive", "torch-batch"):
+            model = TorchModel(
+                spec=d["spec"], input_shape=tuple(int(v) for v in d["input_shape"]),  # type: ignore
+                weights=d.get("weights"),
+                mean=tuple(d["mean"]) if d.get("mean") else None,
+                std=tuple(d["std"]) if d.get("std") else None)
+            return TorchWorkload(kind, model, tuple(float(k) for k in d["kappas"]),
+                                 int(d["threads"]))
+    except KeyError as exc:
+        raise ValueError(f"workload {kind!r}: missing field {exc.args[0]!r}") from exc
+    raise ValueError(f"unknown workload kind {kind!r}")
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     role: str
@@ -69,7 +151,7 @@ class Case:
     batch: int  # B: images per detector run (1 for the classifier and torch cases)
     inner_batch: int  # images the classifier sees per run
     images_per_run: int  # images that get a verdict (or logits) per run
-    workload: dict[str, Any] = field(hash=False, compare=False)
+    workload: Workload = field(hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "provider": self.variant,
@@ -78,11 +160,10 @@ class Case:
 
 
 def _onnx(model: str, variant: ProviderVariant, settings: SessionSettings, *, batch: int,
-          fresh_normal: Sequence[str] = (), prefetch: int = 0) -> dict[str, Any]:
-    return {"kind": "onnx", "model": model, "providers": list(variant.providers),
-            "provider_options": [dict(o) for o in variant.provider_options],
-            "batch": batch, "fresh_normal": list(fresh_normal), "prefetch": prefetch,
-            **settings.to_dict()}
+          fresh_normal: Sequence[str] = (), prefetch: int = 0) -> OnnxWorkload:
+    return OnnxWorkload(model, tuple(variant.providers),
+                        tuple(dict(o) for o in variant.provider_options), batch, settings,
+                        tuple(fresh_normal), prefetch)
 
 
 def plan_cases(
@@ -120,13 +201,11 @@ def plan_cases(
                                   _onnx(detector_input, v, settings, batch=1,
                                         fresh_normal=("noise",), prefetch=1)))
         if torch_model is not None and p == "cpu":
-            common = {"spec": torch_model.spec, "weights": torch_model.weights,
-                      "mean": list(torch_model.mean) if torch_model.mean else None,
-                      "std": list(torch_model.std) if torch_model.std else None,
-                      "input_shape": list(torch_model.input_shape),
-                      "kappas": [float(k) for k in kappas], "threads": settings.threads}
+            ks = tuple(float(k) for k in kappas)
             cases.append(Case(f"naive: {n + 1} x torch eager B=1 + numpy scores [{p}]", "naive",
-                              p, 1, 1, 1, {"kind": "torch-naive", **common}))
+                              p, 1, 1, 1, TorchWorkload("torch-naive", torch_model, ks,
+                                                        settings.threads)))
             cases.append(Case(f"torch eager B={n + 1} + torch scores [{p}]", "torch-batch", p,
-                              1, n + 1, 1, {"kind": "torch-batch", **common}))
+                              1, n + 1, 1, TorchWorkload("torch-batch", torch_model, ks,
+                                                         settings.threads)))
     return cases

@@ -78,10 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads: expected >= 1, got {args.threads}")
     torch_model = None
     if args.torch:
-        from ..export.graph import load_onnx
-        from ..export.metadata import read_info
+        from ..contract import load
 
-        info = read_info(load_onnx(detector))
+        _, info = load(detector, weights=False)
         shape = tuple(args.input_shape or info.input_shape)
         if len(shape) != 3:
             raise ValueError(f"--input-shape: expected C,H,W, got {shape}")

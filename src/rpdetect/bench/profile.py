@@ -1,42 +1,23 @@
 """Where a detector run's time goes, from an ONNX Runtime profile (``enable_profiling``).
 
 The worker runs the detector with profiling on and returns the median kernel time per node; here
-nodes are grouped by what they do. rpdetect names every node it adds ``rpdetect/<what>_node``
-(``export/graph.py``), so the groups follow those names; every other node is the classifier's
-(ONNX Runtime's own layout nodes included).
+nodes are grouped by what they do, by the node groups of the detector file's contract
+(``rpdetect.contract.NODE_GROUPS``: rpdetect names every node it adds
+``rpdetect/<group>/<what>``); every other node is the classifier's (ONNX Runtime's own layout
+nodes included).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..contract import NODE_GROUPS, node_group
+
 __all__ = ["GROUPS", "ProfileBreakdown", "group_of", "breakdown"]
 
-GROUPS: tuple[str, ...] = ("noise", "input", "normalisation", "classifier", "scores")
-_P = "rpdetect/"
-_NOISE = {"noise_shape", "noise", "scaled_noise", "noisy", "noisy_clipped"}
-_INPUT = {"image_u", "stacked", "inner_batch", "image_float", "image_rgb", "image_nchw", "pixels"}
-_NORMALISATION = {"centred", "normalised"}
-_SUFFIX = re.compile(r"_node(_\d+)?$")
-
-
-def group_of(node_name: str) -> str:
-    """``noise`` (random op, its shape, kappa scaling, x + noise), ``input`` (cast, layout,
-    stacking the copies), ``normalisation`` (the folded (x - mean) / std), ``scores`` (all
-    after the classifier) or ``classifier``."""
-    if not node_name.startswith(_P):
-        return "classifier"
-    # ORT names a node it fused after the first one ("rpdetect/z_noisy_node/...Fusion")
-    base = _SUFFIX.sub("", node_name[len(_P):].split("/")[0])
-    if base in _NOISE or base.startswith("noise_"):
-        return "noise"
-    if base in _INPUT:
-        return "input"
-    if base in _NORMALISATION:
-        return "normalisation"
-    return "scores"
+GROUPS: tuple[str, ...] = (*NODE_GROUPS, "classifier")
+group_of = node_group  # the contract's rule, under the name bench has always used
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._atomic import atomic_write_text
+from .cases import OnnxWorkload
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
 from .stats import summarise
@@ -113,7 +114,8 @@ def _case_dict(o: CaseOutcome) -> dict[str, Any]:
             "peak_rss_mib": None if o.peak_rss_bytes is None else o.peak_rss_bytes / 2**20,
             "session_providers": o.providers,
             "setup_s": o.setup_s,
-            "threads": o.case.workload.get("threads"),
+            "threads": (o.case.workload.settings.threads
+                        if isinstance(o.case.workload, OnnxWorkload) else o.case.workload.threads),
         })
     return d
 

@@ -156,7 +156,7 @@ def run_cases(
         for i, (case, outcome) in enumerate(zip(cases, outcomes)):
             log(f"setup  {case.name}")
             channel = make(case.name)
-            reply = channel.request({"op": "setup", "workload": case.workload})
+            reply = channel.request({"op": "setup", "workload": case.workload.to_dict()})
             if not reply.get("ok"):
                 _fail(outcome, reply, "setup")
                 channel.close()

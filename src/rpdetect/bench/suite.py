@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from ..export.graph import DetectorConfig, build_detector, extract_classifier, load_onnx, save_onnx
+from ..contract import read_spec
 from ..engine.noise import default_noise_threads
-from ..export.metadata import DetectorInfo, read_info
+from ..export.graph import build_detector, extract_classifier, load_onnx, save_onnx
 from .cases import Case, SessionSettings, TorchModel, plan_cases
 from .machine import machine_info
 from .profile import ProfileBreakdown, breakdown
@@ -31,12 +31,6 @@ __all__ = ["DEFAULT_BATCHES", "run_benchmark"]
 DEFAULT_BATCHES: tuple[int, ...] = (1, 4, 16)
 
 
-def _detector_config(info: DetectorInfo, *, noise: str, batch: int) -> DetectorConfig:
-    return DetectorConfig(kappas=info.kappas, noise=noise, seed=info.seed,  # type: ignore[arg-type]
-                          batch=batch, clip=info.clip, mean=info.mean, std=info.std,
-                          input_format=info.input_format)  # type: ignore[arg-type]
-
-
 def _profile_pair(detector: Case, floor: Case, *, runs: int, rounds: int, directory: Path,
                   isolate: bool) -> tuple[ProfileBreakdown | None, ProfileBreakdown | None,
                                           str | None]:
@@ -47,7 +41,7 @@ def _profile_pair(detector: Case, floor: Case, *, runs: int, rounds: int, direct
     chunks: list[list[dict]] = [[], []]
     try:
         for channel, case in zip(channels, (detector, floor)):
-            reply = channel.request({"op": "setup", "workload": case.workload})
+            reply = channel.request({"op": "setup", "workload": case.workload.to_dict()})
             if not reply.get("ok"):
                 return None, None, f"profile setup of {case.name} failed: {reply.get('error')}"
         per_chunk = max(1, -(-runs // rounds))
@@ -97,7 +91,7 @@ def run_benchmark(
     if settings.threads < 1:
         raise ValueError(f"threads: expected >= 1, got {settings.threads}")
     model = load_onnx(detector)
-    info = read_info(model)
+    info = read_spec(model)
     n = info.n
     inner_classifier = extract_classifier(model)
     variants = plan_variants(providers, available=ort.get_available_providers())
@@ -115,10 +109,10 @@ def run_benchmark(
         graph_paths: dict[int, str] = {}
         for b in sorted({1, *batches}):
             log(f"build detector graph noise B={b}")
-            det = build_detector(inner_classifier, _detector_config(info, noise="graph", batch=b),
+            det = build_detector(inner_classifier, info.config(noise="graph", batch=b),
                                  input_shape=info.input_shape)
             graph_paths[b] = str(save_onnx(det, root / f"detector_graph_b{b}.onnx"))
-        det = build_detector(inner_classifier, _detector_config(info, noise="input", batch=1),
+        det = build_detector(inner_classifier, info.config(noise="input", batch=1),
                              input_shape=info.input_shape)
         input_path = str(save_onnx(det, root / "detector_input_b1.onnx"))
 

@@ -29,10 +29,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .cases import OnnxWorkload, TorchWorkload, Workload, workload_from_dict
+
 __all__ = ["Worker", "main", "peak_rss_bytes"]
 
 Run = Callable[[], object]
-_GRAPH_OPT = ("disable", "basic", "extended", "all")
 
 
 class SkipCase(Exception):
@@ -55,50 +56,26 @@ def peak_rss_bytes(*, status: Path = Path("/proc/self/status")) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
 
 
-def _ort_session(w: dict[str, Any], *, profile_prefix: str | None = None) -> Any:
-    import onnxruntime as ort
+def _ort_session(w: OnnxWorkload, *, profile_prefix: str | None = None) -> Any:
+    """The session ``rpdetect.Detector`` would open (``rpdetect.engine.session``); a provider
+    the session did not start is a skipped configuration, not a failure."""
+    from ..engine.session import ProviderNotStarted
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = int(w["threads"])
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    level = w.get("graph_optimization", "all")
-    if level not in _GRAPH_OPT:
-        raise ValueError(f"graph_optimization: expected one of {_GRAPH_OPT}, got {level!r}")
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    so.add_session_config_entry("session.intra_op.allow_spinning",
-                                "1" if w.get("spinning", True) else "0")
-    if profile_prefix is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
-    session = ort.InferenceSession(
-        w["model"], so, providers=list(w["providers"]),
-        provider_options=[dict(o) for o in w["provider_options"]],
-    )
-    used = session.get_providers()
-    if used[0] != w["providers"][0]:
-        raise SkipCase(
-            f"ONNX Runtime did not start {w['providers'][0]} (the session runs on {used}); "
-            f"its libraries (CUDA, cuDNN, TensorRT) may be missing"
-        )
-    return session
+    try:
+        return w.session_builder().build(w.model, profile_prefix=profile_prefix).session
+    except ProviderNotStarted as exc:
+        raise SkipCase(str(exc)) from exc
 
 
-def _ort_run(w: dict[str, Any], session: Any) -> Run:
+def _ort_run(w: OnnxWorkload, session: Any) -> Run:
     """One run = session.run on a fixed image feed; inputs named in ``fresh_normal`` (the
     ``noise`` input of noise='input' detectors) are drawn anew for every run, as a user must."""
     rng = np.random.default_rng(0)
-    fresh = set(w.get("fresh_normal", ()))
+    fresh = set(w.fresh_normal)
     feed: dict[str, np.ndarray] = {}
     fresh_shapes: dict[str, tuple[int, ...]] = {}
     for arg in session.get_inputs():
-        shape = tuple(d if isinstance(d, int) else int(w["batch"]) for d in arg.shape)
+        shape = tuple(d if isinstance(d, int) else w.batch for d in arg.shape)
         if arg.name in fresh:
             fresh_shapes[arg.name] = shape
         elif arg.type == "tensor(float)":
@@ -113,10 +90,9 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
     # ahead on a background thread as Detector(prefetch_noise=...) does
     from ..engine.noise import NoiseSource
 
-    prefetch = int(w.get("prefetch", 0))
-    sources = {name: NoiseSource(shape, seed=0, prefetch=prefetch,
-                                 threads=w.get("noise_threads"),
-                                 generator=w.get("noise_generator", "opencv"))
+    sources = {name: NoiseSource(shape, seed=0, prefetch=w.prefetch,
+                                 threads=w.settings.noise_threads,
+                                 generator=w.settings.noise_generator)  # type: ignore[arg-type]
                for name, shape in fresh_shapes.items()}
 
     def run() -> object:
@@ -130,24 +106,24 @@ def _ort_run(w: dict[str, Any], session: Any) -> Run:
     return run
 
 
-def _torch_run(w: dict[str, Any]) -> Run:
+def _torch_run(w: TorchWorkload) -> Run:
     """What a user would write without rpdetect: the torch module in eager mode."""
     import torch
 
     from ..export.torch_export import load_module
     from ..reference import noisy_copies, reference_scores
 
-    torch.set_num_threads(int(w["threads"]))
-    model = load_module(w["spec"], w.get("weights"))
-    c, h, w_ = (int(v) for v in w["input_shape"])
-    mean = torch.tensor(w["mean"] or [0.0], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(w["std"] or [1.0], dtype=torch.float32).view(1, -1, 1, 1)
-    kappas = np.asarray(w["kappas"], dtype=np.float64)
+    torch.set_num_threads(w.threads)
+    model = load_module(w.model.spec, w.model.weights)
+    c, h, w_ = w.model.input_shape
+    mean = torch.tensor(w.model.mean or [0.0], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(w.model.std or [1.0], dtype=torch.float32).view(1, -1, 1, 1)
+    kappas = np.asarray(w.kappas, dtype=np.float64)
     n = kappas.size
     rng = np.random.default_rng(0)
     image = rng.random((1, c, h, w_), dtype=np.float32)
 
-    if w["kind"] == "torch-naive":
+    if w.kind == "torch-naive":
         def classify(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return model((torch.from_numpy(x) - mean) / std).numpy()
@@ -162,19 +138,18 @@ def _torch_run(w: dict[str, Any]) -> Run:
 
         return naive
 
+    from ..reference_torch import noisy_copies as torch_copies, scores
+
     x = torch.from_numpy(image)
-    k = torch.tensor(kappas, dtype=torch.float32).view(n, 1, 1, 1)
+    k = torch.tensor(kappas, dtype=torch.float32)
 
     def batched() -> object:
-        # one forward pass at batch 1 + n, scores in torch
+        # one forward pass at batch 1 + n, scores by rpdetect.reference_torch
         with torch.inference_mode():
-            copies = x + torch.randn(n, c, h, w_) * k
+            copies = torch_copies(x, torch.randn(1, n, c, h, w_), k)[0]
             z = model((torch.cat([x, copies]) - mean) / std)
-            d = z[:1] - z[1:]
-            s1 = d.std(dim=1, correction=0)
-            p = torch.softmax(z, dim=1)
-            s2 = (p[:1] - p[1:]).abs().sum(dim=1)
-            return (z[0].argmax(), s1.max(), s2.max())
+            s = scores(z[:1], z[None, 1:])
+            return (s.label, s.score1_max, s.score2_max)
 
     return batched
 
@@ -183,7 +158,7 @@ class Worker:
     """Handles protocol requests; usable in-process (``handle``) or as the subprocess main."""
 
     def __init__(self) -> None:
-        self.workload: dict[str, Any] | None = None
+        self.workload: Workload | None = None
         self.run: Run | None = None
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -204,17 +179,16 @@ class Worker:
         except Exception as exc:  # reported to the parent, which names the configuration
             return {"ok": False, "skip": False, "error": f"{type(exc).__name__}: {exc}"}
 
-    def _setup(self, workload: dict[str, Any]) -> dict[str, Any]:
+    def _setup(self, doc: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
-        if workload["kind"] == "onnx":
+        workload = workload_from_dict(doc)
+        if isinstance(workload, OnnxWorkload):
             session = _ort_session(workload)
             self.run = _ort_run(workload, session)
             providers = list(session.get_providers())
-        elif workload["kind"] in ("torch-naive", "torch-batch"):
+        else:
             self.run = _torch_run(workload)
             providers = ["torch-eager-cpu"]
-        else:
-            raise ValueError(f"unknown workload kind {workload['kind']!r}")
         self.workload = workload
         return {"ok": True, "setup_s": time.perf_counter() - start, "providers": providers}
 
@@ -234,7 +208,7 @@ class Worker:
 
     def _profile(self, runs: int, directory: Path) -> dict[str, Any]:
         w = self.workload
-        if w is None or w["kind"] != "onnx":
+        if not isinstance(w, OnnxWorkload):
             raise ValueError("profile needs an ONNX workload set up first")
         directory.mkdir(parents=True, exist_ok=True)
         session = _ort_session(w, profile_prefix=str(directory / "ort_profile"))

@@ -4,20 +4,21 @@ detector file and writes the calibrated copy, a JSON report and a histogram."""
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .._version import __version__
 from ..errors import InputError, ModelError, ProviderError
+from ..contract import Provenance
+from ..engine.detector import Failure
 from ..rule import Thresholds
 from .reader import ImageReader, as_reader
 from .thresholds import (
@@ -62,13 +63,6 @@ class SupportsDetect(Protocol):
     def detect(self, image: Any) -> Any: ...
 
 
-class Failure(NamedTuple):
-    """An image the detector could not score."""
-
-    source: str
-    error: str
-
-
 @dataclass(frozen=True)
 class CalibrationResult:
     """Thresholds chosen on clean images, with what they do on that same set."""
@@ -104,21 +98,13 @@ class CalibrationResult:
     def threshold3(self) -> float:
         return self.thresholds.threshold3
 
-    def provenance(self) -> dict[str, object]:
+    def provenance(self) -> Provenance:
         """What goes into the detector's ``rpdetect.thresholds_provenance`` metadata."""
-        return {
-            "calibrated": True,
-            "fpr": self.fpr,
-            "mode": self.mode.value,
-            "rule": QUANTILE_RULE[self.mode],
-            "verdict": self.thresholds.describe(),
-            "n_images": self.n_images,
-            "n_failed": self.n_failed,
-            "source": self.source,
-            "date": self.date,
-            "rpdetect_version": __version__,
-            "achieved_rates": self.rates._asdict(),
-        }
+        return Provenance(
+            calibrated=True, fpr=self.fpr, mode=self.mode.value, rule=QUANTILE_RULE[self.mode],
+            verdict=self.thresholds.describe(), n_images=self.n_images, n_failed=self.n_failed,
+            source=self.source, date=self.date, rpdetect_version=__version__,
+            achieved_rates=self.rates._asdict())
 
     def to_dict(self) -> dict[str, object]:
         """Everything, JSON-able (the calibration report)."""
@@ -136,7 +122,7 @@ class CalibrationResult:
             "source": self.source,
             "date": self.date,
             "rpdetect_version": __version__,
-            "failures": [f._asdict() for f in self.failures],
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 
@@ -157,6 +143,7 @@ class Calibrator:
         self._score2: list[np.ndarray] = []
         self._flips: list[int | None] = []
         self._failures: list[Failure] = []
+        self._seen = 0  # images recorded so far: a Failure's index
         self._sources: list[str] = []
         self._locations: list[str] = []
 
@@ -233,14 +220,16 @@ class Calibrator:
         return outcomes
 
     def _record(self, name: str, outcome: Any) -> int:
+        self._seen += 1
         if isinstance(outcome, str):
-            self._failures.append(Failure(name, outcome))
+            self._failures.append(Failure(self._seen - 1, name, outcome))
             return 0
         s1 = _vector(getattr(outcome, "score1", None), outcome.score1_max)
         s2 = _vector(getattr(outcome, "score2", None), outcome.score2_max)
         if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
             self._failures.append(
-                Failure(name, f"non-finite scores score1_max={s1.max()}, score2_max={s2.max()}")
+                Failure(self._seen - 1, name,
+                        f"non-finite scores score1_max={s1.max()}, score2_max={s2.max()}")
             )
             return 0
         if self._score1 and s1.shape != self._score1[0].shape:
@@ -329,8 +318,7 @@ def calibrate_file(
     ``rpdetect.Detector``.
     """
     from ..engine import Detector
-    from ..export.graph import load_onnx, with_thresholds
-    from ..export.metadata import read_info
+    from ..contract import load, with_thresholds
     from .report import check_report_paths, default_paths, save_calibrated
 
     detector_path, out_path = Path(detector_path), Path(out_path)
@@ -340,8 +328,7 @@ def calibrate_file(
     report_path, histogram_path = check_report_paths(
         detector_path, out_path, report_path or default_report,
         histogram_path or default_histogram)
-    model = load_onnx(detector_path)
-    info = read_info(model)  # ModelError now, before any image is run, if it is no detector
+    model, info = load(detector_path)  # ModelError now, before any image is run
     if mode in (CalibrationMode.COMBINED, CalibrationMode.PER_KAPPA) and not info.has_flips:
         raise ModelError(
             f"{detector_path}: mode {mode.value!r} needs the flip count, which this detector "

@@ -12,7 +12,7 @@ from typing import Any
 import onnxruntime as ort
 
 from .._cli_util import add_session_args, seed, session_kwargs
-from ..export.metadata import DetectorInfo, is_uncalibrated
+from ..contract import DetectorSpec
 from .detector import Detector, Failure, TensorSpec
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
@@ -183,7 +183,7 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
         "thresholds": info.thresholds.to_json(),  # what the graph compares against
         "rule": info.thresholds.describe(),
         "statistics": ["score1", "score2"] + (["flips"] if info.has_flips else []),
-        "calibrated": not is_uncalibrated(info),
+        "calibrated": info.calibrated,
         "thresholds_provenance": info.thresholds_provenance,
         "providers": list(detector.providers),
         "providers_requested": list(detector.plan.requested),
@@ -201,25 +201,26 @@ def _cpu_noise_runs(detector: Detector) -> int | None:
     return ort_cpu_graph_noise_runs(info.batch * info.n * c * h * w)
 
 
-def _provenance_lines(info: DetectorInfo) -> list[str]:
+def _provenance_lines(info: DetectorSpec) -> list[str]:
     """Where the thresholds came from, in words (the JSON is in ``info --json``)."""
-    prov = info.thresholds_provenance
-    if is_uncalibrated(info):
+    prov = info.provenance
+    if not info.calibrated:
         return []
-    if "n_images" not in prov:
-        return [f"provenance   {prov.get('source') or json.dumps(prov, sort_keys=True)}"]
-    rates = prov.get("achieved_rates") or {}
+    if prov.n_images is None:
+        return [f"provenance   {prov.source or json.dumps(prov.to_json(), sort_keys=True)}"]
+    unknown = "?"
     lines = [
-        f"calibrated   on {prov['n_images']} clean images from {prov.get('source', '?')} "
-        f"({prov.get('n_failed', 0)} unreadable), fpr {prov.get('fpr', '?')}, "
-        f"mode {prov.get('mode', '?')}, {prov.get('date', 'date unknown')}",
+        f"calibrated   on {prov.n_images} clean images from {prov.source or unknown} "
+        f"({prov.n_failed or 0} unreadable), fpr {unknown if prov.fpr is None else prov.fpr}, "
+        f"mode {prov.mode or unknown}, {prov.date or 'date unknown'}",
     ]
+    rates = prov.achieved_rates or {}
     if rates:
         order = sorted(rates, key=lambda k: (k != "score1", k != "score2", k))
         lines.append("flagged      " + ", ".join(f"{k} {rates[k]:.2%}" for k in order)
                      + " of those images")
-    if prov.get("rule"):
-        lines.append(f"rule         {prov['rule']}")
+    if prov.rule:
+        lines.append(f"rule         {prov.rule}")
     return lines
 
 
@@ -234,7 +235,7 @@ def _info_text(detector: Detector) -> str:
     thresholds = "  ".join(f"{name}={_values(getattr(t, name))}"
                            for name in ("threshold1", "threshold2")) + (
         f"  threshold3={t.threshold3:.6g}" if info.has_flips else "")
-    if is_uncalibrated(info):
+    if not info.calibrated:
         thresholds += "  (uncalibrated: never flags; run `rpdetect calibrate`)"
     statistics = ("score1, score2 (Eq. 5/6 per kappa), flips (copies whose label changed)"
                   if info.has_flips else "score1, score2 (a file from rpdetect <= 0.1: no flips)")

@@ -10,20 +10,16 @@ shared by threads (``InferenceSession.run`` is thread-safe).
 from __future__ import annotations
 
 import logging
-import math
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from tqdm import tqdm
 
-from ..errors import InputError, ModelError, ProviderError, RpdetectError
-from ..export.metadata import DetectorInfo, read_info
+from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, DetectorSpec, load
+from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
@@ -36,18 +32,13 @@ from .images import (
     prepare_image,
 )
 from .noise import NoiseGenerator, NoiseSource, check_seed
-from .providers import ProviderPlan, resolve_providers
+from .providers import ProviderPlan
+from .session import SessionBuilder
 
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
 
 _log = logging.getLogger("rpdetect.engine")
 
-REQUIRED_INPUTS: tuple[str, ...] = ("image", "threshold1", "threshold2")
-REQUIRED_OUTPUTS: tuple[str, ...] = (
-    "logits", "label", "score1", "score2", "score1_max", "score2_max", "is_adversarial",
-)
-FLIP_OUTPUTS: tuple[str, ...] = ("flipped", "flips")  # files from rpdetect >= 0.2
-THRESHOLD_NAMES: tuple[str, ...] = ("threshold1", "threshold2", "threshold3")
 _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
     "tensor(bool)": "bool", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -111,6 +102,9 @@ class Failure:
     source: str
     error: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "source": self.source, "error": self.error}
+
 
 @dataclass(frozen=True)
 class BatchReport:
@@ -126,8 +120,7 @@ class BatchReport:
     def to_dict(self, *, logits: bool = True) -> dict[str, Any]:
         return {
             "results": [r.to_dict(logits=logits) for r in self.results],
-            "failures": [{"index": f.index, "source": f.source, "error": f.error}
-                         for f in self.failures],
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 
@@ -138,38 +131,6 @@ class TensorSpec:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str
-
-
-def _load_model(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    if not path.is_file():
-        raise ModelError(f"{path}: not a file; expected a detector .onnx file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)  # weights: ORT reads them
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ModelError(
-            f"{path}: not an ONNX model ({type(exc).__name__}); expected a detector .onnx file "
-            f"built with `rpdetect export`"
-        ) from exc
-    if not model.graph.node and not model.graph.input:
-        raise ModelError(f"{path}: not an ONNX model (no graph); expected a detector .onnx file")
-    return model
-
-
-def _check_io(model: onnx.ModelProto, path: Path) -> None:
-    inputs = {i.name for i in model.graph.input}
-    outputs = {o.name for o in model.graph.output}
-    missing_in = [n for n in REQUIRED_INPUTS if n not in inputs]
-    missing_out = [n for n in REQUIRED_OUTPUTS if n not in outputs]
-    if missing_in or missing_out:
-        raise ModelError(
-            f"{path}: not an rpdetect detector: missing inputs {missing_in}, missing outputs "
-            f"{missing_out} (it has inputs {sorted(inputs)[:8]}, outputs {sorted(outputs)[:8]}). "
-            f"If it is a classifier, build a detector from it first: "
-            f"`rpdetect export {path.name} -o detector.onnx` "
-            f"(Python: rpdetect.export.export_detector)"
-        )
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -225,6 +186,9 @@ class Detector:
       files over them are refused from their header, before they are read or decoded (see
       ``image_header.py``).
     * ``seed``: an integer >= 0 or None (anything else is a ValueError, whatever the noise mode).
+    * ``session_builder``: a ``rpdetect.engine.SessionBuilder`` instead of ``providers``,
+      ``threads``, ``provider_options`` and ``**options`` (which must then be left out): how
+      the session is opened, and the rule for "did the provider start" (``session.py``).
 
     Raises ModelError for a file that is not an rpdetect detector, ProviderError for providers
     or options ONNX Runtime cannot honour.
@@ -245,6 +209,7 @@ class Detector:
         resize: ResizePolicy = "shorter-crop",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        session_builder: SessionBuilder | None = None,
         **options: Any,
     ) -> None:
         if channel_order not in CHANNEL_ORDERS:
@@ -252,9 +217,13 @@ class Detector:
                 f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
         if resize not in RESIZE_POLICIES:
             raise ValueError(f"resize: expected one of {RESIZE_POLICIES}, got {resize!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or threads < 1):
-            raise ValueError(f"threads: expected an integer >= 1 or None, got {threads!r}")
+        if session_builder is None:
+            session_builder = SessionBuilder(
+                providers=providers if isinstance(providers, str) else tuple(providers),
+                provider_options=provider_options, options=options, threads=threads)
+        elif providers != "auto" or threads is not None or provider_options or options:
+            raise ValueError("session_builder: give either a SessionBuilder or providers/"
+                             "threads/provider_options/options, not both")
         if isinstance(prefetch_noise, bool) or not isinstance(prefetch_noise, int) \
                 or prefetch_noise < 0:
             raise ValueError(f"prefetch_noise: expected an integer >= 0, got {prefetch_noise!r}")
@@ -263,44 +232,14 @@ class Detector:
         self.path = Path(path)
         self.channel_order: str = channel_order
         self.resize: str = resize
-        model = _load_model(self.path)
-        _check_io(model, self.path)
-        try:
-            self.info: DetectorInfo = read_info(model)
-        except ModelError as exc:
-            raise ModelError(f"{self.path}: {exc}") from exc
-        del model
-
-        self.plan: ProviderPlan = resolve_providers(
-            providers,
-            available=ort.get_available_providers(),
-            provider_options=provider_options,
-            options=options,
-        )
-        for name in self.plan.skipped:
-            _log.warning("%s: %s is not available, falling back to %s",
-                         self.path, name, list(self.plan.names))
-        session_options = ort.SessionOptions()
-        # ORT warns that threshold1/threshold2 are initializers that are also graph inputs:
-        # that is by design (overridable thresholds), so only errors are shown.
-        session_options.log_severity_level = 3
-        if threads is not None:
-            session_options.intra_op_num_threads = threads
-        if self.info.noise == "graph" and self.info.seed is None:
-            # Random ops without a seed attribute draw from ONNX Runtime's process-wide default
-            # seed, so every new session in one process would start the same noise stream.
-            ort.set_seed(secrets.randbits(31))
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), session_options, **self.plan.session_kwargs()
-            )
-        except Exception as exc:
-            raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it with providers {list(self.plan.names)}: "
-                f"{exc}"
-            ) from exc
-        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
-        self._check_session_providers()
+        _, spec = load(self.path, weights=False)  # the weights: ONNX Runtime reads them
+        self.info: DetectorSpec = spec
+        built = session_builder.build(
+            self.path, reseed_graph_noise=self.info.noise == "graph" and self.info.seed is None)
+        self.session_builder = session_builder
+        self.plan: ProviderPlan = built.plan
+        self.session = built.session
+        self.providers: tuple[str, ...] = built.providers
         _log.info("%s: running on %s", self.path, list(self.providers))
 
         # the thresholds are initializers that runs may override: list them as inputs
@@ -345,19 +284,6 @@ class Detector:
         self.close()
 
     # --- construction checks ------------------------------------------------------------
-    def _check_session_providers(self) -> None:
-        missing = [p for p in self.plan.names if p not in self.providers]
-        for name in missing:
-            _log.warning("%s: %s was requested but ONNX Runtime did not start it (its libraries "
-                         "may be missing); the session uses %s", self.path, name,
-                         list(self.providers))
-        if self.plan.requested != ("auto",) and len(missing) == len(self.plan.names):
-            raise ProviderError(
-                f"{self.path}: ONNX Runtime did not start any of {list(self.plan.names)} "
-                f"(it uses {list(self.providers)}); check the CUDA/cuDNN/TensorRT installation "
-                f"or ask for providers=['cpu']"
-            )
-
     def _check_session_io(self) -> None:
         info = self.info
         c, h, w = info.input_shape

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..reference import default_kappas
 from .attacks import ATTACKS, AttackSpec
 from .datasets import (
     LabeledImage,
@@ -61,7 +62,7 @@ def _dogscats_prepare(rgb: np.ndarray) -> np.ndarray:
     return _zoo("dogscats").prepare(rgb)
 
 
-PAPER_KAPPAS = tuple(float(k) for k in np.linspace(0.01, 0.1, 10))
+PAPER_KAPPAS = tuple(float(k) for k in default_kappas())
 # "30 kappas from 1e-4 to 1e-1": geometric spacing, so that every decade gets ten scales (with
 # linspace, 29 of the 30 would lie above 3.4e-3 and the 1e-4 end would be a single point).
 CIFAR_KAPPAS = tuple(float(k) for k in np.geomspace(1e-4, 1e-1, 30))

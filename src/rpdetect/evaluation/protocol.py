@@ -22,7 +22,8 @@ import numpy as np
 
 from ..calibration.thresholds import CalibrationMode, Rates, rule_rates, rule_thresholds
 from .._atomic import atomic_path
-from ..export.graph import DetectorConfig, build_detector, load_onnx, save_onnx, with_thresholds
+from ..contract import DetectorConfig, Provenance, with_thresholds
+from ..export.graph import build_detector, load_onnx, save_onnx
 from ..rule import Thresholds
 from .attacks import AdversarialSet, AttackSpec, ImagePool, generate
 from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
@@ -276,10 +277,10 @@ def calibrate_rules(calib: ScoreSet, *, fpr: float, mode: CalibrationMode,
         t = t or rule_thresholds(m, *stats, fpr=rate)
         slug = name.replace(" @ ", "-").replace("'", "").replace(" ", "-")
         path = work_dir / f"detector-{key}-{slug}.onnx"
-        save_onnx(with_thresholds(detector, t.threshold1, t.threshold2, {
-            "calibrated": True, "mode": m.value, "fpr": rate, "n_images": len(calib),
-            "source": "rpdetect.evaluation (clean calibration split)"},
-            threshold3=t.threshold3), path)
+        provenance = Provenance(calibrated=True, mode=m.value, fpr=rate, n_images=len(calib),
+                                source="rpdetect.evaluation (clean calibration split)")
+        save_onnx(with_thresholds(detector, t.threshold1, t.threshold2, provenance,
+                                  threshold3=t.threshold3), path)
         out[name] = RuleCalibration(m, rate, t, rule_rates(t, *stats), path)
     return out
 

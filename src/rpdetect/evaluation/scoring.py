@@ -17,15 +17,6 @@ __all__ = ["DetectorRunner", "ClassifierRunner", "cached_scores", "label_consist
 SCORES_FORMAT = "v2"  # per-copy scores and flips (v1 held the maxima only)
 
 
-def _session(path: Path, threads: int | None) -> object:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 class DetectorRunner:
     """The engine's :class:`rpdetect.Detector` on ONNX Runtime's CPU provider, fed float CHW
     arrays in [0, 1]; returns the per-copy scores, flip counts and labels as arrays."""
@@ -33,7 +24,9 @@ class DetectorRunner:
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
         from ..engine import Detector
 
-        self.detector = Detector(path, providers="cpu", threads=threads)
+        from ..engine.session import SessionBuilder
+
+        self.detector = Detector(path, session_builder=SessionBuilder.cpu(threads))
 
     def score(self, images: np.ndarray, *, progress: bool = False, desc: str = "detect"
               ) -> ScoreSet:
@@ -61,11 +54,13 @@ class ClassifierRunner:
     """A pixel-space classifier ONNX ([N, C, H, W] in [0, 1] -> logits [N, K])."""
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
-        self.session = _session(path, threads)
-        self.input = self.session.get_inputs()[0].name  # type: ignore[attr-defined]
+        from ..engine.session import SessionBuilder
+
+        self.session = SessionBuilder.cpu(threads).build(path).session
+        self.input = self.session.get_inputs()[0].name
 
     def logits(self, images: np.ndarray, *, batch: int = 32) -> np.ndarray:
-        run = self.session.run  # type: ignore[attr-defined]
+        run = self.session.run
         out = [run(None, {self.input: np.ascontiguousarray(images[i:i + batch], np.float32)})[0]
                for i in range(0, len(images), batch)]
         return np.concatenate(out)

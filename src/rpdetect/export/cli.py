@@ -12,14 +12,9 @@ import numpy as np
 
 from .._cli_util import finite_float, float_list, shape
 from .._atomic import check_output
-from .graph import (
-    INPUT_FORMATS,
-    METADATA_PREFIX,
-    NOISE_MODES,
-    DetectorConfig,
-    build_detector,
-    save_onnx,
-)
+from ..contract import INPUT_FORMATS, METADATA_PREFIX, NOISE_MODES, DetectorConfig, save
+from ..reference import PAPER_KAPPA_MAX, PAPER_KAPPA_MIN, PAPER_N
+from .graph import build_detector
 from .intake import INPUT_LAYOUTS, IntakeOptions
 
 
@@ -70,9 +65,10 @@ def register(sub: Any) -> None:
     d.add_argument("--mean", type=float_list, help="fold (x - mean) / std in front of the classifier")
     d.add_argument("--std", type=float_list)
     d.add_argument("--kappas", type=float_list, help="explicit noise scales, comma-separated")
-    d.add_argument("--n", type=int, default=10, help="number of noisy copies (default 10)")
-    d.add_argument("--kappa-min", type=finite_float, default=0.01)
-    d.add_argument("--kappa-max", type=finite_float, default=0.1)
+    d.add_argument("--n", type=int, default=PAPER_N,
+                   help=f"number of noisy copies (default {PAPER_N}, the paper's)")
+    d.add_argument("--kappa-min", type=finite_float, default=PAPER_KAPPA_MIN)
+    d.add_argument("--kappa-max", type=finite_float, default=PAPER_KAPPA_MAX)
     d.add_argument("--kappa-spacing", choices=("linear", "log"), default="linear")
     d.add_argument("--noise", choices=NOISE_MODES, default="graph",
                    help="graph: RandomNormalLike inside the graph; input: noise is a graph input")
@@ -136,7 +132,7 @@ def _export(args: argparse.Namespace) -> int:
     meta = {p.key: p.value for p in model.metadata_props}
     for note in json.loads(meta.get(METADATA_PREFIX + "classifier_intake", "[]")):
         print(f"rpdetect export: note: {note}", file=sys.stderr)
-    out = save_onnx(model, args.output)
+    out = save(model, args.output)
     state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
         "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"
     print(f"wrote {out}: {len(config.kappas)} noisy copies, noise={config.noise}, "

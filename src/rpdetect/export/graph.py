@@ -21,136 +21,54 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .._atomic import atomic_path, check_output
+from .._atomic import check_output
 from .._version import __version__
-from .intake import IntakeOptions, prepare_classifier
+from ..contract import (
+    CLASSIFIER_INPUT_KEY,
+    CLASSIFIER_OUTPUT_KEY,
+    METADATA_PREFIX,
+    PUBLIC_NAMES,
+    DetectorConfig,
+    DetectorSpec,
+    NodeGroup,
+    load_model,
+    node_name,
+    save,
+    set_metadata,
+    with_thresholds,
+)
 from ..errors import ModelError
-from ..reference import default_kappas
 from ..rule import Thresholds
+from .intake import IntakeOptions, prepare_classifier
 
 __all__ = [
     "DetectorConfig",
-    "InputFormat",
-    "NoiseMode",
     "build_detector",
     "export_detector",
     "with_thresholds",
     "extract_classifier",
     "load_onnx",
-    "METADATA_PREFIX",
-    "PUBLIC_NAMES",
-    "CLASSIFIER_INPUT_KEY",
-    "CLASSIFIER_OUTPUT_KEY",
+    "save_onnx",
 ]
 
-NoiseMode = Literal["graph", "input"]
-InputFormat = Literal["float-nchw", "uint8-nhwc-rgb", "uint8-nhwc-bgr"]
-INPUT_FORMATS: tuple[str, ...] = ("float-nchw", "uint8-nhwc-rgb", "uint8-nhwc-bgr")
-NOISE_MODES: tuple[str, ...] = ("graph", "input")
-
-METADATA_PREFIX = "rpdetect."
-# Graph inputs and outputs of every detector; a classifier tensor with one of these names is
-# renamed (prefixed "classifier/") during surgery.
-PUBLIC_NAMES: tuple[str, ...] = (
-    "image",
-    "noise",
-    "threshold1",
-    "threshold2",
-    "threshold3",
-    "logits",
-    "label",
-    "score1",
-    "score2",
-    "score1_max",
-    "score2_max",
-    "flipped",
-    "flips",
-    "is_adversarial",
-)
-_P = "rpdetect/"  # prefix of every internal tensor and node this module adds
-CLASSIFIER_INPUT_KEY = METADATA_PREFIX + "classifier_input"
-CLASSIFIER_OUTPUT_KEY = METADATA_PREFIX + "classifier_output"
 MIN_OPSET = 13
 MAX_GRAPH_NOISE_OPSET = 21  # opset >= 22 makes RandomNormalLike-22, which ONNX Runtime cannot run
 
 
-@dataclass(frozen=True)
-class DetectorConfig:
-    """How the detector is built. Names follow the paper where they are the paper's."""
-
-    kappas: tuple[float, ...] = tuple(float(k) for k in default_kappas())
-    noise: NoiseMode = "graph"
-    seed: float | None = None
-    batch: int = 1
-    clip: bool = False
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    input_format: InputFormat = "float-nchw"
-    threshold1: float | tuple[float, ...] = math.inf  # one value, or one per kappa
-    threshold2: float | tuple[float, ...] = math.inf
-    threshold3: float = math.inf  # on the flip count; +inf: unused
-    extra_metadata: dict[str, str] = field(default_factory=dict)
-
-    def validate(self, channels: int) -> None:
-        if len(self.kappas) < 1:
-            raise ValueError("kappas: need at least one noise scale")
-        if not all(math.isfinite(k) and k >= 0 for k in self.kappas):
-            raise ValueError(f"kappas: every scale must be finite and >= 0, got {self.kappas}")
-        if self.noise not in NOISE_MODES:
-            raise ValueError(f"noise: expected one of {NOISE_MODES}, got {self.noise!r}")
-        if self.input_format not in INPUT_FORMATS:
-            raise ValueError(
-                f"input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}"
-            )
-        if self.seed is not None and not math.isfinite(self.seed):
-            raise ValueError(f"seed: must be a finite number, got {self.seed!r}")
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise ValueError(f"batch: expected an integer >= 1, got {self.batch!r}")
-        if self.input_format != "float-nchw" and channels != 3:
-            raise ValueError(
-                f"input_format {self.input_format!r} needs a 3-channel classifier, got {channels}"
-            )
-        check_normalisation(self.mean, self.std, channels)
-        self.thresholds()
-
-    def thresholds(self) -> Thresholds:
-        """The thresholds as the file will hold them (ValueError for NaN, -inf, wrong length)."""
-        return Thresholds.of(self.threshold1, self.threshold2, self.threshold3,
-                             n=len(self.kappas))
-
-
-def check_normalisation(
-    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
-) -> None:
-    """ValueError unless mean/std are both absent, or both 1 or ``channels`` values (std
-    non-zero)."""
-    if (mean is None) != (std is None):
-        raise ValueError("mean and std go together: give both or neither")
-    for name, vec in (("mean", mean), ("std", std)):
-        if vec is not None and len(vec) not in (1, channels):
-            raise ValueError(f"{name}: expected 1 or {channels} values, got {len(vec)}")
-    if std is not None and any(v == 0 for v in std):
-        raise ValueError(f"std: values must be non-zero, got {tuple(std)}")
-
-
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Load an ONNX model with its external data, or raise ModelError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        return onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    return load_model(path, weights=True)
+
+
+save_onnx = save  # the contract's atomic save, under the name export has always had
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
@@ -228,12 +146,13 @@ class _Builder:
         self.taken = taken
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
+        self.group: NodeGroup = "input"  # the contract's node group of what is added next
 
     def name(self, base: str) -> str:
-        cand, i = _P + base, 0
+        cand, i = node_name(self.group, base), 0
         while cand in self.taken:
             i += 1
-            cand = f"{_P}{base}_{i}"
+            cand = node_name(self.group, f"{base}_{i}")
         self.taken.add(cand)
         return cand
 
@@ -313,18 +232,17 @@ def build_detector(
             outputs=_outputs(config.batch, len(config.kappas), io.num_classes),
             initializers=bld.inits + thresholds, stale=(x_name, y_name))
 
+    spec = DetectorSpec.of(config, input_shape=io.chw, num_classes=io.num_classes,
+                           classifier_sha256=source_sha, classifier_source=source_name)
     meta = {
-        **_config_meta(config, io.chw, io.num_classes),
-        "classifier_sha256": source_sha,
-        "classifier_source": source_name,
+        **spec.to_metadata(),
         "classifier_input": x_name,
         "classifier_output": y_name,
         "opset": str(opset),
-        **_threshold_meta(config.thresholds(), None),
         "classifier_intake": json.dumps(list(prepared.notes)),
         **config.extra_metadata,
     }
-    _set_metadata(model, meta)
+    set_metadata(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -462,6 +380,7 @@ def _add_front(
     c, h, w = chw
     b, n = config.batch, len(config.kappas)
     new_inputs: list[onnx.ValueInfoProto] = []
+    bld.group = "input"
     if config.input_format == "float-nchw":
         new_inputs.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, [b, c, h, w]))
         x = "image"
@@ -477,6 +396,7 @@ def _add_front(
 
     axis1 = bld.const("axis1", np.array([1], dtype=np.int64))
     x_u = bld.op("Unsqueeze", [x, axis1], "image_u")  # [B, 1, C, H, W]
+    bld.group = "noise"
     if config.noise == "graph":
         # The random op's input must be a run-time tensor (TensorRT rejects an initializer
         # there), so its shape comes from the image itself.
@@ -498,10 +418,12 @@ def _add_front(
         lo = bld.const("clip_min", np.array(0.0, dtype=np.float32))
         hi = bld.const("clip_max", np.array(1.0, dtype=np.float32))
         noisy = bld.op("Clip", [noisy, lo, hi], "noisy_clipped")
+    bld.group = "input"
     stacked = bld.op("Concat", [x_u, noisy], "stacked", axis=1)  # [B, n+1, C, H, W]
     flat_shape = bld.const("inner_shape", np.array([b * (n + 1), c, h, w], dtype=np.int64))
     if config.mean is not None and config.std is not None:
         flat = bld.op("Reshape", [stacked, flat_shape], "inner_batch")
+        bld.group = "normalisation"
         mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
         centred = bld.op("Sub", [flat, bld.const("mean", mean)], "centred")
@@ -513,6 +435,7 @@ def _add_front(
 
 def _add_scores(bld: _Builder, b: int, n: int, y_name: str) -> None:
     """Classifier logits ``y_name`` [B * (n + 1), K] -> the detector's public outputs."""
+    bld.group = "scores"
     z = bld.op("Reshape", [y_name, bld.const("z_shape", np.array([b, n + 1, -1], np.int64))], "z")
     zero = bld.const("zero", np.array([0], dtype=np.int64))
     one = bld.const("one", np.array([1], dtype=np.int64))  # also the axis of the copies
@@ -617,24 +540,6 @@ def _splice(
     model.producer_version = __version__
 
 
-def _config_meta(
-    config: DetectorConfig, chw: tuple[int, int, int], num_classes: int | None
-) -> dict[str, str]:
-    return {
-        "version": __version__,
-        "kappas": json.dumps([float(k) for k in config.kappas]),
-        "noise": config.noise,
-        "seed": "none" if config.seed is None else repr(float(config.seed)),
-        "batch": str(config.batch),
-        "clip": "true" if config.clip else "false",
-        "input_format": config.input_format,
-        "input_shape": json.dumps(list(chw)),
-        "mean": json.dumps(list(config.mean)) if config.mean is not None else "none",
-        "std": json.dumps(list(config.std)) if config.std is not None else "none",
-        "num_classes": str(num_classes) if num_classes is not None else "unknown",
-    }
-
-
 def _threshold_tensors(thresholds: Thresholds) -> list[TensorProto]:
     """The threshold initializers of a new detector: threshold1/threshold2 [n], threshold3 []."""
     return [
@@ -642,90 +547,6 @@ def _threshold_tensors(thresholds: Thresholds) -> list[TensorProto]:
         numpy_helper.from_array(np.array(thresholds.threshold2, dtype=np.float32), "threshold2"),
         numpy_helper.from_array(np.array(thresholds.threshold3, dtype=np.float32), "threshold3"),
     ]
-
-
-def _threshold_meta(thresholds: Thresholds, provenance: dict[str, object] | None
-                    ) -> dict[str, str]:
-    calibrated = thresholds.calibrated
-    if provenance is None:
-        provenance = (
-            {"calibrated": False, "note": "uncalibrated: thresholds are +inf, the graph never flags"}
-            if not calibrated
-            else {"calibrated": True, "source": "set by hand"}
-        )
-    def floats(values: Sequence[float]) -> str:  # repr floats: "inf" for +inf, as C's strtof reads
-        return "[" + ", ".join(repr(float(v)) for v in values) + "]"
-
-    return {
-        # for readers without an ONNX library (clients/cpp); the graph's initializers are the
-        # truth, and rpdetect reads those
-        "threshold1": floats(thresholds.threshold1),
-        "threshold2": floats(thresholds.threshold2),
-        "threshold3": repr(float(thresholds.threshold3)),
-        "rule": thresholds.describe(),
-        "calibrated": "true" if calibrated else "false",
-        "thresholds_provenance": json.dumps(provenance, sort_keys=True),
-    }
-
-
-def _set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
-    keys = {METADATA_PREFIX + k: v for k, v in values.items()}
-    kept = [p for p in model.metadata_props if p.key not in keys]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for k, v in keys.items():
-        model.metadata_props.add(key=k, value=str(v))
-
-
-def with_thresholds(
-    model: onnx.ModelProto,
-    threshold1: float | Sequence[float],
-    threshold2: float | Sequence[float],
-    provenance: dict[str, object] | None = None,
-    *,
-    threshold3: float = math.inf,
-) -> onnx.ModelProto:
-    """Return a copy of a detector model whose default thresholds (initializers) and metadata
-    are ``threshold1``/``threshold2`` (one value, or one per kappa) and ``threshold3`` (the flip
-    count); ``provenance`` (JSON-able) records where they came from. A file from rpdetect <= 0.1
-    (scalar threshold1/threshold2, no threshold3) takes only the paper's rule."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer
-             if i.name in ("threshold1", "threshold2", "threshold3")}
-    if not {"threshold1", "threshold2"} <= set(inits):
-        raise ModelError("not an rpdetect detector: no threshold1/threshold2 initializers")
-    meta = {p.key: p.value for p in out.metadata_props}
-    try:
-        n = len(json.loads(meta[METADATA_PREFIX + "kappas"]))
-    except (KeyError, ValueError) as exc:
-        raise ModelError(f"not an rpdetect detector: metadata kappas unreadable ({exc})") from exc
-    thresholds = Thresholds.of(threshold1, threshold2, threshold3, n=n)
-    legacy = "threshold3" not in inits
-    if legacy and (thresholds.per_kappa or thresholds.uses_flips):
-        raise ModelError(
-            "this detector file predates per-kappa thresholds and the flip count (rpdetect "
-            "<= 0.1): it holds only the paper's rule; re-export it with `rpdetect export` to "
-            "use this calibration rule")
-    values = {"threshold1": np.array(thresholds.threshold1, dtype=np.float32),
-              "threshold2": np.array(thresholds.threshold2, dtype=np.float32),
-              "threshold3": np.array(thresholds.threshold3, dtype=np.float32)}
-    for name, init in inits.items():
-        value = values[name]
-        shape = tuple(init.dims)
-        if shape == () and value.ndim == 1:
-            value = np.array(value[0], dtype=np.float32)  # legacy scalar: all values are equal
-        if value.shape != shape:
-            raise ModelError(f"{name}: the file holds shape {list(shape)}, the thresholds "
-                             f"{list(value.shape)} (one per kappa)")
-        init.CopyFrom(numpy_helper.from_array(value, name))
-    meta = _threshold_meta(thresholds, provenance)
-    if legacy:  # the old scalar keys, as rpdetect <= 0.1 wrote them
-        meta.update(threshold1=repr(thresholds.threshold1[0]),
-                    threshold2=repr(thresholds.threshold2[0]))
-        del meta["threshold3"]
-    _set_metadata(out, meta)
-    return out
 
 
 def export_detector(
@@ -747,19 +568,6 @@ def export_detector(
         intake=intake,
     )
     return save_onnx(model, output)
-
-
-def save_onnx(model: onnx.ModelProto, output: str | Path) -> Path:
-    """Save ``model`` to ``output`` atomically: the previous file stays intact on any failure
-    (full disk, Ctrl-C); the folder must exist (see ``rpdetect._atomic.check_output``)."""
-    output = check_output(output, what="model")
-    if model.ByteSize() > 2_000_000_000:
-        raise ModelError(
-            f"{output}: the model is over 2 GB, which one protobuf file cannot hold"
-        )
-    with atomic_path(output) as tmp:
-        onnx.save(model, str(tmp))
-    return output
 
 
 def extract_classifier(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 
 from .._atomic import atomic_path, check_output
 from ..errors import ModelError
-from .graph import MAX_GRAPH_NOISE_OPSET, check_normalisation
+from ..contract import check_normalisation
+from .graph import MAX_GRAPH_NOISE_OPSET
 
 DEFAULT_OPSET = 20  # 18-21 work; >= 22 exports RandomNormalLike-22, which ORT cannot run
 MIN_EXPORT_OPSET = 18  # the dynamo exporter's oldest
