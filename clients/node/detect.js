@@ -8,6 +8,9 @@
 // float-nchw detector, uint8 [B, H, W, 3] for a uint8-nhwc-* detector; float32 noise
 // [B, n, C, H, W] (standard normal, not yet scaled by kappa) for a detector built with
 // noise="input". Nothing else is decoded here: no image libraries are needed.
+//
+// The tensor names and rpdetect.* metadata keys used here are the detector file's contract,
+// stated once in src/rpdetect/contract.py (OUTPUTS, THRESHOLD_NAMES, METADATA_KEYS).
 'use strict';
 
 const fs = require('node:fs');

@@ -13,7 +13,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .engine import Detector, Failure
 
 
 def default_workdir() -> Path:
@@ -87,6 +90,30 @@ def evaluate_samples(workdir: Path, classifier_onnx: Path, *, progress: bool) ->
     return "\n".join(lines)
 
 
+def detect_samples(detector: "Detector", images: Sequence[Path]
+                   ) -> tuple[str, tuple["Failure", ...]]:
+    """Run the detector on sample files named ``<kind>_NN_LABEL.<ext>``: a table with one line
+    per readable file (its own name, true label, label, score maxima, flips, verdict) and the
+    top-1 count, and the files that failed (each result carries its own source, so a failure
+    never shifts labels onto other files)."""
+    report = detector.detect_many(list(images), progress=False)
+    lines = [f"{'image':<22} {'true':>5} {'label':>5} {'score1_max':>11} {'score2_max':>11} "
+             f"{'flips':>5}  verdict"]
+    correct = 0
+    for result in report.results:
+        path = Path(result.source)
+        truth = sample_label(path)
+        correct += int(result.label == truth)
+        verdict = "ADVERSARIAL" if result.is_adversarial else "clean"
+        flips = "-" if result.flips is None else str(result.flips)
+        lines.append(f"{path.name:<22} {truth:>5} {result.label:>5} {result.score1_max:>11.4f} "
+                     f"{result.score2_max:>11.4f} {flips:>5}  {verdict}")
+    lines.append(f"top-1 on the {len(report.results)} readable samples: {correct}/"
+                 f"{len(report.results)}" + (f" ({len(report.failures)} unreadable)"
+                                              if report.failures else ""))
+    return "\n".join(lines), report.failures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rpdetect.demo", description=__doc__)
     parser.add_argument("--workdir", type=Path, default=default_workdir(),
@@ -105,21 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"detector {detector_path} on {detector.providers[0]}; thresholds uncalibrated "
           f"(+inf: nothing is flagged until `rpdetect calibrate`)")
     images = foolbox_samples("imagenet")
-    report = detector.detect_many(images, progress=False)
-    print(f"{'image':<22} {'true':>5} {'label':>5} {'score1_max':>11} {'score2_max':>11} "
-          f"{'flips':>5}  verdict")
-    correct = 0
-    for result in report.results:  # each result names its own file (failures are skipped)
-        path = Path(result.source)
-        truth = sample_label(path)
-        correct += int(result.label == truth)
-        verdict = "ADVERSARIAL" if result.is_adversarial else "clean"
-        print(f"{path.name:<22} {truth:>5} {result.label:>5} {result.score1_max:>11.4f} "
-              f"{result.score2_max:>11.4f} {result.flips:>5}  {verdict}")
-    for failure in report.failures:
+    table, failures = detect_samples(detector, images)
+    print(table)
+    for failure in failures:
         print(f"FAILED {failure.source}: {failure.error}", file=sys.stderr)
-    print(f"top-1 on the {len(images)} samples: {correct}/{len(images)}")
-    if report.failures:
+    if failures:
         return 1
     if not args.no_attacks:
         print("calibrating on the even samples, attacking the odd ones (Foolbox, few steps), "

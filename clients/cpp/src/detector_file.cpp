@@ -10,6 +10,8 @@ namespace rpdetect {
 namespace {
 
 constexpr int kMetadataPropsField = 14;  // ModelProto.metadata_props (StringStringEntryProto)
+// The keys read here and what their values hold are the detector file's contract, stated once
+// in src/rpdetect/contract.py (METADATA_PREFIX, METADATA_KEYS; tensor names in OUTPUTS).
 const std::string kPrefix = "rpdetect.";
 
 // Minimal protobuf wire-format reader over one message's bytes.
