@@ -1,30 +1,39 @@
-"""The shared image tars (ImageFolder inside) read member by member, and the fixed splits.
+"""Where evaluation images come from: the shared image tars (ImageFolder inside) read member by
+member, a user's ImageFolder tree or folder of images, and the fixed splits.
 
-Nothing is unpacked: :class:`TarImages` decodes members straight from the tar with OpenCV.
-Every split is a pair of disjoint tuples, *calibration* (thresholds) and *evaluation* (attacks
-and the clean half of each table), and is a pure function of the tar listing and a seed.
+Every image is prepared exactly as ``rpdetect detect`` prepares it: decoded and resized by
+``rpdetect.engine.images`` (OpenCV, the ``shorter-crop`` policy: INTER_AREA shrinks,
+INTER_LINEAR grows), so evaluation measures what deployment runs. Nothing is unpacked:
+:class:`TarImages` decodes members straight from the tar. Every split is a pair of disjoint
+tuples, *calibration* (thresholds) and *evaluation* (attacks and the clean half of each table),
+and is a pure function of the tar listing and a seed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from ..engine.images import IMAGE_SUFFIXES, decode_image, find_images, prepare_image
 from ..errors import InputError
 
 __all__ = [
     "IMAGENETTE_WNID_TO_INDEX",
+    "FolderPool",
     "LabeledImage",
     "Split",
     "TarImages",
+    "TarPool",
     "default_data_dir",
     "heldaside_split",
+    "image_folder",
     "imagenette_split",
-    "resize_exact",
+    "unlabelled_folder",
 ]
 
 # ImageNette WordNet id -> ImageNet-1k class index (table in ../shared/data/README.md).
@@ -40,7 +49,6 @@ IMAGENETTE_WNID_TO_INDEX: dict[str, int] = {
     "n03445777": 574,
     "n03888257": 701,
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class LabeledImage(NamedTuple):
@@ -54,8 +62,9 @@ class Split(NamedTuple):
 
 
 def default_data_dir() -> Path:
-    """``<repo>/../shared/data`` (the repo root is three levels above this package folder)."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    """The folder of the dataset tars: ``$RPDETECT_DATA``, else ``../shared/data`` from the
+    working directory (this project's machines keep them there beside the repository)."""
+    return Path(os.environ.get("RPDETECT_DATA") or Path.cwd().parent / "shared" / "data")
 
 
 def _class_folder(member: str) -> str:
@@ -120,26 +129,13 @@ def heldaside_split(
     return _split(items, n_calibration, seed)
 
 
-def resize_exact(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB HxWx3 -> float32 HxWx3 in [0, 1], resized (INTER_AREA) only if not already
-    ``size`` (H, W)."""
-    import cv2
-
-    h, w = size
-    if rgb.shape[:2] != (h, w):
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    return rgb.astype(np.float32) / 255.0
-
-
-Prepare = Callable[[np.ndarray], np.ndarray]  # uint8 RGB HxWx3 -> float32 HxWx3 in [0, 1]
-
-
 class TarImages:
-    """Random access to the images of one tar: ``read(members) -> [N, 3, H, W]`` float32 RGB."""
+    """Random access to the images of one tar, prepared as the engine prepares files:
+    ``read(members) -> [N, C, H, W]`` float32 RGB in [0, 1] of ``input_shape`` (C, H, W)."""
 
-    def __init__(self, tar_path: Path, prepare: Prepare) -> None:
+    def __init__(self, tar_path: Path, input_shape: Sequence[int]) -> None:
         self.path = Path(tar_path)
-        self.prepare = prepare
+        self.input_shape = tuple(int(v) for v in input_shape)
         self._tar = tarfile.open(self.path)
         self._members = {m.name: m for m in self._tar.getmembers()}
 
@@ -153,19 +149,107 @@ class TarImages:
         self._tar.close()
 
     def read_one(self, member: str) -> np.ndarray:
-        import cv2
-
         info = self._members.get(member)
         if info is None:
             raise InputError(f"{self.path}: no member {member!r}")
         handle = self._tar.extractfile(info)
         if handle is None:
             raise InputError(f"{self.path}: {member!r} is not a regular file")
-        bgr = cv2.imdecode(np.frombuffer(handle.read(), dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"{self.path}: cannot decode {member!r}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return np.ascontiguousarray(self.prepare(rgb).transpose(2, 0, 1), dtype=np.float32)
+        source = f"{self.path}:{member}"
+        c, h, w = self.input_shape
+        return prepare_image(decode_image(handle.read(), source=source), (h, w), channels=c,
+                             source=source)
 
     def read(self, members: Sequence[str]) -> np.ndarray:
         return np.stack([self.read_one(m) for m in members])
+
+
+class TarPool:
+    """An :class:`~.attacks.ImagePool` over labelled tar members."""
+
+    def __init__(self, tar: TarImages, items: Sequence[LabeledImage]) -> None:
+        self.tar = tar
+        self.items = tuple(items)
+        self.labels = np.array([it.label for it in self.items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def images(self, positions: Sequence[int]) -> np.ndarray:
+        return self.tar.read([self.items[int(p)].member for p in positions])
+
+
+def image_folder(root: str | Path, class_map: Mapping[str, int] | None = None
+                 ) -> tuple[LabeledImage, ...]:
+    """The images of an ImageFolder tree ``root/<class>/<...>/<image>``, sorted, labelled by
+    their class folder: its name as a class index, or ``class_map[name]``. InputError for a
+    missing or empty folder, images outside class folders, and a folder that maps to no index
+    (listing the folders and what the map knows)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder (expected an ImageFolder tree "
+                         f"<folder>/<class>/<image>)")
+    stray = sorted(p.name for p in find_images(root) if p.parent == root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if stray:
+        raise InputError(
+            f"{root}: {len(stray)} images lie directly in the folder ({', '.join(stray[:3])}"
+            f"{', ...' if len(stray) > 3 else ''}): they have no class; put each class's "
+            f"images in a subfolder named by its class index (or a name mapped by --class-map)")
+    items: list[LabeledImage] = []
+    unmapped: list[str] = []
+    for folder in folders:
+        images = find_images(folder)
+        if not images:
+            continue
+        label = _folder_label(folder.name, class_map)
+        if label is None:
+            unmapped.append(folder.name)
+            continue
+        items.extend(LabeledImage(str(p), label) for p in images)
+    if unmapped:
+        known = (f"--class-map knows {sorted(class_map)[:10]}" if class_map is not None
+                 else "without --class-map, class folders must be named by class index (0, 1, "
+                      "...)")
+        raise InputError(f"{root}: class folder(s) {unmapped[:10]} map to no class index; "
+                         f"{known}")
+    if not items:
+        raise InputError(f"{root}: no images in class folders (found folders "
+                         f"{[f.name for f in folders][:10]}); expected <folder>/<class>/<image>")
+    return tuple(items)
+
+
+def _folder_label(name: str, class_map: Mapping[str, int] | None) -> int | None:
+    if class_map is not None:
+        return class_map.get(name)
+    return int(name) if name.isdigit() else None
+
+
+def unlabelled_folder(root: str | Path) -> tuple[LabeledImage, ...]:
+    """The images below ``root`` in any layout (calibration needs clean images, no labels);
+    label -1. InputError for a missing or empty folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder of calibration images")
+    items = tuple(LabeledImage(str(p), -1) for p in find_images(root))
+    if not items:
+        raise InputError(f"{root}: no images found (PNG, JPEG, BMP, TIFF, WebP, ... below it)")
+    return items
+
+
+class FolderPool:
+    """An :class:`~.attacks.ImagePool` over image files, prepared as ``rpdetect detect``
+    prepares them (``rpdetect.engine.images.prepare_image``, resize ``shorter-crop``)."""
+
+    def __init__(self, items: Sequence[LabeledImage], input_shape: Sequence[int]) -> None:
+        self.items = tuple(items)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.labels = np.array([it.label for it in self.items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def images(self, positions: Sequence[int]) -> np.ndarray:
+        c, h, w = self.input_shape
+        return np.stack([prepare_image(self.items[int(p)].member, (h, w), channels=c)
+                         for p in positions])
