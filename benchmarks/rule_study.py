@@ -30,7 +30,9 @@ from rpdetect.calibration.thresholds import (
 from rpdetect.evaluation.attacks import ATTACKS
 from rpdetect.evaluation.datasets import TarImages, default_data_dir
 from rpdetect.evaluation.metrics import detection_metrics
-from rpdetect.evaluation.pipeline import DATASETS, TarPool
+from rpdetect.evaluation.datasets import TarPool
+from rpdetect.evaluation.pipeline import preset_split
+from rpdetect.evaluation.presets import PRESETS as DATASETS
 from rpdetect.reference import softmax
 
 N_ADV = 100
@@ -67,7 +69,7 @@ def collect(dataset: str, cache: Path, data: Path, seed: int,
     from tqdm import tqdm
 
     setup = DATASETS[dataset]
-    work = cache / dataset
+    work = cache / dataset / "full"
     clf = sorted(work.glob("classifier-*.onnx"))
     if len(clf) != 1:
         raise SystemExit(f"{work}: expected one classifier-*.onnx, found {clf}")
@@ -81,7 +83,7 @@ def collect(dataset: str, cache: Path, data: Path, seed: int,
         space = np.geomspace if spacing == "log" else np.linspace
         kappas = space(float(lo), float(hi), int(count)).astype(np.float32)
         tag = "-" + kappas_spec.replace(",", "_")
-    split = setup.split(data / setup.tar, setup.n_calibration, 0)
+    split = preset_split(setup, data / setup.tar, 0)
     arrays: dict[str, np.ndarray] = {"kappas": kappas}
 
     def put(prefix: str, images: np.ndarray, tag: int) -> None:
@@ -91,7 +93,10 @@ def collect(dataset: str, cache: Path, data: Path, seed: int,
         for field in Stats._fields:
             arrays[f"{prefix}/{field}"] = np.concatenate([getattr(s, field) for s in st])
 
-    with TarImages(data / setup.tar, setup.prepare) as tar:
+    import importlib
+
+    shape = importlib.import_module(f"rpdetect.zoo.{setup.zoo}").INPUT_SHAPE
+    with TarImages(data / setup.tar, shape) as tar:
         calib = TarPool(tar, split.calibration)
         put("calibration", calib.images(range(len(calib))), 0)
         pool = TarPool(tar, split.evaluation)

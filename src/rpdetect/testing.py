@@ -105,3 +105,50 @@ def tiny_torch_cnn() -> "torch.nn.Module":
     """Factory for ``rpdetect export-classifier --model rpdetect.testing:tiny_torch_cnn``:
     a random 3-channel, 10-class CNN (fixed seed)."""
     return torch_cnn(3, 10, seed=0)
+
+
+CHANNEL_MEAN_SCALE = 100.0
+
+
+def channel_mean_classifier() -> "torch.nn.Module":
+    """Factory for evaluation tests (``--torch rpdetect.testing:channel_mean_classifier``): a
+    3-class classifier whose logits are ``CHANNEL_MEAN_SCALE`` x the mean of each colour
+    channel, so class c is "channel c is the brightest on average" and its decision boundary is
+    known exactly (no training)."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 3))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.eye(3) * CHANNEL_MEAN_SCALE)
+        model[2].bias.zero_()
+    return model.eval()
+
+
+def channel_mean_onnx(size: int = 16, opset: int = 17) -> onnx.ModelProto:
+    """``channel_mean_classifier`` as an ONNX file written by onnx.helper: GlobalAveragePool ->
+    Flatten -> x * scale, [N, 3, size, size] -> [N, 3]."""
+    scale = numpy_helper.from_array(np.array(CHANNEL_MEAN_SCALE, np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+         helper.make_node("Mul", ["flat", "scale"], ["logits"])],
+        "channel_mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        initializer=[scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def channel_tint_images(count: int, label: int, *, size: int = 16, tint: float = 0.04,
+                        seed: int = 0) -> np.ndarray:
+    """uint8 RGB images [count, size, size, 3] that ``channel_mean_classifier`` labels
+    ``label``: grey 0.45 plus ``tint`` in channel ``label`` plus per-pixel texture (std 0.08)."""
+    rng = np.random.default_rng([seed, label])
+    x = 0.45 + rng.normal(0.0, 0.08, (count, size, size, 3))
+    x[..., label] += tint
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)

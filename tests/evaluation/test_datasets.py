@@ -15,7 +15,6 @@ from rpdetect.evaluation.datasets import (
     TarImages,
     heldaside_split,
     imagenette_split,
-    resize_exact,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +47,7 @@ def test_imagenette_split_on_a_small_tar(tmp_path: Path) -> None:
     assert all(it.label == IMAGENETTE_WNID_TO_INDEX[it.member.split("/")[1]]
                for it in split.evaluation)
     assert imagenette_split(tar, n_calibration=5, seed=0) == split  # deterministic
-    with TarImages(tar, lambda rgb: resize_exact(rgb, (8, 8))) as images:
+    with TarImages(tar, (3, 8, 8)) as images:
         first = split.evaluation[0].member
         x = images.read([first])
         assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32

@@ -1,4 +1,5 @@
-"""``rpdetect evaluate``: the paper's Table 1 for one dataset."""
+"""``rpdetect evaluate``: the paper's Table 1 for a preset dataset, or for your own classifier
+(an ONNX file or a torch module) on your own images."""
 
 from __future__ import annotations
 
@@ -7,23 +8,56 @@ import shlex
 import sys
 from pathlib import Path
 
+from .._cli_util import finite_float, float_list, shape
+
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "evaluate",
-        help="attack, detect and tabulate (paper Table 1) on a shared dataset",
-        description="Export the zoo classifier, calibrate on clean images, attack evaluation "
-        "images with Foolbox, detect, and write table.md/.csv/.json and figures. Everything "
-        "intermediate is cached, so an interrupted run resumes.",
+        help="attack, detect and tabulate (paper Table 1): a preset dataset or your own model",
+        description="Build the detector around a classifier, calibrate it on clean images, "
+        "attack evaluation images, detect, and write table.md/.csv/.json, figures and ROC "
+        "curves. The classifier is a preset (--dataset), an ONNX file (--classifier: black-box "
+        "attacks through ONNX Runtime) or a torch module (--torch: white-box Foolbox attacks "
+        "too). Everything intermediate is cached by the model's hash and the attack settings, "
+        "so an interrupted run resumes.",
     )
-    p.add_argument("--dataset", required=True, choices=["imagenette", "dogscats", "cifar10"])
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--dataset", choices=["imagenette", "dogscats", "cifar10"],
+                       help="one of the paper's datasets (its zoo classifier and tar)")
+    model.add_argument("--classifier", type=Path, metavar="CLF.onnx",
+                       help="your classifier: [N, C, H, W] pixels in [0, 1] -> [N, K] logits")
+    model.add_argument("--torch", metavar="PKG.MODULE:FACTORY",
+                       help="your classifier as a factory returning a torch.nn.Module on "
+                       "normalised input (with --input-shape, --weights, --mean, --std)")
+    p.add_argument("--calibration-images", type=Path, metavar="DIR",
+                   help="clean images, any folder layout: the thresholds come from these")
+    p.add_argument("--images", type=Path, metavar="DIR",
+                   help="evaluation images as an ImageFolder tree DIR/<class>/<image>; class "
+                   "folders are class indices, or names mapped by --class-map")
+    p.add_argument("--class-map", type=Path, metavar="MAP.json",
+                   help="JSON object: class folder name -> class index")
+    p.add_argument("--weights", type=Path, help="--torch: state_dict (weights_only=True)")
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W",
+                   help="--torch: the image shape (required); --classifier: only if symbolic")
+    p.add_argument("--mean", type=float_list, help="--torch: per-channel mean it expects")
+    p.add_argument("--std", type=float_list, help="--torch: per-channel std it expects")
+    p.add_argument("--kappas", type=float_list, help="noise scales (default: the preset's, "
+                   "else the paper's linspace(0.01, 0.1, 10))")
     p.add_argument("--n", type=int, default=100, help="adversarial examples per attack (100)")
-    p.add_argument("--attacks", nargs="+", metavar="NAME", help="attack names (default: all)")
-    p.add_argument("--cache", type=Path, help="cache folder (default <repo>/cache/eval)")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/DATASET)")
-    p.add_argument("--data", type=Path, help="folder of the dataset tars (../shared/data)")
+    p.add_argument("--fpr", type=finite_float, default=0.05,
+                   help="false-positive budget the rules are calibrated for (0.05)")
+    p.add_argument("--attacks", nargs="+", metavar="NAME",
+                   help="attack names (default: the white-box table for --dataset/--torch, "
+                   "the black-box one for --classifier)")
+    p.add_argument("--cache", type=Path,
+                   help="cache folder (default $XDG_CACHE_HOME/rpdetect/evaluate)")
+    p.add_argument("--out", type=Path, help="results folder (default <cache>/results/<name>)")
+    p.add_argument("--data", type=Path,
+                   help="--dataset: folder of the dataset tars (default $RPDETECT_DATA, else "
+                   "../shared/data)")
     p.add_argument("--calib-limit", type=int, help="use only the first N calibration images")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 examples, few steps")
     p.add_argument("--seed", type=int, default=0)
@@ -41,25 +75,35 @@ def _command_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import EvaluationConfig, run_dataset, select_attacks
+    from .pipeline import EvaluationConfig, TorchSource, run_evaluation
     from .report import markdown_table
 
-    if args.n < 1:
-        raise ValueError(f"--n: expected >= 1, got {args.n}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads: expected >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
+    torch_source = None
+    if args.torch is not None:
+        if args.input_shape is None or len(args.input_shape) != 3:
+            raise ValueError("--torch needs --input-shape C,H,W")
+        torch_source = TorchSource(args.torch, tuple(args.input_shape), args.weights,
+                                   args.mean, args.std)
+    elif args.weights or args.mean or args.std:
+        raise ValueError("--weights/--mean/--std describe a --torch model; give --torch too")
     config = EvaluationConfig(
-        dataset=args.dataset, n=args.n, attacks=tuple(args.attacks) if args.attacks else None,
-        cache_dir=args.cache, out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit,
-        quick=args.quick, seed=args.seed, figures=not args.no_figures,
+        dataset=args.dataset, classifier=args.classifier, torch=torch_source,
+        calibration_images=args.calibration_images, images=args.images,
+        class_map=args.class_map,
+        input_shape=tuple(args.input_shape) if args.input_shape and args.classifier else None,
+        kappas=tuple(args.kappas) if args.kappas else None, n=args.n,
+        attacks=tuple(args.attacks) if args.attacks else None, cache_dir=args.cache,
+        out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
+        seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(),
     )
-    result, written = run_dataset(config)
-    specs = select_attacks(args.dataset, config.attacks, quick=args.quick)
+    result, specs, written = run_evaluation(config)
     for name in result.rules:
         print(f"rule {name}: {result.rules[name].thresholds.describe()}")
         print(markdown_table(result.rows, {s.name: s for s in specs}, name))

@@ -1,180 +1,289 @@
-"""The three datasets of the paper's Table 1 wired to :func:`.protocol.evaluate`: which zoo model,
-which tar, which split, which kappas, which attacks."""
+"""One evaluation path for the paper's datasets and a user's own model: resolve the classifier
+(a zoo preset, a torch module or an ONNX file), the calibration and evaluation images, the
+kappas and the attacks, then :func:`.protocol.evaluate` and the report.
+
+Nothing is written inside the repository or the installed package by default: caches go to
+``--cache`` (default ``$XDG_CACHE_HOME/rpdetect/evaluate``, i.e. ``~/.cache/rpdetect/evaluate``),
+results to ``--out`` (default ``<cache>/results/<name>``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..reference import default_kappas
-from .attacks import ATTACKS, AttackSpec
+from ..errors import InputError
+from .attacks import ATTACKS, AttackSpec, blackbox_attacks
 from .datasets import (
-    LabeledImage,
+    FolderPool,
     Split,
     TarImages,
+    TarPool,
     default_data_dir,
     heldaside_split,
+    image_folder,
     imagenette_split,
-    resize_exact,
+    unlabelled_folder,
 )
 from .figures import roc_figure, write_figures
-from .protocol import Classifier, EvaluationResult, evaluate
+from .presets import PAPER_KAPPAS, PRESETS, Preset
+from .protocol import Classifier, ClassifierFile, EvaluationResult, TargetClassifier, evaluate
 from .report import write_report
 
-__all__ = ["DATASETS", "DatasetSetup", "EvaluationConfig", "TarPool", "repo_root", "run_dataset"]
+__all__ = ["EvaluationConfig", "TorchSource", "attack_table", "default_cache_dir", "preset_split",
+           "run_evaluation", "select_attacks"]
+
+# White-box (Foolbox) attacks for a user's torch model, by image size: the CIFAR-10 settings
+# below this side, the ImageNette ones (224x224) from it.
+_WHITEBOX_TABLE_BY_SIDE = ((0, "cifar10"), (112, "imagenette"))
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/rpdetect/evaluate`` (``~/.cache/rpdetect/evaluate``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rpdetect" / "evaluate"
 
 
 @dataclass(frozen=True)
-class DatasetSetup:
-    name: str
-    tar: str
-    zoo: str  # module in rpdetect.zoo with build(), MEAN, STD, INPUT_SHAPE
-    kappas: tuple[float, ...]
-    n_calibration: int  # images of the split that calibrate; the rest are evaluated
-    split: Callable[[Path, int, int], Split]  # (tar path, n_calibration, seed) -> Split
-    prepare: Callable[[np.ndarray], np.ndarray]  # uint8 RGB HxWx3 -> float32 HxWx3 in [0, 1]
-    classes: tuple[int, ...]
-    note: str
+class TorchSource:
+    """A user's torch classifier: ``spec`` ``pkg.module:factory`` returning an nn.Module on
+    NORMALISED input, its weights (a state_dict, loaded with ``weights_only=True``), the image
+    shape and the normalisation it expects."""
 
-
-def _zoo(name: str):  # type: ignore[no-untyped-def]
-    return importlib.import_module(f"rpdetect.zoo.{name}")
-
-
-def _heldaside(zoo: str) -> Callable[[Path, int, int], Split]:
-    def split(tar: Path, n_calibration: int, seed: int) -> Split:
-        module = _zoo(zoo)
-        return heldaside_split(module.SPLIT, module.CLASSES, n_calibration=n_calibration,
-                               seed=seed)
-    return split
-
-
-def _dogscats_prepare(rgb: np.ndarray) -> np.ndarray:
-    return _zoo("dogscats").prepare(rgb)
-
-
-PAPER_KAPPAS = tuple(float(k) for k in default_kappas())
-# "30 kappas from 1e-4 to 1e-1": geometric spacing, so that every decade gets ten scales (with
-# linspace, 29 of the 30 would lie above 3.4e-3 and the 1e-4 end would be a single point).
-CIFAR_KAPPAS = tuple(float(k) for k in np.geomspace(1e-4, 1e-1, 30))
-IMAGENETTE_CLASSES = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
-
-DATASETS: dict[str, DatasetSetup] = {
-    "imagenette": DatasetSetup(
-        "imagenette", "imagenette-train.tar", "efficientnet_lite0", PAPER_KAPPAS, 1000,
-        lambda tar, n_cal, seed: imagenette_split(tar, n_calibration=n_cal, seed=seed),
-        lambda rgb: resize_exact(rgb, (224, 224)), IMAGENETTE_CLASSES,
-        "Classifier: ImageNet-pretrained EfficientNet-Lite0 (1000 classes; the paper: VGG-11). "
-        "Targets are drawn from the other 9 ImageNette classes.",
-    ),
-    "dogscats": DatasetSetup(
-        "dogscats", "dogscats-train.tar", "dogscats", PAPER_KAPPAS, 200,
-        _heldaside("dogscats"), _dogscats_prepare, (0, 1),
-        "Classifier: EfficientNet-Lite0 features + trained linear head (rpdetect.zoo.dogscats).",
-    ),
-    "cifar10": DatasetSetup(
-        "cifar10", "cifar10-train.tar", "cifar10_cnn", CIFAR_KAPPAS, 1000,
-        _heldaside("cifar10_cnn"), lambda rgb: resize_exact(rgb, (32, 32)), tuple(range(10)),
-        "Classifier: half-width ResNet-9 trained by benchmarks/train_cifar10.py (the paper: "
-        "GoogLeNet). 30 kappas geomspace(1e-4, 1e-1).",
-    ),
-}
-
-
-class TarPool:
-    """An :class:`~.attacks.ImagePool` over labelled tar members."""
-
-    def __init__(self, tar: TarImages, items: Sequence[LabeledImage]) -> None:
-        self.tar = tar
-        self.items = tuple(items)
-        self.labels = np.array([it.label for it in self.items], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def images(self, positions: Sequence[int]) -> np.ndarray:
-        return self.tar.read([self.items[int(p)].member for p in positions])
+    spec: str
+    input_shape: tuple[int, int, int]
+    weights: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    dataset: str
+    """What ``rpdetect evaluate`` was asked: either ``dataset`` (a preset) or a user's model
+    (``classifier`` ONNX file or ``torch``) with ``calibration_images`` and ``images``."""
+
+    dataset: str | None = None
+    classifier: Path | None = None
+    torch: TorchSource | None = None
+    calibration_images: Path | None = None
+    images: Path | None = None
+    class_map: Path | None = None
+    input_shape: tuple[int, int, int] | None = None  # ONNX files with symbolic C/H/W
+    kappas: tuple[float, ...] | None = None  # default: the preset's, else the paper's
     n: int = 100
-    attacks: tuple[str, ...] | None = None  # names from attacks.ATTACKS[dataset]; None: all
-    cache_dir: Path | None = None  # default <repo>/cache/eval
-    out_dir: Path | None = None  # default <repo>/benchmarks/results/<dataset>
-    data_dir: Path | None = None  # default <repo>/../shared/data
+    attacks: tuple[str, ...] | None = None  # default: the table of the classifier's kind
+    cache_dir: Path | None = None
+    out_dir: Path | None = None
+    data_dir: Path | None = None  # presets: the folder of the tars
     calib_limit: int | None = None  # use only the first N calibration images
-    quick: bool = False  # a smoke run: n=5, 40 calibration images, few attack steps
+    quick: bool = False  # a smoke run: n <= 5, 40 calibration images, few attack steps
     seed: int = 0
     fpr: float = 0.05
     figures: bool = True
     progress: bool = True
     command: str = ""
 
+    def __post_init__(self) -> None:
+        models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
+        if len(models) != 1:
+            raise InputError("evaluate: give exactly one of --dataset, --classifier, --torch")
+        if self.dataset is not None:
+            if self.dataset not in PRESETS:
+                raise InputError(f"--dataset: expected one of {list(PRESETS)}, got "
+                                 f"{self.dataset!r}")
+            if self.images or self.calibration_images or self.class_map:
+                raise InputError("--images/--calibration-images/--class-map are for your own "
+                                 "model (--classifier or --torch), not --dataset")
+        elif self.images is None or self.calibration_images is None:
+            raise InputError("evaluate: your own model needs --calibration-images DIR (clean "
+                             "images, any layout) and --images DIR (an ImageFolder tree)")
+        if self.n < 1:
+            raise InputError(f"--n: expected >= 1, got {self.n}")
+        if not 0 < self.fpr < 1:
+            raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
 
-def select_attacks(dataset: str, names: Sequence[str] | None, *, quick: bool) -> list[AttackSpec]:
-    table = ATTACKS[dataset]
+
+def attack_table(classifier: TargetClassifier, preset: Preset | None) -> dict[str, AttackSpec]:
+    """Every attack this classifier can be evaluated with, by name: the preset's (or, for a
+    user's torch model, the Table 1 settings for its image size) white-box attacks where there
+    are gradients, and the black-box ones for its image size always."""
+    table: dict[str, AttackSpec] = {}
+    if isinstance(classifier, Classifier):
+        side = min(classifier.input_shape[1:])
+        key = preset.name if preset is not None else [
+            name for start, name in _WHITEBOX_TABLE_BY_SIDE if side >= start][-1]
+        table.update({s.name: s for s in ATTACKS[key]})
+    table.update(blackbox_attacks(classifier.input_shape))
+    return table
+
+
+def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None, *,
+                   whitebox: bool, quick: bool) -> list[AttackSpec]:
+    """The attacks asked for (default: the white-box ones where there are gradients, else the
+    black-box ones); InputError naming unknown ones and what is known."""
     if names:
-        known = {s.name: s for s in table}
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in names if n not in table]
         if unknown:
-            raise ValueError(f"--attacks: unknown for {dataset}: {unknown}; known: {list(known)}")
-        table = tuple(known[n] for n in names)
-    return [s.quick() if quick else s for s in table]
+            raise InputError(f"--attacks: unknown for this classifier: {unknown}; known: "
+                             f"{list(table)}")
+        chosen = [table[n] for n in names]
+    else:
+        chosen = [s for s in table.values() if s.blackbox != whitebox]
+    return [s.quick() if quick else s for s in chosen]
 
 
-def run_dataset(config: EvaluationConfig) -> tuple[EvaluationResult, list[Path]]:
-    """Export, calibrate, attack, detect, and write table.{md,csv,json} and the figures."""
-    if config.dataset not in DATASETS:
-        raise ValueError(f"--dataset: expected one of {list(DATASETS)}, got {config.dataset!r}")
-    setup = DATASETS[config.dataset]
+def _zoo(name: str) -> Any:
+    return importlib.import_module(f"rpdetect.zoo.{name}")
+
+
+def preset_split(preset: Preset, tar: Path, seed: int) -> Split:
+    if preset.split == "imagenette":
+        return imagenette_split(tar, n_calibration=preset.n_calibration, seed=seed)
+    module = _zoo(preset.zoo)
+    return heldaside_split(module.SPLIT, module.CLASSES, n_calibration=preset.n_calibration,
+                           seed=seed)
+
+
+def _preset_classifier(preset: Preset) -> Classifier:
+    zoo = _zoo(preset.zoo)
+    weights = getattr(zoo, "WEIGHTS", None)
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: trained weights of rpdetect.zoo.{preset.zoo} not "
+                                f"found; evaluating an untrained classifier is meaningless")
+    return Classifier(zoo.build(), tuple(zoo.MEAN), tuple(zoo.STD), tuple(zoo.INPUT_SHAPE),
+                      preset.classes)
+
+
+def _read_class_map(path: Path) -> dict[str, int]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--class-map {path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(doc, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in doc.values()):
+        raise InputError(f"--class-map {path}: expected a JSON object folder name -> class "
+                         f"index (an integer >= 0), e.g. {{\"cat\": 281, \"dog\": 207}}")
+    return {str(k): int(v) for k, v in doc.items()}
+
+
+def _num_classes(classifier_onnx: Path, input_shape: Sequence[int]) -> int:
+    from .scoring import ClassifierRunner
+
+    return int(ClassifierRunner(classifier_onnx).logits(
+        np.zeros((1, *input_shape), np.float32)).shape[1])
+
+
+def _user_classifier(config: EvaluationConfig, classes: tuple[int, ...]) -> TargetClassifier:
+    if config.torch is not None:
+        from ..export.torch_export import load_module
+
+        t = config.torch
+        module = load_module(t.spec, None if t.weights is None else str(t.weights))
+        channels = t.input_shape[0]
+        return Classifier(module.eval(), t.mean or (0.0,) * channels,
+                          t.std or (1.0,) * channels, t.input_shape, classes)
+    from .blackbox import OnnxClassifier
+
+    path = Path(config.classifier)  # type: ignore[arg-type]
+    shape = OnnxClassifier(path, input_shape=config.input_shape).input_shape
+    return ClassifierFile(path, tuple(shape), classes)  # type: ignore[arg-type]
+
+
+def _check_labels(items_labels: np.ndarray, num_classes: int, where: Path) -> None:
+    bad = sorted({int(v) for v in items_labels if v >= num_classes})
+    if bad:
+        raise InputError(f"{where}: class index {bad[:5]} is outside the classifier's "
+                         f"{num_classes} classes (0..{num_classes - 1})")
+
+
+def _check_enough_correct(classifier_onnx: Path, pool: Any, n: int, where: str) -> None:
+    """InputError unless at least ``n`` evaluation images are classified correctly (only those
+    are attacked); stops counting as soon as ``n`` are found."""
+    from .scoring import ClassifierRunner
+
+    runner, correct = ClassifierRunner(classifier_onnx), 0
+    for start in range(0, len(pool), 32):
+        pos = np.arange(start, min(start + 32, len(pool)))
+        correct += int((runner.logits(pool.images(pos)).argmax(1) == pool.labels[pos]).sum())
+        if correct >= n:
+            return
+    raise InputError(f"{where}: only {correct} of {len(pool)} images are classified correctly, "
+                     f"and attacks run on correctly classified images only: --n {n} needs at "
+                     f"least {n} (lower --n or add images)")
+
+
+def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[AttackSpec],
+                                                     list[Path]]:
+    """Export, calibrate, attack, detect, and write table.{md,csv,json} and the figures; the
+    attacks that ran and the files written come back with the result."""
     if config.quick:
         config = dataclasses.replace(config, n=min(config.n, 5),
                                      calib_limit=min(config.calib_limit or 40, 40))
-    specs = select_attacks(config.dataset, config.attacks, quick=config.quick)
-    cache = (config.cache_dir or repo_root() / "cache" / "eval") / config.dataset
-    work = cache / "quick" if config.quick else cache
-    out = config.out_dir or (work / "results" if config.quick
-                             else repo_root() / "benchmarks" / "results" / config.dataset)
-    tar_path = (config.data_dir or default_data_dir()) / setup.tar
-    if not tar_path.is_file():
-        raise FileNotFoundError(f"{tar_path}: dataset tar not found (pass --data DIR, the folder "
-                                f"holding {setup.tar})")
-    split = setup.split(tar_path, setup.n_calibration, config.seed)
-    zoo = _zoo(setup.zoo)
-    weights = getattr(zoo, "WEIGHTS", None)
-    if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"{weights}: trained weights of rpdetect.zoo.{setup.zoo} not "
-                                f"found; evaluating an untrained classifier is meaningless")
-    classifier = Classifier(zoo.build(), tuple(zoo.MEAN), tuple(zoo.STD), tuple(zoo.INPUT_SHAPE),
-                            setup.classes)
-    calibration = split.calibration[: config.calib_limit or None]
-    notes = [setup.note, "Adversarial examples are kept as float32 (not re-quantised to 8 bits)."]
-    written: list[Path] = []
+    preset = PRESETS[config.dataset] if config.dataset is not None else None
+    cache = config.cache_dir or default_cache_dir()
+    with ExitStack() as stack:
+        if preset is not None:
+            tar_path = (config.data_dir or default_data_dir()) / preset.tar
+            if not tar_path.is_file():
+                raise FileNotFoundError(f"{tar_path}: dataset tar not found (pass --data DIR, "
+                                        f"the folder holding {preset.tar})")
+            split = preset_split(preset, tar_path, config.seed)
+            classifier: TargetClassifier = _preset_classifier(preset)
+            tar = stack.enter_context(TarImages(tar_path, classifier.input_shape))
+            calibration: Any = TarPool(tar, split.calibration[: config.calib_limit or None])
+            pool: Any = TarPool(tar, split.evaluation)
+            name, kappas, notes = preset.name, preset.kappas, [preset.note]
+        else:
+            class_map = None if config.class_map is None else _read_class_map(config.class_map)
+            items = image_folder(config.images, class_map)  # type: ignore[arg-type]
+            classes = tuple(sorted({it.label for it in items}))
+            classifier = _user_classifier(config, classes)
+            calibration = FolderPool(
+                unlabelled_folder(config.calibration_images)[: config.calib_limit or None],  # type: ignore[arg-type]
+                classifier.input_shape)
+            pool = FolderPool(items, classifier.input_shape)
+            name = (Path(config.classifier).stem if config.classifier is not None
+                    else config.torch.spec.replace(":", ".").split(".")[-1])  # type: ignore[union-attr]
+            kappas = PAPER_KAPPAS
+            notes = [f"Classifier: {config.classifier or config.torch.spec}; "  # type: ignore[union-attr]
+                     f"{len(calibration)} calibration images from {config.calibration_images}, "
+                     f"{len(pool)} evaluation images in {len(classes)} classes from "
+                     f"{config.images}, prepared as `rpdetect detect` prepares them."]
+        kappas = config.kappas or kappas
+        whitebox = isinstance(classifier, Classifier)
+        specs = select_attacks(attack_table(classifier, preset), config.attacks,
+                               whitebox=whitebox, quick=config.quick)
+        work = cache / name / ("quick" if config.quick else "full")
+        out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
+        work.mkdir(parents=True, exist_ok=True)
+        classifier_onnx = classifier.onnx(work)
+        if preset is None:
+            _check_labels(pool.labels, _num_classes(classifier_onnx, classifier.input_shape),
+                          config.images)  # type: ignore[arg-type]
+            _check_enough_correct(classifier_onnx, pool, config.n, str(config.images))
+        notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
+        written: list[Path] = []
 
-    def on_row(result: EvaluationResult) -> None:
-        written[:] = write_report(result, out, dataset=config.dataset, command=config.command,
-                                  specs=specs, notes=notes)
-        if config.figures and result.figures is not None:
-            written.extend(write_figures(result.figures, out, dataset=config.dataset))
-        if config.figures and any(result.roc.values()):
-            written.append(roc_figure(result.roc, out / "roc.png",
-                                      title=f"{config.dataset}: ROC of each rule family"))
+        def on_row(result: EvaluationResult) -> None:
+            written[:] = write_report(result, out, dataset=name, command=config.command,
+                                      specs=specs, notes=notes)
+            if config.figures and result.figures is not None:
+                written.extend(write_figures(result.figures, out, dataset=name))
+            if config.figures and any(result.roc.values()):
+                written.append(roc_figure(result.roc, out / "roc.png",
+                                          title=f"{name}: ROC of each rule family"))
 
-    with TarImages(tar_path, setup.prepare) as tar:
         result = evaluate(
-            classifier, calibration=TarPool(tar, calibration), pool=TarPool(tar, split.evaluation),
-            attacks=specs, work_dir=work, kappas=setup.kappas, n=config.n, fpr=config.fpr,
-            seed=config.seed, figure_images=16 if config.figures else 0,
-            progress=config.progress, on_row=on_row)
-    return result, written
+            classifier, calibration=calibration, pool=pool, attacks=specs, work_dir=work,
+            kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
+            figure_images=16 if config.figures else 0, progress=config.progress,
+            classifier_onnx=classifier_onnx, on_row=on_row)
+    return result, specs, written

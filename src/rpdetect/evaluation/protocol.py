@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -25,11 +25,12 @@ from .._atomic import atomic_path
 from ..contract import DetectorConfig, Provenance, with_thresholds
 from ..export.graph import build_detector, load_onnx, save_onnx
 from ..rule import Thresholds
-from .attacks import AdversarialSet, AttackSpec, ImagePool, generate
+from ..errors import InputError
+from .attacks import BLACKBOX_ATTACKS, AdversarialSet, AttackSpec, ImagePool, generate
 from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
 from .scoring import ClassifierRunner, DetectorRunner, cached_scores, label_consistency
 
-__all__ = ["ArrayPool", "Classifier", "EvaluationResult", "FigureData", "RuleCalibration",
+__all__ = ["ArrayPool", "Classifier", "ClassifierFile", "EvaluationResult", "FigureData", "RuleCalibration",
            "evaluate", "roc_curve"]
 
 PAPER_RULE = "paper"
@@ -53,7 +54,8 @@ class ArrayPool:
 
 @dataclass(frozen=True)
 class Classifier:
-    """A torch classifier on NORMALISED input and how to normalise: what the zoo provides."""
+    """A torch classifier on NORMALISED input and how to normalise (what the zoo provides): the
+    white-box attacks get its gradients, the detector gets its ONNX export."""
 
     module: Any
     mean: tuple[float, ...]
@@ -66,6 +68,69 @@ class Classifier:
 
         h = hashlib.sha256(json.dumps([self.mean, self.std, self.input_shape]).encode())
         return state_dict_digest(self.module, h).hexdigest()[:12]
+
+    def onnx(self, work_dir: Path) -> Path:
+        """Its pixel-space ONNX export (cached in ``work_dir`` by fingerprint)."""
+        from ..export.torch_export import torch_to_onnx
+
+        path = work_dir / f"classifier-{self.fingerprint()}.onnx"
+        if not path.is_file():
+            torch_to_onnx(self.module, path, input_shape=self.input_shape, mean=self.mean,
+                          std=self.std)
+        return path
+
+    def whitebox_model(self) -> Any:
+        """The Foolbox model the white-box attacks run on (pixel space, normalisation inside)."""
+        import foolbox as fb
+
+        return fb.PyTorchModel(_attack_module(self.module), bounds=(0, 1), preprocessing=dict(
+            mean=list(self.mean), std=list(self.std), axis=-3))
+
+
+@dataclass(frozen=True)
+class ClassifierFile:
+    """A classifier known only as an ONNX file ([N, C, H, W] pixels in [0, 1] -> [N, K]
+    logits): black-box attacks query it through ONNX Runtime."""
+
+    path: Path
+    input_shape: tuple[int, int, int]
+    classes: tuple[int, ...]
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        with Path(self.path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:12]
+
+    def onnx(self, work_dir: Path) -> Path:
+        return Path(self.path)
+
+    def whitebox_model(self) -> Any:
+        raise InputError(
+            f"{self.path}: white-box attacks need the classifier's gradients; give it as a torch "
+            f"module (--torch pkg.module:factory) or choose black-box attacks ("
+            f"{', '.join(BLACKBOX_ATTACKS)})")
+
+
+TargetClassifier = Union[Classifier, ClassifierFile]
+
+
+def _attack_model(classifier: TargetClassifier, spec: AttackSpec, classifier_path: Path,
+                  models: dict[str, Any]) -> Any:
+    """The model ``spec`` attacks: the Foolbox model (white-box) or the ONNX file run by ONNX
+    Runtime (black-box), each made once."""
+    kind = "blackbox" if spec.blackbox else "whitebox"
+    if kind not in models:
+        if spec.blackbox:
+            from ..engine.session import SessionBuilder
+            from .blackbox import OnnxClassifier
+
+            models[kind] = OnnxClassifier(SessionBuilder.cpu().build(classifier_path).session,
+                                          input_shape=classifier.input_shape)
+        else:
+            models[kind] = classifier.whitebox_model()
+    return models[kind]
 
 
 class FigureData(NamedTuple):
@@ -160,7 +225,7 @@ def _progress(it: Any, progress: bool, desc: str) -> Any:
 
 
 def evaluate(
-    classifier: Classifier,
+    classifier: TargetClassifier,
     *,
     calibration: ImagePool,
     pool: ImagePool,
@@ -179,20 +244,15 @@ def evaluate(
     on_row: Callable[[EvaluationResult], None] | None = None,
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
-    cached under ``work_dir`` so an interrupted run resumes. ``on_row`` is called with the
-    partial result after every attack (to write the table as it grows). ``classifier_onnx``:
-    an already exported pixel-space ONNX of the same classifier, used instead of exporting.
-    ``mode``: the rule compared with the paper's (``rpdetect.calibration.thresholds``)."""
-    import foolbox as fb
-
-    from ..export.torch_export import torch_to_onnx
-
+    cached under ``work_dir`` so an interrupted run resumes. ``classifier``: a torch
+    :class:`Classifier` (white-box and black-box attacks) or a :class:`ClassifierFile`
+    (black-box attacks only). ``on_row`` is called with the partial result after every attack
+    (to write the table as it grows). ``classifier_onnx``: an already exported pixel-space ONNX
+    of the same torch classifier, used instead of exporting. ``mode``: the rule compared with
+    the paper's (``rpdetect.calibration.thresholds``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fp = classifier.fingerprint()
-    classifier_path = classifier_onnx or work_dir / f"classifier-{fp}.onnx"
-    if not classifier_path.is_file():
-        torch_to_onnx(classifier.module, classifier_path, input_shape=classifier.input_shape,
-                      mean=classifier.mean, std=classifier.std)
+    classifier_path = classifier_onnx or classifier.onnx(work_dir)
     config = DetectorConfig(kappas=tuple(float(k) for k in kappas), noise="graph",
                             seed=float(seed), batch=DETECTOR_BATCH)
     det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
@@ -208,8 +268,7 @@ def evaluate(
     rules = calibrate_rules(calib, fpr=fpr, mode=CalibrationMode.parse(mode),
                             detector=load_onnx(detector_path), work_dir=work_dir, key=det_key)
 
-    fmodel = fb.PyTorchModel(_attack_module(classifier.module), bounds=(0, 1), preprocessing=dict(
-        mean=list(classifier.mean), std=list(classifier.std), axis=-3))
+    models: dict[str, Any] = {}
     clean_scores = _PositionScores(work_dir / f"clean-scores-{det_key}.npz", det_key)
     rows: list[AttackMetrics] = []
     want_figures = figure_images > 0
@@ -222,7 +281,7 @@ def evaluate(
     roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {f: {} for f in families}
     result = EvaluationResult(rules, len(calibration), rows, None, roc)
     for spec in attacks:
-        adv = generate(fmodel, pool, spec, n=n, classes=classifier.classes, seed=seed,
+        adv = generate(_attack_model(classifier, spec, classifier_path, models), pool, spec, n=n, classes=classifier.classes, seed=seed,
                        cache_file=work_dir / f"{spec.name}-{spec.params_hash(fp)}.npz",
                        cache_key=fp, progress=progress)
         used_pos = adv.successful_positions[:n]
@@ -236,7 +295,7 @@ def evaluate(
         rows.append(attack_metrics(
             spec.name, clean=clean, adversarial=adv_scores, rules=thresholds,
             attempted=attempted, failed=attempted - len(used_pos),
-            l2=adv.l2[adv.success][:n]))
+            l2=adv.l2[adv.success][:n], queries=adv.queries[adv.success][:n]))
         for family, family_mode in families.items():
             if len(used_pos):
                 roc[family][spec.name] = roc_curve(family_mode, calib, clean, adv_scores)

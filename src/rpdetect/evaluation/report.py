@@ -30,10 +30,10 @@ def markdown_table(rows: Sequence[AttackMetrics], specs: dict[str, AttackSpec],
     if not rows:
         return "(no attack run)"
     rule = rule or next(iter(rows[0].rules))
-    head = ("| attack | setting | mean L2 (paper) | used / attempted (failed) | "
+    head = ("| attack | setting | mean L2 (paper) | used / attempted (failed) | queries / image | "
             "score1 TP FP P R F2 | score2 TP FP P R F2 | flips TP FP P R F2 | "
             "combined TP FP P R F2 | AUC1 | AUC2 | AUC flips |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         spec = specs.get(r.attack)
         paper = f" ({spec.paper_l2:g})" if spec is not None and spec.paper_l2 is not None else ""
@@ -43,12 +43,13 @@ def markdown_table(rows: Sequence[AttackMetrics], specs: dict[str, AttackSpec],
             spec.describe() if spec is not None else "",
             f"{_f(r.mean_l2)}{paper}",
             f"{r.used} / {r.attempted} ({r.failed})",
+            "white-box" if math.isnan(r.mean_queries) else f"{r.mean_queries:.0f}",
             *(_cell(x) for x in (m.score1, m.score2, m.flips, m.combined)),
             _f(r.auc1), _f(r.auc2), _f(r.auc_flips),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     t = total_metrics(rows, rule)
-    lines.append("| **Total** | | | | " + " | ".join(
+    lines.append("| **Total** | | | | | " + " | ".join(
         _cell(x) for x in (t.score1, t.score2, t.flips, t.combined)) + " | | | |")
     return "\n".join(lines)
 
@@ -103,7 +104,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
     with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rule", "attack", "setting", "mean_l2", "paper_l2", "used", "attempted",
-                    "failed", *(f"{s}_{m}" for s in stats
+                    "failed", "mean_queries", *(f"{s}_{m}" for s in stats
                                 for m in ("tp", "fp", "precision", "recall", "f2")),
                     "auc1", "auc2", "auc_flips"])
         for name in result.rules:
@@ -112,6 +113,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
                 m = r.rules[name]
                 w.writerow([name, r.attack, spec.describe() if spec else "", r.mean_l2,
                             spec.paper_l2 if spec else "", r.used, r.attempted, r.failed,
+                            r.mean_queries,
                             *(v for x in (getattr(m, s) for s in stats)
                               for v in (x.tp, x.fp, x.precision, x.recall, x.f2)),
                             r.auc1, r.auc2, r.auc_flips])

@@ -1,0 +1,154 @@
+"""``rpdetect evaluate`` on a user's own classifier and images: an ONNX file (black-box attacks
+through ONNX Runtime) and a torch module (white-box Foolbox attacks), end to end on a synthetic
+ImageFolder tree, and every bad input named through the CLI.
+
+The classifier (``rpdetect.testing.channel_mean_classifier``) labels an image by its brightest
+colour channel, so minimal attacks stop just across a known boundary: their noisy copies flip
+label, the clean images' (4x further away than the noise moves them) do not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from rpdetect.cli import main
+from rpdetect.testing import channel_mean_onnx, channel_tint_images
+
+pytest.importorskip("foolbox")
+
+N = 8  # adversarial examples per attack
+FPR = 0.1
+
+
+def _write(folder: Path, images: np.ndarray, prefix: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rgb in enumerate(images):
+        cv2.imwrite(str(folder / f"{prefix}{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("own")
+    for label in range(3):
+        # calibration: clean images in any layout (one flat folder here, no labels needed)
+        _write(root / "calibration", channel_tint_images(30, label, seed=1), f"c{label}_")
+        _write(root / "images" / str(label), channel_tint_images(12, label, seed=2), "e")
+    onnx.save(channel_mean_onnx(), str(root / "clf.onnx"))
+    return root
+
+
+def _table(out: Path) -> dict:
+    return json.loads((out / "table.json").read_text())
+
+
+def _check_detection(doc: dict, attacks: list[str]) -> None:
+    rows = {r["attack"]: r for r in doc["rows"]}
+    assert sorted(rows) == sorted(attacks)
+    for rule in doc["rules"]:
+        total = doc["totals"][rule]["combined"]
+        clean_rate = total["fp"] / (total["fp"] + total["tn"])
+        assert clean_rate <= FPR + 0.15, (rule, clean_rate)  # near --fpr on 3 x 8 clean images
+        for name, row in rows.items():
+            assert row["used"] == N, (name, row["used"], row["attempted"])
+            m = row["rules"][rule]["combined"]
+            adv_rate = m["tp"] / N
+            assert adv_rate > clean_rate, (rule, name, adv_rate, clean_rate)
+    # the successful attacks are caught by the combined rule at 10% of the clean images
+    combined = doc["totals"]["combined @ 0.1"]["combined"]
+    assert combined["recall"] >= 0.5
+
+
+def test_onnx_classifier_black_box(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    attacks = ["square-linf-u", "hsj-l2-u"]
+    assert main(["evaluate", "--classifier", str(tree / "clf.onnx"),
+                 "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--n", str(N), "--fpr", str(FPR),
+                 "--attacks", *attacks, "--cache", str(tmp_path / "cache"),
+                 "--out", str(out), "--no-figures", "--no-progress"]) == 0
+    doc = _table(out)
+    _check_detection(doc, attacks)
+    for row in doc["rows"]:  # the query budget each image used is reported
+        budget = doc["attacks"][row["attack"]]["queries"]
+        assert 0 < row["mean_queries"] <= budget
+    assert "queries / image" in (out / "table.md").read_text()
+
+
+def test_torch_module_white_box(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    attacks = ["ddn-t", "cw-l2-u"]
+    assert main(["evaluate", "--torch", "rpdetect.testing:channel_mean_classifier",
+                 "--input-shape", "3,16,16",
+                 "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--n", str(N), "--fpr", str(FPR),
+                 "--attacks", *attacks, "--cache", str(tmp_path / "cache"),
+                 "--out", str(out), "--no-figures", "--no-progress"]) == 0
+    doc = _table(out)
+    _check_detection(doc, attacks)
+    assert all(np.isnan(row["mean_queries"]) for row in doc["rows"])  # white-box
+
+
+def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:
+    return main(["evaluate", "--classifier", str(tree / "clf.onnx"),
+                 "--calibration-images", str(tree / "calibration"), "--images", str(images),
+                 "--n", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "o"),
+                 "--no-figures", "--no-progress", *extra])
+
+
+def test_bad_inputs_are_named(tree: Path, tmp_path: Path, capsys) -> None:
+    one = channel_tint_images(2, 0, seed=3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(tree, tmp_path, empty) == 2
+    assert "no images in class folders" in capsys.readouterr().err
+
+    flat = tmp_path / "flat"
+    _write(flat, one, "x")
+    assert _run(tree, tmp_path, flat) == 2
+    assert "lie directly in the folder" in capsys.readouterr().err
+
+    named = tmp_path / "named"
+    _write(named / "cat", one, "x")
+    assert _run(tree, tmp_path, named) == 2
+    assert "['cat'] map to no class index" in capsys.readouterr().err
+    (tmp_path / "map.json").write_text(json.dumps({"dog": 1}))
+    assert _run(tree, tmp_path, named, "--class-map", str(tmp_path / "map.json")) == 2
+    assert "--class-map knows ['dog']" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert _run(tree, tmp_path, named, "--class-map", str(tmp_path / "bad.json")) == 2
+    assert "expected a JSON object folder name -> class index" in capsys.readouterr().err
+
+    outside = tmp_path / "outside"
+    _write(outside / "7", one, "x")
+    assert _run(tree, tmp_path, outside) == 2
+    assert "class index [7] is outside the classifier's 3 classes" in capsys.readouterr().err
+
+    assert _run(tree, tmp_path, tree / "images", "--n", "1000") == 2
+    err = capsys.readouterr().err
+    assert "only 36 of 36 images are classified correctly" in err and "--n 1000" in err
+
+    assert main(["evaluate", "--classifier", str(tree / "clf.onnx"),
+                 "--images", str(tree / "images")]) == 2
+    assert "--calibration-images" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", "cifar10", "--images", str(tree / "images")]) == 2
+    assert "not --dataset" in capsys.readouterr().err
+    assert main(["evaluate", "--classifier", str(tree / "clf.onnx"),
+                 "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--attacks", "ddn-t",
+                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert "unknown for this classifier: ['ddn-t']" in capsys.readouterr().err
+    assert main(["evaluate", "--torch", "rpdetect.testing:channel_mean_classifier",
+                 "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images")]) == 2
+    assert "--torch needs --input-shape" in capsys.readouterr().err
+    assert main(["evaluate", "--classifier", str(tree / "missing.onnx"),
+                 "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--cache", str(tmp_path / "cache")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err
