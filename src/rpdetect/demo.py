@@ -90,6 +90,22 @@ def evaluate_samples(workdir: Path, classifier_onnx: Path, *, progress: bool) ->
     return "\n".join(lines)
 
 
+def write_samples(folder: Path, kind: str = "imagenet") -> tuple[Path, Path]:
+    """Foolbox's sample images as the folders ``rpdetect evaluate`` takes for your own model:
+    ``folder/calibration/`` (the even samples, clean, no labels needed) and
+    ``folder/images/<class index>/`` (the odd ones, an ImageFolder tree). Existing files are
+    left as they are."""
+    import shutil
+
+    calibration, images = folder / "calibration", folder / "images"
+    for i, path in enumerate(foolbox_samples(kind)):
+        target = (calibration if i % 2 == 0 else images / str(sample_label(path))) / path.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return calibration, images
+
+
 def detect_samples(detector: "Detector", images: Sequence[Path]
                    ) -> tuple[str, tuple["Failure", ...]]:
     """Run the detector on sample files named ``<kind>_NN_LABEL.<ext>``: a table with one line
@@ -122,11 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-attacks", action="store_true",
                         help="stop after detecting the clean samples (no calibration, no attacks)")
+    parser.add_argument("--samples", type=Path, metavar="DIR",
+                        help="also write the sample images as DIR/calibration and "
+                        "DIR/images/<class> for `rpdetect evaluate --calibration-images ... "
+                        "--images ...`")
     args = parser.parse_args(argv)
 
     from . import Detector
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.samples is not None:
+        calibration, images = write_samples(args.samples)
+        print(f"wrote the samples to {calibration} (clean) and {images} (ImageFolder)")
     detector_path = export_default(args.workdir)
     detector = Detector(detector_path, providers=args.providers, threads=args.threads)
     print(f"detector {detector_path} on {detector.providers[0]}; thresholds uncalibrated "

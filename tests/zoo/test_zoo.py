@@ -155,7 +155,7 @@ def test_dogscats_load_image_names_a_file_it_cannot_decode(tmp_path):
     for name, data in (("empty.jpg", b""), ("text.jpg", b"not a jpeg")):
         path = tmp_path / name
         path.write_bytes(data)
-        with pytest.raises(InputError, match=f"{path}: OpenCV cannot decode it"):
+        with pytest.raises(InputError, match=f"{path}: (empty file|not an image OpenCV can decode)"):
             dogscats.load_image(path)
 
 

@@ -102,13 +102,8 @@ def _split(items: Sequence[LabeledImage], n_calibration: int, seed: int) -> Spli
 def imagenette_split(tar_path: Path, *, n_calibration: int = 1000, seed: int = 0) -> Split:
     """All 5,000 ImageNette images, seeded permutation: the first ``n_calibration`` calibrate,
     the rest (in permuted order) are evaluated. Labels are ImageNet-1k indices."""
-    items = []
-    for member in list_images(tar_path):
-        wnid = _class_folder(member)
-        if wnid not in IMAGENETTE_WNID_TO_INDEX:
-            raise InputError(f"{tar_path}: {member!r} is in unknown class folder {wnid!r}")
-        items.append(LabeledImage(member, IMAGENETTE_WNID_TO_INDEX[wnid]))
-    return _split(items, n_calibration, seed)
+    return _split(_labelled(list_images(tar_path), IMAGENETTE_WNID_TO_INDEX, tar_path),
+                  n_calibration, seed)
 
 
 def heldaside_split(
@@ -120,13 +115,21 @@ def heldaside_split(
         raise FileNotFoundError(f"{split_json}: split file not found (it comes with the zoo model)")
     held = json.loads(split_json.read_text())["held_aside"]
     index = {name: i for i, name in enumerate(classes)}
+    return _split(_labelled(sorted(held), index, split_json), n_calibration, seed)
+
+
+def _labelled(members: Sequence[str], index: Mapping[str, int], where: Path
+              ) -> list[LabeledImage]:
+    """Tar members labelled by their class folder through ``index`` (InputError naming a
+    member in a folder ``index`` does not know)."""
     items = []
-    for member in sorted(held):
+    for member in members:
         folder = _class_folder(member)
         if folder not in index:
-            raise InputError(f"{split_json}: {member!r} is in class {folder!r}, not in {classes}")
+            raise InputError(f"{where}: {member!r} is in class folder {folder!r}, not one of "
+                             f"{sorted(index)}")
         items.append(LabeledImage(member, index[folder]))
-    return _split(items, n_calibration, seed)
+    return items
 
 
 class TarImages:

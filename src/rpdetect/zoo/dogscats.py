@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
@@ -39,33 +38,22 @@ SPLIT = Path(__file__).parent / "weights" / "dogscats_split.json"
 
 
 def prepare(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """uint8 (or float) RGB HxWx3 -> float32 RGB size x size x 3 in [0, 1].
+    """uint8 (or float) RGB HxWx3 -> float32 RGB size x size x 3 in [0, 1], prepared exactly
+    as ``rpdetect detect`` prepares images (``rpdetect.engine.images``: the shorter side scaled
+    to ``size``, INTER_AREA shrinking and INTER_LINEAR enlarging, then the centre crop)."""
+    from ..engine.images import prepare_image
 
-    Shorter side resized to ``size`` (INTER_AREA), then a centred ``size`` x ``size`` crop.
-    """
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    if (nh, nw) != (h, w):
-        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    crop = rgb[top : top + size, left : left + size]
-    if crop.dtype == np.uint8:
-        return crop.astype(np.float32) / 255.0
-    return np.ascontiguousarray(crop, dtype=np.float32)
+    image = rgb if rgb.dtype != np.float32 and rgb.dtype != np.float64 else np.ascontiguousarray(
+        rgb.transpose(2, 0, 1))
+    return np.ascontiguousarray(prepare_image(image, (size, size)).transpose(1, 2, 0))
 
 
 def decode(data: bytes, *, source: str = "image data") -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 RGB HxWx3 (OpenCV); InputError naming ``source`` if OpenCV
-    cannot decode them."""
-    import cv2
+    """JPEG/PNG bytes -> uint8 RGB HxWx3, decoded by the engine (``decode_image``)."""
+    from ..engine.images import decode_image
 
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
-    if bgr is None:
-        raise InputError(f"{source}: OpenCV cannot decode it as an image ({len(data)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    image = decode_image(data, source=source)
+    return image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
 
 
 def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
