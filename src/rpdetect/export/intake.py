@@ -199,13 +199,9 @@ def _batch_from_data(graph: onnx.GraphProto, node: onnx.NodeProto, shape: np.nda
 
 
 def _session(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
+    from ..engine.session import SessionBuilder
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return SessionBuilder.cpu(threads=1).build(model, name="classifier").session
 
 
 def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
