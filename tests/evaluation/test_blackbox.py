@@ -64,7 +64,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
         opt.step()
     path = torch_to_onnx(model.eval(), tmp_path_factory.mktemp("tiny") / "clf.onnx",
                          input_shape=(C, S, S))
-    xt, yt = _images(48, 1)
+    xt, yt = _images(32, 1)
     return Tiny(path, ArrayPool(xt, yt))
 
 
@@ -75,7 +75,7 @@ def _verify(tiny: Tiny, adv_images: np.ndarray) -> np.ndarray:
 
 def _run(tiny: Tiny, spec: AttackSpec, n: int, **kw: object):  # noqa: ANN202
     kw = {"classes": range(K), "seed": 0, "cache_file": None, "progress": False, **kw}
-    return generate(OnnxClassifier(tiny.path), tiny.pool, spec, n=n, **kw)  # type: ignore[arg-type]
+    return generate(OnnxClassifier(tiny.path, threads=1), tiny.pool, spec, n=n, **kw)  # type: ignore[arg-type]
 
 
 def _check_common(tiny: Tiny, spec: AttackSpec, adv) -> np.ndarray:  # noqa: ANN001
@@ -118,8 +118,7 @@ def test_onnx_classifier_errors_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         OnnxClassifier(tmp_path / "nope.onnx")
     with pytest.raises(ValueError, match=r"expected a float32 \[B, C, H, W\]"):
-        OnnxClassifier(testing.session(testing.flatten_classifier().graph.output and
-                                       _rank2_input_model()))
+        OnnxClassifier(testing.session(_rank2_input_model()))
     with pytest.raises(ValueError, match="symbolic; pass input_shape"):
         OnnxClassifier(testing.session(_symbolic_hw_model()))
     clf = OnnxClassifier(testing.session(_symbolic_hw_model()), input_shape=(3, 8, 8))
@@ -148,17 +147,17 @@ def _symbolic_hw_model():  # noqa: ANN202
 
 def test_square_linf_untargeted_succeeds_within_eps_and_budget(tiny: Tiny) -> None:
     spec = dataclasses.replace(BLACKBOX_ATTACKS["square-linf-u"], queries=2000)
-    adv = _run(tiny, spec, n=48)
+    adv = _run(tiny, spec, n=32)
     assert adv.success.mean() >= 0.4, adv.success.mean()
     delta = _check_common(tiny, spec, adv)
     assert np.abs(delta).max() <= EPS + 1e-6
     assert np.all(adv.queries[~adv.success] == spec.queries)  # a failure spent the budget
-    assert np.median(adv.queries[adv.success]) < spec.queries / 2  # successes stop early
+    assert np.mean(adv.queries[adv.success] < spec.queries) > 0.8  # successes stop early
 
 
 def test_square_linf_targeted_reaches_the_target(tiny: Tiny) -> None:
     spec = dataclasses.replace(BLACKBOX_ATTACKS["square-linf-t"], queries=2000)
-    adv = _run(tiny, spec, n=12)
+    adv = _run(tiny, spec, n=8)
     assert adv.success.mean() >= 0.4, adv.success.mean()
     assert np.all(adv.targets >= 0) and np.all(adv.targets != tiny.pool.labels[adv.positions])
     delta = _check_common(tiny, spec, adv)
@@ -168,8 +167,8 @@ def test_square_linf_targeted_reaches_the_target(tiny: Tiny) -> None:
 @pytest.mark.parametrize("name", ["hsj-l2-u", "hsj-l2-t"])
 def test_hop_skip_jump_l2_finds_small_adversarials(tiny: Tiny, name: str) -> None:
     spec = BLACKBOX_ATTACKS[name]
-    adv = _run(tiny, spec, n=5)
-    assert adv.success.sum() >= 5 and adv.success.mean() >= 0.8
+    adv = _run(tiny, spec, n=3, chunk=3)
+    assert adv.success.sum() == 3
     delta = _check_common(tiny, spec, adv)
     l2 = np.sqrt((delta ** 2).reshape(len(delta), -1).sum(axis=1))
     # Square's eps-ball corners are at L2 ~0.87 here; a minimal L2 attack ends well inside
@@ -179,12 +178,13 @@ def test_hop_skip_jump_l2_finds_small_adversarials(tiny: Tiny, name: str) -> Non
 
 
 def test_hop_skip_jump_stops_at_the_budget_with_the_best_so_far(tiny: Tiny) -> None:
-    full = BLACKBOX_ATTACKS["hsj-l2-u"]
+    full = dataclasses.replace(BLACKBOX_ATTACKS["hsj-l2-u"], steps=5)
     cut = dataclasses.replace(full, queries=400)
-    a = _run(tiny, cut, n=3)
-    b = _run(tiny, full, n=3)
+    a = _run(tiny, cut, n=2, chunk=2)
+    b = _run(tiny, full, n=2, chunk=2)
     _check_common(tiny, cut, a)
-    assert np.all(a.queries == 400)  # 10 steps need ~2,500 queries: every image was cut
+    assert np.all(a.queries == 400)  # 5 steps need ~1,000 queries: every image was cut
+    assert np.all(b.queries < full.queries)
     np.testing.assert_array_equal(a.positions, b.positions)
     assert np.nanmean(a.l2) > np.nanmean(b.l2)  # fewer queries, a larger perturbation
 
@@ -201,11 +201,11 @@ def test_reproducible_for_a_seed_and_independent_of_chunking(tiny: Tiny) -> None
     np.testing.assert_array_equal(a.adversarial[:4], b.adversarial[:4])
     assert not np.array_equal(a.queries[:n], c.queries[:n])
     hsj = dataclasses.replace(BLACKBOX_ATTACKS["hsj-l2-u"], steps=2, queries=600)
-    h1, h2 = _run(tiny, hsj, n=2), _run(tiny, hsj, n=2)
+    h1, h2 = _run(tiny, hsj, n=2, chunk=2), _run(tiny, hsj, n=2, chunk=2)
     np.testing.assert_array_equal(h1.adversarial, h2.adversarial)
     np.testing.assert_array_equal(h1.queries, h2.queries)
     state = np.random.get_state()[1].copy()
-    _run(tiny, hsj, n=1)
+    _run(tiny, hsj, n=1, chunk=1)
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG left alone
 
 

@@ -104,10 +104,12 @@ class OnnxClassifier(LogitsClassifier):
     """An ONNX classifier (first input [B, C, H, W] float32 in [0, 1], first output [B, K]
     logits) run by ONNX Runtime. A symbolic batch dimension is fed chunks of ``batch_size``; a
     fixed one is fed exactly that many images, the last chunk padded with zeros (padding is not
-    counted as queries). ``input_shape`` is needed only where C, H or W are symbolic."""
+    counted as queries). ``input_shape`` is needed only where C, H or W are symbolic.
+    ``threads``: ONNX Runtime's intra-op threads for a session opened here (default: all cores;
+    1 is faster for the one-image queries of HopSkipJump on a small model or a busy machine)."""
 
     def __init__(self, model: "str | Path | ort.InferenceSession", *, batch_size: int = 32,
-                 input_shape: Sequence[int] | None = None,
+                 input_shape: Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
 
@@ -118,6 +120,8 @@ class OnnxClassifier(LogitsClassifier):
                 raise FileNotFoundError(f"classifier {model}: no such file")
             so = ort.SessionOptions()
             so.log_severity_level = 3
+            if threads is not None:
+                so.intra_op_num_threads = int(threads)
             sess, where = ort.InferenceSession(str(model), so, providers=list(providers)), str(model)
         inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
         if inp.type != "tensor(float)" or len(inp.shape) != 4:
@@ -136,6 +140,9 @@ class OnnxClassifier(LogitsClassifier):
                          batch_size=fixed or batch_size)
         if classes is None:  # symbolic K: learn it from one (uncounted) zero image
             self.nb_classes = int(self._run(np.zeros((1, *shape), np.float32)).shape[1])
+            if self.nb_classes < 2:
+                raise ValueError(f"classifier {where}: {self.nb_classes} output class; expected "
+                                 f"[B, K] logits with K >= 2")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = len(x)

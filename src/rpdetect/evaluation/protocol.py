@@ -235,7 +235,7 @@ def evaluate(
         rows.append(attack_metrics(
             spec.name, clean=clean, adversarial=adv_scores, rules=thresholds,
             attempted=attempted, failed=attempted - len(used_pos),
-            l2=adv.l2[adv.success][:n]))
+            l2=adv.l2[adv.success][:n], queries=adv.queries[adv.success][:n]))
         for family, family_mode in families.items():
             if len(used_pos):
                 roc[family][spec.name] = roc_curve(family_mode, calib, clean, adv_scores)

@@ -42,7 +42,8 @@ def markdown_table(rows: Sequence[AttackMetrics], specs: dict[str, AttackSpec],
             r.attack,
             spec.describe() if spec is not None else "",
             f"{_f(r.mean_l2)}{paper}",
-            f"{r.used} / {r.attempted} ({r.failed})",
+            f"{r.used} / {r.attempted} ({r.failed})" + (
+                f", {r.mean_queries:.0f} queries" if not math.isnan(r.mean_queries) else ""),
             *(_cell(x) for x in (m.score1, m.score2, m.flips, m.combined)),
             _f(r.auc1), _f(r.auc2), _f(r.auc_flips),
         ]
@@ -105,7 +106,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
         w.writerow(["rule", "attack", "setting", "mean_l2", "paper_l2", "used", "attempted",
                     "failed", *(f"{s}_{m}" for s in stats
                                 for m in ("tp", "fp", "precision", "recall", "f2")),
-                    "auc1", "auc2", "auc_flips"])
+                    "auc1", "auc2", "auc_flips", "mean_queries"])
         for name in result.rules:
             for r in result.rows:
                 spec = by_name.get(r.attack)
@@ -114,7 +115,7 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
                             spec.paper_l2 if spec else "", r.used, r.attempted, r.failed,
                             *(v for x in (getattr(m, s) for s in stats)
                               for v in (x.tp, x.fp, x.precision, x.recall, x.f2)),
-                            r.auc1, r.auc2, r.auc_flips])
+                            r.auc1, r.auc2, r.auc_flips, r.mean_queries])
     js = out_dir / "table.json"
     atomic_write_text(js, json.dumps({
         "dataset": dataset, "command": command,
