@@ -43,7 +43,11 @@ __all__ = [
     "OnnxClassifier",
     "QueryResult",
     "hop_skip_jump_l2",
+    "image_rng",
+    "p_selection",
+    "run_blackbox",
     "square_attack_linf",
+    "target_examples",
 ]
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -231,6 +235,8 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
         raise ValueError(f"square-linf: {len(rngs)} generators for {len(x)} images")
     x = np.asarray(x, dtype=np.float32)
     c, h, w = x.shape[1:]
+    if min(h, w) < 2:
+        raise ValueError(f"square-linf: images of {h}x{w} pixels; needs at least 2x2")
     init = np.stack([r.choice([-eps, eps], size=(c, 1, w)) for r in rngs]).astype(np.float32)
     x_best = np.clip(x + init, 0.0, 1.0)
     loss_min, margin_min = _square_losses(model.logits(x_best), y, targeted)
@@ -241,7 +247,8 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
             break
         deltas = x_best[todo] - x[todo]
         p = p_selection(p_init, i_iter, queries)
-        s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), h - 1)
+        # the reference's side, at least 1 and at most h - 1 (min(h, w) - 1: it assumed h == w)
+        s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), min(h, w) - 1)
         for j, i in enumerate(todo):
             _new_square(deltas[j], x[i], x_best[i], s, eps, rngs[i])
         x_new = np.clip(x[todo] + deltas, 0.0, 1.0)
