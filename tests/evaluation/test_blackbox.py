@@ -274,3 +274,29 @@ def test_blackbox_table_scales_with_the_image_size() -> None:
         json.dumps(spec.params())
     with pytest.raises(ValueError, match="input_shape"):
         blackbox_attacks((3,))
+
+
+def test_p_schedule_halves_at_the_reference_iterations() -> None:
+    from rpdetect.evaluation.blackbox import p_selection
+
+    got = [p_selection(0.8, it, 10000) for it in (0, 10, 11, 50, 51, 500, 501, 8000, 8001, 9999)]
+    assert got == pytest.approx([0.8, 0.8, 0.4, 0.4, 0.2, 0.1, 0.05, 0.8 / 256, 0.8 / 512,
+                                 0.8 / 512])
+    assert p_selection(0.8, 100, 1000) == pytest.approx(0.8 / 16)  # rescaled to the budget
+
+
+def test_mean_queries_reach_the_table() -> None:
+    from rpdetect.rule import Thresholds
+    from rpdetect.evaluation.metrics import attack_metrics
+    from rpdetect.evaluation.report import markdown_table
+    from rpdetect.evaluation.scoring import ScoreSet
+
+    s = ScoreSet(np.ones((2, 2)), np.ones((2, 2)), np.zeros(2), np.zeros(2, np.int64))
+    rules = {"paper": Thresholds.of(1.0, 0.2, n=2)}
+    bb = attack_metrics("square-linf-u", clean=s, adversarial=s, rules=rules, attempted=3,
+                        failed=1, l2=np.ones(2), queries=np.array([100.0, 300.0]))
+    wb = attack_metrics("bim", clean=s, adversarial=s, rules=rules, attempted=2, failed=0,
+                        l2=np.ones(2), queries=np.full(2, np.nan))
+    assert bb.mean_queries == 200.0 and np.isnan(wb.mean_queries)
+    table = markdown_table([bb, wb], dict(BLACKBOX_ATTACKS))
+    assert "| 2 / 3 (1), 200 queries |" in table and "| 2 / 2 (0) |" in table
