@@ -264,14 +264,15 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
 def _new_square(delta: np.ndarray, x: np.ndarray, x_best: np.ndarray, s: int, eps: float,
                 rng: np.random.Generator) -> None:
     """Redraw ``delta`` (in place) on one random s x s square to +-eps per channel, redrawing
-    until the square changes the image (the reference's guard against trying the same image)."""
+    while the square leaves the image as it is (the reference's guard against querying the
+    same image twice; bounded here at 100 draws)."""
     c, h, w = x.shape
     ch, cw = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
     win = (slice(None), slice(ch, ch + s), slice(cw, cw + s))
     for _ in range(100):
+        delta[win] = rng.choice([-eps, eps], size=(c, 1, 1))
         if np.any(np.abs(np.clip(x[win] + delta[win], 0, 1) - x_best[win]) >= 1e-7):
             return
-        delta[win] = rng.choice([-eps, eps], size=(c, 1, 1))
 
 
 # --- HopSkipJump L2 -----------------------------------------------------------------------
