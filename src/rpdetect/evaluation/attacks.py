@@ -407,12 +407,13 @@ def generate(
     bar = tqdm(total=n, desc=spec.name, unit="adv", disable=not progress,
                initial=min(int(state.success.sum()), n))
     starts: dict[int, int | None] = {}  # targeted HopSkipJump: target class -> pool position
+    if int(state.success.sum()) < n and state.next_position < len(pool):
+        _check_model_fits(model, spec)
     while int(state.success.sum()) < n and state.next_position < len(pool):
         end = min(state.next_position + chunk, len(pool))
         pos = np.arange(state.next_position, end)
         x = pool.images(pos)
         y = pool.labels[pos]
-        _check_model_fits(model, spec)
         ok = _predict(model, x) == y
         pos, x, y = pos[ok], x[ok], y[ok]
         targets = (draw_targets(y, pos, classes, seed) if spec.targeted

@@ -43,7 +43,11 @@ __all__ = [
     "OnnxClassifier",
     "QueryResult",
     "hop_skip_jump_l2",
+    "image_rng",
+    "p_selection",
+    "run_blackbox",
     "square_attack_linf",
+    "target_examples",
 ]
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -104,21 +108,25 @@ class OnnxClassifier(LogitsClassifier):
     """An ONNX classifier (first input [B, C, H, W] float32 in [0, 1], first output [B, K]
     logits) run by ONNX Runtime. A symbolic batch dimension is fed chunks of ``batch_size``; a
     fixed one is fed exactly that many images, the last chunk padded with zeros (padding is not
-    counted as queries). ``input_shape`` is needed only where C, H or W are symbolic."""
+    counted as queries). ``input_shape`` is needed only where C, H or W are symbolic.
+    ``threads``: ONNX Runtime's intra-op threads for a session opened here (default: all cores;
+    1 is faster for the one-image queries of HopSkipJump on a small model or a busy machine)."""
 
     def __init__(self, model: "str | Path | ort.InferenceSession", *, batch_size: int = 32,
-                 input_shape: Sequence[int] | None = None,
+                 input_shape: Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
+
+        from ..engine.session import SessionBuilder
 
         if isinstance(model, ort.InferenceSession):
             sess, where = model, "the session"
         else:
             if not Path(model).is_file():
                 raise FileNotFoundError(f"classifier {model}: no such file")
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            sess, where = ort.InferenceSession(str(model), so, providers=list(providers)), str(model)
+            sess = SessionBuilder(providers=tuple(providers), threads=threads).build(
+                model, name=f"classifier {model}").session
+            where = str(model)
         inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
         if inp.type != "tensor(float)" or len(inp.shape) != 4:
             raise ValueError(f"classifier {where}: input {inp.name!r} is {inp.type} of shape "
@@ -136,6 +144,9 @@ class OnnxClassifier(LogitsClassifier):
                          batch_size=fixed or batch_size)
         if classes is None:  # symbolic K: learn it from one (uncounted) zero image
             self.nb_classes = int(self._run(np.zeros((1, *shape), np.float32)).shape[1])
+            if self.nb_classes < 2:
+                raise ValueError(f"classifier {where}: {self.nb_classes} output class; expected "
+                                 f"[B, K] logits with K >= 2")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
@@ -224,6 +235,8 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
         raise ValueError(f"square-linf: {len(rngs)} generators for {len(x)} images")
     x = np.asarray(x, dtype=np.float32)
     c, h, w = x.shape[1:]
+    if min(h, w) < 2:
+        raise ValueError(f"square-linf: images of {h}x{w} pixels; needs at least 2x2")
     init = np.stack([r.choice([-eps, eps], size=(c, 1, w)) for r in rngs]).astype(np.float32)
     x_best = np.clip(x + init, 0.0, 1.0)
     loss_min, margin_min = _square_losses(model.logits(x_best), y, targeted)
@@ -234,7 +247,8 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
             break
         deltas = x_best[todo] - x[todo]
         p = p_selection(p_init, i_iter, queries)
-        s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), h - 1)
+        # the reference's side, at least 1 and at most h - 1 (min(h, w) - 1: it assumed h == w)
+        s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), min(h, w) - 1)
         for j, i in enumerate(todo):
             _new_square(deltas[j], x[i], x_best[i], s, eps, rngs[i])
         x_new = np.clip(x[todo] + deltas, 0.0, 1.0)
@@ -250,14 +264,15 @@ def square_attack_linf(model: LogitsClassifier, x: np.ndarray, y: np.ndarray, *,
 def _new_square(delta: np.ndarray, x: np.ndarray, x_best: np.ndarray, s: int, eps: float,
                 rng: np.random.Generator) -> None:
     """Redraw ``delta`` (in place) on one random s x s square to +-eps per channel, redrawing
-    until the square changes the image (the reference's guard against trying the same image)."""
+    while the square leaves the image as it is (the reference's guard against querying the
+    same image twice; bounded here at 100 draws)."""
     c, h, w = x.shape
     ch, cw = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
     win = (slice(None), slice(ch, ch + s), slice(cw, cw + s))
     for _ in range(100):
+        delta[win] = rng.choice([-eps, eps], size=(c, 1, 1))
         if np.any(np.abs(np.clip(x[win] + delta[win], 0, 1) - x_best[win]) >= 1e-7):
             return
-        delta[win] = rng.choice([-eps, eps], size=(c, 1, 1))
 
 
 # --- HopSkipJump L2 -----------------------------------------------------------------------

@@ -133,7 +133,7 @@ class AttackMetrics(NamedTuple):
     auc1: float  # ROC-AUC of score1_max, score2_max and flips (beyond the paper)
     auc2: float
     auc_flips: float
-    mean_queries: float = math.nan  # black-box attacks: mean queries per used example
+    mean_queries: float = math.nan  # black-box attacks: mean queries of the used examples
 
 
 def rule_metrics(thresholds: Thresholds, clean: ScoreSet, adversarial: ScoreSet) -> RuleMetrics:
@@ -155,7 +155,10 @@ def attack_metrics(
     queries: np.ndarray | None = None,
 ) -> AttackMetrics:
     """One row of Table 1 for every rule: verdicts by each statistic alone and combined (OR,
-    strictly greater; ``rpdetect.rule``)."""
+    strictly greater; ``rpdetect.rule``). ``queries``: the queries each used example took (a
+    black-box attack; NaN where not counted)."""
+    q = np.asarray(queries, dtype=np.float64) if queries is not None else np.zeros(0)
+    q = q[np.isfinite(q)]
     return AttackMetrics(
         attack=attack,
         attempted=attempted,
@@ -166,8 +169,7 @@ def attack_metrics(
         auc1=roc_auc(clean.score1_max, adversarial.score1_max),
         auc2=roc_auc(clean.score2_max, adversarial.score2_max),
         auc_flips=roc_auc(clean.flips, adversarial.flips),
-        mean_queries=(float(np.mean(queries)) if queries is not None and np.size(queries)
-                      and np.isfinite(queries).all() else math.nan),
+        mean_queries=float(q.mean()) if len(q) else math.nan,
     )
 
 
