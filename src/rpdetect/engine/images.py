@@ -30,6 +30,7 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Literal, Sequence, Union
@@ -43,6 +44,7 @@ from .image_header import DecodeLimits, check_limits
 __all__ = [
     "CHANNEL_ORDERS",
     "DecodeLimits",
+    "decode_image",
     "IMAGE_SUFFIXES",
     "RESIZE_POLICIES",
     "ChannelOrder",
@@ -122,6 +124,24 @@ def read_image(path: str | Path, *, limits: DecodeLimits = DecodeLimits()) -> np
             data = fh.read()
     except OSError as exc:
         raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    return _decode(data, source)
+
+
+def decode_image(data: bytes, *, source: str = "image",
+                 limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """The bytes of an image file (PNG, JPEG, ... as sent over a network) decoded under the
+    same policy and ``limits`` as a file (``read_image``), then made the array this module's
+    array policy takes: uint8/uint16 HW or HWC RGB (gray+alpha -> gray), float CHW. InputError
+    naming ``source``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"{source}: expected the bytes of an image file, got "
+                         f"{type(data).__name__}")
+    data = bytes(data)
+    check_limits(io.BytesIO(data), len(data), source, limits)
+    return _as_array_image(_decode(data, source), source)
+
+
+def _decode(data: bytes, source: str) -> np.ndarray:
     if not data:
         raise InputError(f"{source}: empty file (0 bytes)")
     _check_complete(data, source)
@@ -137,6 +157,22 @@ def read_image(path: str | Path, *, limits: DecodeLimits = DecodeLimits()) -> np
     if image.ndim == 3 and image.shape[2] >= 3:
         # BGR -> RGB by indexing: cv2.cvtColor refuses depths other than 8U/16U/32F.
         image = np.ascontiguousarray(image[:, :, [2, 1, 0, *range(3, image.shape[2])]])
+    return image
+
+
+def _as_array_image(image: np.ndarray, source: str) -> np.ndarray:
+    """A decoded file as the array policy takes it: gray+alpha -> gray, float HWC -> CHW,
+    integer depths other than 8/16-bit unsigned refused."""
+    if image.ndim == 3 and image.shape[2] == 2:
+        image = image[:, :, :1]
+    if np.issubdtype(image.dtype, np.floating):  # float TIFF/EXR: checked like float arrays
+        return np.ascontiguousarray((image if image.ndim == 3 else image[:, :, None])
+                                    .transpose(2, 0, 1))
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(
+            f"{source}: decoded as {image.dtype}; rpdetect reads 8/16-bit unsigned or float "
+            f"images (the scale of signed/32-bit integer pixels is ambiguous): convert it"
+        )
     return image
 
 
@@ -265,17 +301,8 @@ def prepare_image(
         raise ValueError(f"resize: expected one of {RESIZE_POLICIES}, got {resize!r}")
     if isinstance(image, (str, Path)):
         source = source or str(image)
-        hwc = read_image(image, limits=limits)
-        if hwc.ndim == 2:
-            hwc = hwc[:, :, None]
-        hwc = hwc[:, :, :3] if hwc.shape[2] != 2 else hwc[:, :, :1]  # gray+alpha -> gray
-        if np.issubdtype(hwc.dtype, np.floating):  # float TIFF/EXR: checked like float arrays
-            hwc = _hwc_from_array(np.ascontiguousarray(hwc.transpose(2, 0, 1)), "rgb", source)
-        elif hwc.dtype not in (np.uint8, np.uint16):
-            raise InputError(
-                f"{source}: decoded as {hwc.dtype}; rpdetect reads 8/16-bit unsigned or float "
-                f"images (the scale of signed/32-bit integer pixels is ambiguous): convert it"
-            )
+        hwc = _hwc_from_array(_as_array_image(read_image(image, limits=limits), source), "rgb",
+                              source)
     elif isinstance(image, np.ndarray):
         source = source or "array"
         hwc = _hwc_from_array(image, channel_order, source)
