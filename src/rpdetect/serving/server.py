@@ -20,6 +20,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -50,7 +51,14 @@ try:
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
     from kserve.protocol.grpc.server import GRPCServer
     from kserve.protocol.grpc.servicer import InferenceServicer
-    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+    from kserve.protocol.infer_type import (
+        InferInput,
+        InferOutput,
+        InferRequest,
+        InferResponse,
+        RequestedOutput,
+    )
     from kserve.protocol.rest.server import RESTServer
     from grpc import aio
 finally:
@@ -96,8 +104,7 @@ class DetectorModel(kserve.Model):
             arrays = output_arrays(self.detector, detect(self.detector, feeds))
         except RequestError as exc:
             raise InvalidInput(str(exc)) from exc
-        outputs = [InferOutput(name, list(a.shape), _v2_datatype(a), data=a)
-                   for name, a in arrays.items() if not wanted or name in wanted]
+        outputs = [_output(name, a) for name, a in arrays.items() if not wanted or name in wanted]
         return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
                              infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
                              requested_outputs=request.request_outputs)
@@ -114,22 +121,68 @@ class DetectorModel(kserve.Model):
         super().stop()
 
 
-def _v2_datatype(array: Any) -> str:
-    return DATATYPES[array.dtype.name]
+def _output(name: str, array: Any) -> InferOutput:
+    """An output holding its bytes: KServe turns them into JSON for REST clients that asked for
+    JSON, and sends them as raw contents over gRPC (its ``to_grpc`` cannot take arrays)."""
+    output = InferOutput(name, list(array.shape), DATATYPES[array.dtype.name])
+    output.set_data_from_numpy(array, binary_data=True)
+    return output
 
 
 class _DataPlane(DataPlane):
     """KServe's data plane, with a REST body it cannot decode (no ``inputs``, a binary part
     shorter than its ``binary_data_size``, a bad ``Inference-Header-Content-Length``) being
-    the client's error (InvalidInput, 400), not the server's (500)."""
+    the client's error (InvalidInput, 400), not the server's (500), and binary BYTES tensors
+    (encoded images) kept as bytes: KServe's own reader turns them into UTF-8 text and fails
+    on anything that is not."""
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
         try:
+            length = (headers or {}).get(INFERENCE_CONTENT_LENGTH_HEADER)
+            if isinstance(body, bytes) and length is not None:
+                model_name = kwargs.get("model_name") or (args[1] if len(args) > 1 else "")
+                return _request_from_bytes(body, length, model_name), {}
             return super().decode(body, headers, *args, **kwargs)
         except InvalidInput:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise InvalidInput(f"malformed inference request: {_describe(exc)}") from exc
+
+
+def _request_from_bytes(body: bytes, header_length: str, model_name: str) -> InferRequest:
+    """A REST request of the binary tensor extension: a JSON header of ``header_length`` bytes,
+    then each binary input's ``binary_data_size`` bytes in order."""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InvalidInput(f"malformed inference request: {INFERENCE_CONTENT_LENGTH_HEADER} "
+                           f"{header_length!r} is not a length within the {len(body)}-byte body")
+    start = int(header_length)
+    header = orjson.loads(body[:start])
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise InvalidInput("malformed inference request: the JSON header needs an 'inputs' list")
+    inputs = []
+    for item in header["inputs"]:
+        params = item.get("parameters") or {}
+        tensor = InferInput(name=item["name"], shape=item["shape"], datatype=item["datatype"],
+                            parameters=params)
+        if item.get("data") is not None:
+            tensor.data = item["data"]
+        elif "binary_data_size" in params:
+            end = start + int(params["binary_data_size"])
+            if end > len(body) or end < start:
+                raise InvalidInput(f"malformed inference request: input {tensor.name!r} says "
+                                   f"binary_data_size {params['binary_data_size']}, the body "
+                                   f"holds {len(body) - start} more bytes")
+            tensor._raw_data = body[start:end]  # as KServe's own reader does
+            start = end
+        else:
+            raise InvalidInput(f"malformed inference request: input {tensor.name!r} has neither "
+                               f"'data' nor a binary_data_size")
+        inputs.append(tensor)
+    outputs = [RequestedOutput(name=o["name"], parameters=o.get("parameters"))
+               for o in header.get("outputs") or ()]
+    return InferRequest(model_name=model_name, infer_inputs=inputs,
+                        request_id=header.get("id"), parameters=header.get("parameters"),
+                        request_outputs=outputs or None)
 
 
 class _Servicer(InferenceServicer):
