@@ -410,3 +410,21 @@ def test_grpc_message_over_the_limit_is_refused(clients, tmp_path: Path,
     finally:
         assert stop_server(server) is not None
 
+
+
+def test_a_busy_port_is_a_clear_error(input_noise_detector: Path, tritonclient_modules) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "rpdetect", "serve", str(input_noise_detector),
+             "--http-port", str(port), "--grpc-port", "1"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"--http-port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "choose another with --http-port" in done.stderr
