@@ -323,6 +323,23 @@ def _client_cases(clients, server: Server) -> list[tuple[str, Callable[[], Any],
                 client.close()
         return call
 
+    def grpc_raw(request_fields: dict[str, Any]) -> Callable[[], Any]:
+        """A ModelInferRequest tritonclient would never build, sent with its stub."""
+        def call() -> Any:
+            import grpc
+            from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                try:
+                    return stub.ModelInfer(service_pb2.ModelInferRequest(
+                        model_name=server.name, **request_fields), timeout=CALL_TIMEOUT_S)
+                except grpc.RpcError as exc:
+                    raise grpc_module.InferenceServerException(
+                        msg=exc.details(), status=str(exc.code())) from None
+        return call
+
+    tensor = {"name": "image", "datatype": "FP32", "shape": [1, 3, SIZE, SIZE]}
     png = np.random.default_rng(8).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     ok, encoded = cv2.imencode(".png", png)
     assert ok
@@ -339,6 +356,12 @@ def _client_cases(clients, server: Server) -> list[tuple[str, Callable[[], Any],
          grpc_call({"image": image, "threshold1": np.ones(3, np.float32)}), "threshold1"),
         ("image as INT32 (gRPC)", grpc_call({"image": image.astype(np.int32)}),
          "datatype INT32"),
+        ("more raw contents than inputs (gRPC)",
+         grpc_raw({"inputs": [tensor], "raw_input_contents": [image.tobytes(), b"x"]}),
+         "malformed inference request"),
+        ("raw contents of the wrong size (gRPC)",
+         grpc_raw({"inputs": [tensor], "raw_input_contents": [b"\x00" * 10]}),
+         "input 'image'"),
     ]
 
 

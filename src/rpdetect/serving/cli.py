@@ -10,10 +10,10 @@ from typing import Any
 
 from .._cli_util import add_session_args, session_kwargs
 from ..engine.image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
-from .protocol import DEFAULT_MAX_IMAGES
+from .protocol import DEFAULT_MAX_IMAGES, DEFAULT_MAX_REQUEST_BYTES
 from .triton import ACCELERATORS, check_model_name, other_versions, write_repository
 
-_DEFAULT_MAX_REQUEST_MB = 256
+_DEFAULT_MAX_REQUEST_MB = DEFAULT_MAX_REQUEST_BYTES / 2**20
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +99,7 @@ def register(sub: Any) -> None:
                    help=f"most images in one request (default {DEFAULT_MAX_IMAGES})")
     s.add_argument("--max-request-mb", type=_positive_float, default=_DEFAULT_MAX_REQUEST_MB,
                    metavar="MB", help="largest request body / gRPC message "
-                   f"(default {_DEFAULT_MAX_REQUEST_MB} MiB)")
+                   f"(default {_DEFAULT_MAX_REQUEST_MB:g} MiB)")
     s.add_argument("--max-megapixels", type=_positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
                    metavar="MP", help="refuse encoded images whose header announces more "
                    f"pixels (default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")

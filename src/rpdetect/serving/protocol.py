@@ -40,6 +40,7 @@ DATATYPES: dict[str, str] = {
 }
 THRESHOLDS: tuple[str, ...] = ("threshold1", "threshold2", "threshold3")
 DEFAULT_MAX_IMAGES = 64
+DEFAULT_MAX_REQUEST_BYTES = 256 * 2**20  # a REST body or gRPC message
 _SHOWN_FAILURES = 5
 
 

@@ -30,6 +30,7 @@ from ..errors import RpdetectError
 from .protocol import (
     DATATYPES,
     DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_REQUEST_BYTES,
     RequestError,
     detect,
     input_metadata,
@@ -43,7 +44,12 @@ from .protocol import (
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
     import kserve
-    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from grpc import aio
+    from kserve.constants.constants import (
+        FASTAPI_APP_IMPORT_STRING,
+        INFERENCE_CONTENT_LENGTH_HEADER,
+        PredictorProtocol,
+    )
     from kserve.errors import InvalidInput
     from kserve.model_server import app as _kserve_app
     from kserve.protocol.dataplane import DataPlane
@@ -51,7 +57,6 @@ try:
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
     from kserve.protocol.grpc.server import GRPCServer
     from kserve.protocol.grpc.servicer import InferenceServicer
-    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
     from kserve.protocol.infer_type import (
         InferInput,
         InferOutput,
@@ -60,14 +65,12 @@ try:
         RequestedOutput,
     )
     from kserve.protocol.rest.server import RESTServer
-    from grpc import aio
 finally:
     sys.argv = _argv
 
 __all__ = ["DetectorModel", "DetectorServer", "ServeOptions", "serve"]
 
 _log = logging.getLogger("rpdetect.serving")
-DEFAULT_MAX_REQUEST_BYTES = 256 * 2**20
 
 
 class DetectorModel(kserve.Model):
@@ -136,13 +139,16 @@ class _DataPlane(DataPlane):
     (encoded images) kept as bytes: KServe's own reader turns them into UTF-8 text and fails
     on anything that is not."""
 
-    def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+    def decode(self, body: Any, headers: Any,
+               protocol_version: str = PredictorProtocol.REST_V1.value,
+               model_name: str | None = None) -> Any:
         try:
             length = (headers or {}).get(INFERENCE_CONTENT_LENGTH_HEADER)
-            if isinstance(body, bytes) and length is not None:
-                model_name = kwargs.get("model_name") or (args[1] if len(args) > 1 else "")
-                return _request_from_bytes(body, length, model_name), {}
-            return super().decode(body, headers, *args, **kwargs)
+            if (isinstance(body, bytes) and length is not None
+                    and protocol_version.lower() == PredictorProtocol.REST_V2.value):
+                return _request_from_bytes(body, length, model_name or ""), {}
+            return super().decode(body, headers, protocol_version=protocol_version,
+                                  model_name=model_name)
         except InvalidInput:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
