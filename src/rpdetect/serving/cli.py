@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from .._cli_util import add_session_args, session_kwargs
+from .._cli_util import add_session_args, port, positive_float, positive_int, session_kwargs
 from ..engine.image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from .protocol import DEFAULT_MAX_IMAGES, DEFAULT_MAX_REQUEST_BYTES
 from .triton import ACCELERATORS, check_model_name, other_versions, write_repository
 
 _DEFAULT_MAX_REQUEST_MB = DEFAULT_MAX_REQUEST_BYTES / 2**20
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from exc
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from exc
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def _model_name(text: str) -> str:
@@ -67,7 +36,7 @@ def register(sub: Any) -> None:
     t.add_argument("--repo", required=True, metavar="DIR",
                    help="model repository folder (created if its parent exists)")
     t.add_argument("--name", type=_model_name, help="model name (default: the file's stem)")
-    t.add_argument("--instances", type=_positive_int, default=1, metavar="N",
+    t.add_argument("--instances", type=positive_int, default=1, metavar="N",
                    help="model instances (instance_group count, default 1)")
     t.add_argument("--accelerator", choices=ACCELERATORS, default="none",
                    help="none: CPU instances (default); cuda: GPU instances (ONNX Runtime's "
@@ -93,21 +62,21 @@ def register(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 "
                         "for every interface)")
-    s.add_argument("--http-port", type=_port, default=8080, help="REST port (default 8080)")
-    s.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (default 8081)")
-    s.add_argument("--max-images", type=_positive_int, default=DEFAULT_MAX_IMAGES, metavar="N",
+    s.add_argument("--http-port", type=port, default=8080, help="REST port (default 8080)")
+    s.add_argument("--grpc-port", type=port, default=8081, help="gRPC port (default 8081)")
+    s.add_argument("--max-images", type=positive_int, default=DEFAULT_MAX_IMAGES, metavar="N",
                    help=f"most images in one request (default {DEFAULT_MAX_IMAGES})")
-    s.add_argument("--max-request-mb", type=_positive_float, default=_DEFAULT_MAX_REQUEST_MB,
+    s.add_argument("--max-request-mb", type=positive_float, default=_DEFAULT_MAX_REQUEST_MB,
                    metavar="MB", help="largest request body / gRPC message "
                    f"(default {_DEFAULT_MAX_REQUEST_MB:g} MiB)")
-    s.add_argument("--max-megapixels", type=_positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
+    s.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
                    metavar="MP", help="refuse encoded images whose header announces more "
                    f"pixels (default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
-    s.add_argument("--max-file-mb", type=_positive_float,
+    s.add_argument("--max-file-mb", type=positive_float,
                    default=DEFAULT_MAX_FILE_BYTES / 2**20, metavar="MB",
                    help="refuse encoded images larger than this "
                    f"(default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
-    s.add_argument("--grpc-threads", type=_positive_int, default=4, metavar="N",
+    s.add_argument("--grpc-threads", type=positive_int, default=4, metavar="N",
                    help="gRPC server threads (default 4)")
     add_session_args(s)
     s.set_defaults(func=_serve)
