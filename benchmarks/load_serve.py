@@ -13,7 +13,7 @@ input noise (the fast mode on CPUs; the server's Detector draws the noise), expo
 FP32 [1, 3, 32, 32] image, every output returned.
 
     .venv/bin/python benchmarks/load_serve.py [--model DETECTOR.onnx] [--duration 10]
-        [--concurrency 1,4,16] [--threads 1] [--out benchmarks/results/serving]
+        [--rounds 4] [--concurrency 1,4,16] [--threads 1] [--out benchmarks/results/serving]
 
 Writes ``load.json`` and ``load.md`` under ``--out``.
 """
@@ -205,9 +205,10 @@ def markdown(cells: list[Cell], meta: dict[str, object]) -> str:
         "",
         f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores, model `{meta['model']}`, "
         f"ORT intra-op threads {meta['threads']} (server and in-process alike), one FP32 "
-        f"[1, 3, 32, 32] image per request, {meta['duration']:g} s measured after "
-        f"{meta['warmup']:g} s warm-up per cell; clients, server and in-process runs share "
-        f"the same cores.",
+        f"[1, 3, 32, 32] image per request, {meta['duration']:g} s measured per cell in "
+        f"{meta['rounds']} rounds that alternate the modes (each after {meta['warmup']:g} s "
+        f"warm-up); clients, server and in-process runs share the same cores; load average "
+        f"(1, 5, 15 min) {meta['loadavg_before']} before, {meta['loadavg_after']} after.",
         "",
         "| concurrency | mode | requests/s | p50 ms | p99 ms | requests | errors |",
         "|---|---|---|---|---|---|---|",
@@ -224,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                         "ResNet-9 with input noise, exported to cache/load-serve)")
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each cell")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of warm-up before each round of a cell")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds per concurrency; each runs every mode duration/rounds s")
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -238,13 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     image = np.random.default_rng(0).random((1, c, h, w), dtype=np.float32)
     cells: list[Cell] = []
     make_local, close_local = in_process_calls(model, args.threads, image[0])
-    process, http_port, grpc_port = start_server(model, args.threads, args.out / "serve.log")
+    DEFAULT_CACHE.mkdir(parents=True, exist_ok=True)
+    log = DEFAULT_CACHE / "serve.log"
+    process, http_port, grpc_port = start_server(model, args.threads, log)
+    modes = (("in-process", make_local), ("REST", http_calls(http_port, image)),
+             ("gRPC", grpc_calls(grpc_port, image)))
+    load_before = os.getloadavg()
     try:
         for concurrency in concurrencies:
-            for mode, make in (("in-process", make_local), ("REST", http_calls(http_port, image)),
-                               ("gRPC", grpc_calls(grpc_port, image))):
-                result = closed_loop(make, concurrency, args.warmup, args.duration)
-                cells.append(cell(mode, concurrency, *result))
+            # the modes alternate in rounds, so a neighbour's load falls on all of them alike
+            runs: dict[str, tuple[list[float], int, float]] = {m: ([], 0, 0.0) for m, _ in modes}
+            for _ in range(args.rounds):
+                for mode, make in modes:
+                    lat, err, sec = closed_loop(make, concurrency, args.warmup,
+                                                args.duration / args.rounds)
+                    old = runs[mode]
+                    runs[mode] = (old[0] + lat, old[1] + err, old[2] + sec)
+            for mode, _ in modes:
+                cells.append(cell(mode, concurrency, *runs[mode]))
                 print(f"{mode:>10} c={concurrency:<3} {cells[-1].throughput:8.1f} req/s  p50 "
                       f"{cells[-1].p50_ms:7.2f} ms  p99 {cells[-1].p99_ms:7.2f} ms  errors "
                       f"{cells[-1].errors}", flush=True)
@@ -256,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
         "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
-        "duration": args.duration, "warmup": args.warmup,
+        "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
     (args.out / "load.json").write_text(json.dumps(
         {"meta": meta, "cells": [asdict(x) for x in cells]}, indent=2) + "\n")

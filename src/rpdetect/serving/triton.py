@@ -76,9 +76,9 @@ def _tensor(value: onnx.ValueInfoProto, *, optional: bool) -> TensorConfig:
         raise ModelError(f"{value.name}: a {kind} value; Triton's ONNX backend takes tensors")
     elem = value.type.tensor_type.elem_type
     if elem not in TRITON_TYPES:
-        raise ModelError(f"{value.name}: element type "
-                         f"{TensorProto.DataType.Name(elem)} has no Triton data type here "
-                         f"(expected one of {sorted(TensorProto.DataType.Name(t) for t in TRITON_TYPES)})")
+        known = sorted(TensorProto.DataType.Name(t) for t in TRITON_TYPES)
+        raise ModelError(f"{value.name}: element type {TensorProto.DataType.Name(elem)} has no "
+                         f"Triton data type here (expected one of {known})")
     shape = value.type.tensor_type.shape
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim)
     scalar = len(dims) == 0
