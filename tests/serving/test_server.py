@@ -271,7 +271,13 @@ def _raw_cases() -> list[tuple[str, bytes, dict[str, str], str]]:
                                                 "datatype": "FP32",
                                                 "parameters": {"binary_data_size": len(nan)}}]},
                                     nan)
+    bad_bytes = b"\xff\xff\xff\x00abc"  # a BYTES element announcing 16 MiB, holding 3
+    bytes_body, bytes_headers = _binary({"inputs": [{"name": "image", "shape": [1],
+                                                    "datatype": "BYTES",
+                                                    "parameters": {"binary_data_size": 7}}]},
+                                        bad_bytes)
     return [
+        ("BYTES element longer than its data", bytes_body, bytes_headers, "does not fit"),
         ("malformed JSON", b'{"inputs": [{"name": "image",', {}, "not valid JSON"),
         ("not JSON at all", b"\xff\xfe garbage", {}, "malformed inference request"),
         ("inputs not a list", b'{"inputs": 5}', {}, "inputs"),

@@ -20,6 +20,7 @@ input and what was wrong; the server turns it into HTTP 400 / gRPC INVALID_ARGUM
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -115,7 +116,7 @@ def _array(tensor: TensorLike, want: str) -> np.ndarray:
                            f"dimension")
     try:
         array = tensor.as_numpy()
-    except (ValueError, TypeError, OverflowError, IndexError) as exc:
+    except (ValueError, TypeError, OverflowError, IndexError, struct.error) as exc:
         raise RequestError(f"input {tensor.name!r}: its data does not fit datatype {want} and "
                            f"shape {_shape_text(shape)} ({exc})") from exc
     if list(array.shape) != shape:
