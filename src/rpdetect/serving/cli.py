@@ -108,7 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
                            grpc_threads=args.grpc_threads)
     name = args.name or _model_name(Path(args.model).stem)
     try:
-        serve(detector, name, options, max_images=args.max_images)
+        serve(detector, name, options, max_images=args.max_images,
+              announce=lambda where: print(f"rpdetect serve: {where}; Ctrl-C stops",
+                                           file=sys.stderr, flush=True))
     finally:
         detector.close()
     return 0

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 import sys
 import uuid
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 from fastapi import Request
@@ -70,7 +69,6 @@ finally:
 
 __all__ = ["DetectorModel", "DetectorServer", "ServeOptions", "serve"]
 
-_log = logging.getLogger("rpdetect.serving")
 
 
 class DetectorModel(kserve.Model):
@@ -296,12 +294,14 @@ class DetectorServer(kserve.ModelServer):
     """``kserve.ModelServer`` on one host, one REST worker and a gRPC server, with the
     400-for-bad-requests handling above."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions,
+                 announce: Callable[[str], None] | None = None) -> None:
         super().__init__(http_port=options.http_port, grpc_port=options.grpc_port, workers=1,
                          max_threads=options.grpc_threads, enable_grpc=True,
                          enable_docs_url=False, enable_latency_logging=False,
                          grace_period=options.grace_period_s)
         self.options = options
+        self.announce = announce  # told where it listens, once both ports are checked
         self.dataplane = _DataPlane(model_registry=self.registered_models)
 
     def start(self, models: Sequence[kserve.Model]) -> None:
@@ -326,14 +326,17 @@ class DetectorServer(kserve.ModelServer):
         self.servers = [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
-        _log.warning("rpdetect serve: model %r on http://%s and grpc %s", models[0].name,
-                     _address(options.host, options.http_port),
-                     _address(options.host, options.grpc_port))
+        if self.announce is not None:
+            self.announce(f"model {', '.join(repr(m.name) for m in models)} on "
+                          f"http://{_address(options.host, options.http_port)} (REST) and "
+                          f"{_address(options.host, options.grpc_port)} (gRPC)")
         asyncio.run(self._serve())
 
 
 def serve(detector: Detector, name: str, options: ServeOptions = ServeOptions(), *,
-          max_images: int = DEFAULT_MAX_IMAGES) -> None:
-    """Serve ``detector`` as model ``name`` until SIGINT/SIGTERM."""
+          max_images: int = DEFAULT_MAX_IMAGES,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Serve ``detector`` as model ``name`` until SIGINT/SIGTERM; ``announce`` is called with
+    where it listens once the ports are known to be free."""
     model = DetectorModel(name, detector, max_images=max_images)
-    DetectorServer(options).start([model])
+    DetectorServer(options, announce).start([model])
