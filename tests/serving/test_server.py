@@ -278,6 +278,10 @@ def _raw_cases() -> list[tuple[str, bytes, dict[str, str], str]]:
                                         bad_bytes)
     return [
         ("BYTES element longer than its data", bytes_body, bytes_headers, "does not fit"),
+        ("shape of strings in a binary header", *_binary(
+            {"inputs": [{"name": "image", "shape": ["one"], "datatype": "BYTES",
+                         "parameters": {"binary_data_size": 7}}]}, bad_bytes),
+         "is not a list of integers"),
         ("malformed JSON", b'{"inputs": [{"name": "image",', {}, "not valid JSON"),
         ("not JSON at all", b"\xff\xfe garbage", {}, "malformed inference request"),
         ("inputs not a list", b'{"inputs": 5}', {}, "inputs"),

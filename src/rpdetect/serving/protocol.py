@@ -102,18 +102,22 @@ def _shape_text(shape: Sequence[int | str]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _check_shape(tensor: TensorLike) -> None:
+    """RequestError unless the tensor's shape is a list of integers >= 0."""
+    shape = tensor.shape
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise RequestError(f"input {tensor.name!r}: shape {shape!r} is not a list of integers")
+    if any(d < 0 for d in shape):
+        raise RequestError(f"input {tensor.name!r}: shape {_shape_text(shape)} has a negative "
+                           f"dimension")
+
+
 def _array(tensor: TensorLike, want: str) -> np.ndarray:
     """The tensor's data as numpy (RequestError when its data and shape disagree)."""
     if tensor.datatype != want:
         raise RequestError(f"input {tensor.name!r}: datatype {tensor.datatype}, expected {want}")
-    try:
-        shape = [int(d) for d in tensor.shape]
-    except (TypeError, ValueError) as exc:
-        raise RequestError(f"input {tensor.name!r}: shape {tensor.shape!r} is not a list of "
-                           f"integers") from exc
-    if any(d < 0 for d in shape):
-        raise RequestError(f"input {tensor.name!r}: shape {_shape_text(shape)} has a negative "
-                           f"dimension")
+    shape = list(tensor.shape)
     try:
         array = tensor.as_numpy()
     except (ValueError, TypeError, OverflowError, IndexError, struct.error) as exc:
@@ -190,11 +194,12 @@ def parse_inputs(inputs: Sequence[TensorLike], detector: Detector, *,
     allowed = [s.name for s in detector.inputs]
     by_name: dict[str, TensorLike] = {}
     for tensor in inputs:
-        if tensor.name not in allowed:
+        if not isinstance(tensor.name, str) or tensor.name not in allowed:
             raise RequestError(f"unknown input {tensor.name!r}; this model takes "
                                f"{', '.join(allowed)}")
         if tensor.name in by_name:
             raise RequestError(f"input {tensor.name!r} is given twice")
+        _check_shape(tensor)
         by_name[tensor.name] = tensor
     if "image" not in by_name:
         raise RequestError(f"input 'image' is missing; this model takes {', '.join(allowed)}")
