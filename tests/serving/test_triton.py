@@ -168,3 +168,12 @@ def test_refuses_to_overwrite_its_own_input(detectors: dict[str, Path], tmp_path
     files = write_repository(detectors["graph"], tmp_path, name="same")
     with pytest.raises(OutputError, match="input file"):
         write_repository(files.model, tmp_path, name="same")
+
+
+def test_cli_notes_other_versions_triton_would_serve_instead(
+        detectors: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "graph" / "3").mkdir(parents=True)
+    assert main(["export-triton", str(detectors["graph"]), "--repo", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "also holds version(s) 3" in err and "serves the highest" in err
+    assert (tmp_path / "graph" / "1" / "model.onnx").is_file()
