@@ -17,6 +17,9 @@ __all__ = [
     "float_list",
     "int_list",
     "name_list",
+    "port",
+    "positive_float",
+    "positive_int",
     "provider_option",
     "providers",
     "session_kwargs",
@@ -49,26 +52,45 @@ def int_list(text: str) -> tuple[int, ...]:
     return _parse_list(text, int, separators=",", expected="comma-separated integers")
 
 
+def _number(text: str, kind: Callable[[str], _T], ok: Callable[[_T], bool],
+            expected: str) -> _T:
+    """``kind(text)`` if it converts and ``ok`` holds, else ArgumentTypeError naming
+    ``expected``."""
+    try:
+        value = kind(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from exc
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """A finite number (``nan``, ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    value = _number(text, float, lambda v: True, "a number")
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+
+
 def seed(text: str) -> int:
     """A noise seed: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count)."""
+    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    return _number(text, int, lambda v: 0 < v < 65536, "a port number from 1 to 65535")
 
 
 def name_list(text: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ _UNITS: tuple[str, ...] = (
     "rpdetect.calibration.cli",  # calibrate
     "rpdetect.evaluation.cli",  # evaluate
     "rpdetect.bench.cli",  # bench
+    "rpdetect.serving.cli",  # export-triton, serve
 )
 
 
