@@ -26,6 +26,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ..contract import THRESHOLD_NAMES
 from ..engine import Detector
 from ..engine.detector import BatchReport, TensorSpec
 from ..engine.images import decode_image
@@ -39,7 +40,6 @@ DATATYPES: dict[str, str] = {
     "float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8",
     "int8": "INT8", "int32": "INT32", "int64": "INT64", "bool": "BOOL",
 }
-THRESHOLDS: tuple[str, ...] = ("threshold1", "threshold2", "threshold3")
 DEFAULT_MAX_IMAGES = 64
 DEFAULT_MAX_REQUEST_BYTES = 256 * 2**20  # a REST body or gRPC message
 _SHOWN_FAILURES = 5
@@ -208,7 +208,7 @@ def parse_inputs(inputs: Sequence[TensorLike], detector: Detector, *,
         feeds = Feeds(images)
         if "noise" in by_name:
             feeds.noise = _noise(by_name["noise"], detector, len(images))
-        for name in THRESHOLDS:
+        for name in THRESHOLD_NAMES:
             if name in by_name:
                 feeds.thresholds[name] = _threshold(by_name[name], detector)
     except InputError as exc:  # decoding: the message already names image[i]

@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto
 
 from .._atomic import atomic_paths, check_output, check_output_dir
+from ..contract import load_model
 from ..engine import Detector
 from ..errors import ModelError, OutputError
 
@@ -36,7 +37,6 @@ ACCELERATORS: tuple[str, ...] = ("none", "cuda", "tensorrt")
 PLATFORM = "onnxruntime_onnx"
 MODEL_FILENAME = "model.onnx"
 VERSION = "1"
-THRESHOLD_INPUTS: tuple[str, ...] = ("threshold1", "threshold2", "threshold3")
 # ONNX element type -> Triton's model_config.proto DataType name
 TRITON_TYPES: dict[int, str] = {
     TensorProto.FLOAT: "TYPE_FP32", TensorProto.FLOAT16: "TYPE_FP16",
@@ -195,7 +195,7 @@ def write_repository(detector: str | Path, repo: str | Path, *, name: str | None
     check_options(instances, accelerator, fp16)
     name = check_model_name(name if name is not None else source.stem)
     Detector(source, providers=["cpu"]).close()  # the engine's own checks, same messages
-    model = onnx.load(str(source), load_external_data=False)
+    model = load_model(source, weights=False)
     _check_single_file(model, source)
     inputs, outputs = detector_tensors(model)
     del model
