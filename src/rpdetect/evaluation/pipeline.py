@@ -111,17 +111,19 @@ class EvaluationConfig:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
 
 
-def attack_table(classifier: TargetClassifier, preset: Preset | None) -> dict[str, AttackSpec]:
-    """Every attack this classifier can be evaluated with, by name: the preset's (or, for a
-    user's torch model, the Table 1 settings for its image size) white-box attacks where there
-    are gradients, and the black-box ones for its image size always."""
+def attack_table(input_shape: Sequence[int], *, whitebox: bool, preset: Preset | None = None
+                 ) -> dict[str, AttackSpec]:
+    """Every attack a classifier of ``input_shape`` (C, H, W) can be evaluated with, by name:
+    the preset's (or, for a user's torch model, the Table 1 settings for its image size)
+    white-box attacks where there are gradients (``whitebox``), and the black-box ones for its
+    image size always."""
     table: dict[str, AttackSpec] = {}
-    if isinstance(classifier, Classifier):
-        side = min(classifier.input_shape[1:])
+    if whitebox:
+        side = min(input_shape[1:])
         key = preset.name if preset is not None else [
             name for start, name in _WHITEBOX_TABLE_BY_SIDE if side >= start][-1]
         table.update({s.name: s for s in ATTACKS[key]})
-    table.update(blackbox_attacks(classifier.input_shape))
+    table.update(blackbox_attacks(input_shape))
     return table
 
 
@@ -231,6 +233,10 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
     cache = config.cache_dir or default_cache_dir()
     with ExitStack() as stack:
         if preset is not None:
+            # the attack names first: a typo is named before any data or weights are needed
+            select_attacks(attack_table(_zoo(preset.zoo).INPUT_SHAPE, whitebox=True,
+                                        preset=preset), config.attacks, whitebox=True,
+                           quick=config.quick)
             tar_path = (config.data_dir or default_data_dir()) / preset.tar
             if not tar_path.is_file():
                 raise FileNotFoundError(f"{tar_path}: dataset tar not found (pass --data DIR, "
@@ -259,7 +265,8 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
                      f"{config.images}, prepared as `rpdetect detect` prepares them."]
         kappas = config.kappas or kappas
         whitebox = isinstance(classifier, Classifier)
-        specs = select_attacks(attack_table(classifier, preset), config.attacks,
+        specs = select_attacks(attack_table(classifier.input_shape, whitebox=whitebox,
+                                            preset=preset), config.attacks,
                                whitebox=whitebox, quick=config.quick)
         work = cache / name / ("quick" if config.quick else "full")
         out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
