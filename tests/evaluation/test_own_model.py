@@ -64,14 +64,18 @@ def _check_detection(doc: dict, attacks: list[str]) -> None:
     assert combined["recall"] >= 0.5
 
 
-def test_onnx_classifier_black_box(tree: Path, tmp_path: Path) -> None:
+def _evaluate(tree: Path, tmp_path: Path, model: list[str], attacks: list[str]) -> Path:
     out = tmp_path / "out"
-    attacks = ["square-linf-u", "hsj-l2-u"]
-    assert main(["evaluate", "--classifier", str(tree / "clf.onnx"),
-                 "--calibration-images", str(tree / "calibration"),
+    assert main(["evaluate", *model, "--calibration-images", str(tree / "calibration"),
                  "--images", str(tree / "images"), "--n", str(N), "--fpr", str(FPR),
                  "--attacks", *attacks, "--cache", str(tmp_path / "cache"),
                  "--out", str(out), "--no-figures", "--no-progress"]) == 0
+    return out
+
+
+def test_onnx_classifier_black_box(tree: Path, tmp_path: Path) -> None:
+    attacks = ["square-linf-u", "hsj-l2-u"]
+    out = _evaluate(tree, tmp_path, ["--classifier", str(tree / "clf.onnx")], attacks)
     doc = _table(out)
     _check_detection(doc, attacks)
     for row in doc["rows"]:  # the query budget each image used is reported
@@ -81,14 +85,9 @@ def test_onnx_classifier_black_box(tree: Path, tmp_path: Path) -> None:
 
 
 def test_torch_module_white_box(tree: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
     attacks = ["ddn-t", "cw-l2-u"]
-    assert main(["evaluate", "--torch", "rpdetect.testing:channel_mean_classifier",
-                 "--input-shape", "3,16,16",
-                 "--calibration-images", str(tree / "calibration"),
-                 "--images", str(tree / "images"), "--n", str(N), "--fpr", str(FPR),
-                 "--attacks", *attacks, "--cache", str(tmp_path / "cache"),
-                 "--out", str(out), "--no-figures", "--no-progress"]) == 0
+    out = _evaluate(tree, tmp_path, ["--torch", "rpdetect.testing:channel_mean_classifier",
+                                     "--input-shape", "3,16,16"], attacks)
     doc = _table(out)
     _check_detection(doc, attacks)
     assert all(np.isnan(row["mean_queries"]) for row in doc["rows"])  # white-box
