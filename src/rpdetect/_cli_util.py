@@ -144,3 +144,24 @@ def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                              f"--{name}); give each provider option once")
         options[name] = value
     return {"providers": args.providers, "threads": args.threads, **options}
+
+
+def add_decode_limit_args(parser: argparse.ArgumentParser, *, what: str = "images") -> None:
+    """``--max-megapixels`` and ``--max-file-mb``: the engine's decode limits
+    (``rpdetect.engine.image_header``), for every command that decodes image files."""
+    from .engine.image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--max-megapixels", type=positive_float,
+                        default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+                        help=f"refuse {what} whose header announces more pixels "
+                        f"(default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
+    parser.add_argument("--max-file-mb", type=positive_float,
+                        default=DEFAULT_MAX_FILE_BYTES / 2**20, metavar="MB",
+                        help=f"refuse {what} larger than this, before reading them "
+                        f"(default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
+
+
+def decode_limit_kwargs(args: argparse.Namespace) -> dict[str, int]:
+    """``max_pixels`` / ``max_file_bytes`` for ``rpdetect.Detector`` from those options."""
+    return {"max_pixels": max(1, int(args.max_megapixels * 1e6)),
+            "max_file_bytes": max(1, int(args.max_file_mb * 2**20))}

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
-from .._cli_util import add_session_args, seed, session_kwargs
+from .._cli_util import (
+    add_decode_limit_args,
+    add_session_args,
+    decode_limit_kwargs,
+    seed,
+    session_kwargs,
+)
 from ..contract import DetectorSpec
 from .detector import Detector, Failure, TensorSpec
-from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from .images import IMAGE_SUFFIXES, RESIZE_POLICIES, find_images
 from .noise import NOISE_GENERATORS, ort_cpu_graph_noise_runs
 from .stream import JsonStream, display_name, escape_controls
@@ -42,12 +46,7 @@ def register(sub: Any) -> None:
                    help="fit images to the detector's size (default: shorter-crop)")
     d.add_argument("--seed", type=seed, help="seed (integer >= 0) of the noise drawn for "
                    "noise='input' detectors; graph-noise detectors ignore it, with a warning")
-    d.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
-                   metavar="MP", help="refuse images whose header announces more pixels "
-                   f"(default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
-    d.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_BYTES / 2**20,
-                   metavar="MB", help="refuse image files larger than this, before reading "
-                   f"them (default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
+    add_decode_limit_args(d, what="image files")
     d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
                    help="generator of that noise (default: opencv, cv2.randn; numpy: PCG64)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,8 +93,7 @@ def _detect(args: argparse.Namespace) -> int:
     printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator,
-                         max_pixels=_positive_int("--max-megapixels", args.max_megapixels * 1e6),
-                         max_file_bytes=_positive_int("--max-file-mb", args.max_file_mb * 2**20))
+                         **decode_limit_kwargs(args))
     files, dir_errors = _expand(args.images)
     overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,
                  "threshold3": args.threshold3}
@@ -145,12 +143,6 @@ def _detect(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 1 if failures else 0
-
-
-def _positive_int(option: str, value: float) -> int:
-    if not (math.isfinite(value) and value >= 1):
-        raise ValueError(f"{option}: expected a positive number, got {value:g}")
-    return int(value)
 
 
 def _print_error(message: str) -> None:

@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._cli_util import add_session_args, port, positive_float, positive_int, session_kwargs
-from ..engine.image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from .._cli_util import (
+    add_decode_limit_args,
+    add_session_args,
+    decode_limit_kwargs,
+    port,
+    positive_float,
+    positive_int,
+    session_kwargs,
+)
 from .protocol import DEFAULT_MAX_IMAGES, DEFAULT_MAX_REQUEST_BYTES
 from .triton import ACCELERATORS, check_model_name, other_versions, write_repository
 
@@ -69,13 +76,7 @@ def register(sub: Any) -> None:
     s.add_argument("--max-request-mb", type=positive_float, default=_DEFAULT_MAX_REQUEST_MB,
                    metavar="MB", help="largest request body / gRPC message "
                    f"(default {_DEFAULT_MAX_REQUEST_MB:g} MiB)")
-    s.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
-                   metavar="MP", help="refuse encoded images whose header announces more "
-                   f"pixels (default {DEFAULT_MAX_PIXELS / 1e6:g}), before decoding them")
-    s.add_argument("--max-file-mb", type=positive_float,
-                   default=DEFAULT_MAX_FILE_BYTES / 2**20, metavar="MB",
-                   help="refuse encoded images larger than this "
-                   f"(default {DEFAULT_MAX_FILE_BYTES / 2**20:g} MiB)")
+    add_decode_limit_args(s, what="encoded images")
     s.add_argument("--grpc-threads", type=positive_int, default=4, metavar="N",
                    help="gRPC server threads (default 4)")
     add_session_args(s)
@@ -101,8 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import ServeOptions, serve  # imports kserve (a second or two)
 
     detector = Detector(args.model, **session_kwargs(args),
-                        max_pixels=max(1, int(args.max_megapixels * 1e6)),
-                        max_file_bytes=max(1, int(args.max_file_mb * 2**20)))
+                        **decode_limit_kwargs(args))
     options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                            max_request_bytes=int(args.max_request_mb * 2**20),
                            grpc_threads=args.grpc_threads)
