@@ -60,7 +60,10 @@ def _metrics_dict(m: Any) -> dict[str, Any]:
 
 
 def _row_dict(r: AttackMetrics) -> dict[str, Any]:
-    d: dict[str, Any] = {k: v for k, v in r._asdict().items() if k != "rules"}
+    """One row as JSON: a measure that does not apply (the queries of a white-box attack, the
+    AUC of an empty set) is null, so the file stays strict JSON."""
+    d: dict[str, Any] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                         for k, v in r._asdict().items() if k != "rules"}
     d["rules"] = {name: _metrics_dict(m) for name, m in r.rules.items()}
     return d
 
@@ -130,5 +133,5 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
         "rows": [_row_dict(r) for r in result.rows], "notes": list(notes),
         "roc": {fam: {a: {"fpr": list(map(float, f)), "tpr": list(map(float, t))}
                       for a, (f, t) in curves.items()} for fam, curves in result.roc.items()},
-    }, indent=2, default=float))
+    }, indent=2, default=float, allow_nan=False))
     return [md, csv_path, js]
