@@ -94,15 +94,18 @@ def write_samples(folder: Path, kind: str = "imagenet") -> tuple[Path, Path]:
     """Foolbox's sample images as the folders ``rpdetect evaluate`` takes for your own model:
     ``folder/calibration/`` (the even samples, clean, no labels needed) and
     ``folder/images/<class index>/`` (the odd ones, an ImageFolder tree). Existing files are
-    left as they are."""
+    left as they are; each copy is written atomically."""
     import shutil
+
+    from ._atomic import atomic_path
 
     calibration, images = folder / "calibration", folder / "images"
     for i, path in enumerate(foolbox_samples(kind)):
         target = (calibration if i % 2 == 0 else images / str(sample_label(path))) / path.name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
     return calibration, images
 
 

@@ -176,13 +176,6 @@ def _read_class_map(path: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in doc.items()}
 
 
-def _num_classes(classifier_onnx: Path, input_shape: Sequence[int]) -> int:
-    from .scoring import ClassifierRunner
-
-    return int(ClassifierRunner(classifier_onnx).logits(
-        np.zeros((1, *input_shape), np.float32)).shape[1])
-
-
 def _user_classifier(config: EvaluationConfig, classes: tuple[int, ...]) -> TargetClassifier:
     if config.torch is not None:
         from ..export.torch_export import load_module
@@ -206,12 +199,16 @@ def _check_labels(items_labels: np.ndarray, num_classes: int, where: Path) -> No
                          f"{num_classes} classes (0..{num_classes - 1})")
 
 
-def _check_enough_correct(classifier_onnx: Path, pool: Any, n: int, where: str) -> None:
-    """InputError unless at least ``n`` evaluation images are classified correctly (only those
-    are attacked); stops counting as soon as ``n`` are found."""
+def _check_user_images(classifier_onnx: Path, pool: Any, n: int, where: Path) -> None:
+    """InputError for a class index outside the classifier's classes, or unless at least ``n``
+    evaluation images are classified correctly (only those are attacked; counting stops as
+    soon as ``n`` are found). One classifier session for both checks."""
     from .scoring import ClassifierRunner
 
-    runner, correct = ClassifierRunner(classifier_onnx), 0
+    runner = ClassifierRunner(classifier_onnx)
+    num_classes = int(runner.logits(pool.images([0])).shape[1])
+    _check_labels(pool.labels, num_classes, where)
+    correct = 0
     for start in range(0, len(pool), 32):
         pos = np.arange(start, min(start + 32, len(pool)))
         correct += int((runner.logits(pool.images(pos)).argmax(1) == pool.labels[pos]).sum())
@@ -273,9 +270,7 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
         work.mkdir(parents=True, exist_ok=True)
         classifier_onnx = classifier.onnx(work)
         if preset is None:
-            _check_labels(pool.labels, _num_classes(classifier_onnx, classifier.input_shape),
-                          config.images)  # type: ignore[arg-type]
-            _check_enough_correct(classifier_onnx, pool, config.n, str(config.images))
+            _check_user_images(classifier_onnx, pool, config.n, config.images)  # type: ignore[arg-type]
         notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
         written: list[Path] = []
 

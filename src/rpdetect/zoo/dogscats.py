@@ -43,8 +43,9 @@ def prepare(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
     to ``size``, INTER_AREA shrinking and INTER_LINEAR enlarging, then the centre crop)."""
     from ..engine.images import prepare_image
 
-    image = rgb if rgb.dtype != np.float32 and rgb.dtype != np.float64 else np.ascontiguousarray(
-        rgb.transpose(2, 0, 1))
+    # the engine reads integer images as HWC and float ones as CHW
+    image = np.ascontiguousarray(rgb.transpose(2, 0, 1)) if np.issubdtype(
+        rgb.dtype, np.floating) else rgb
     return np.ascontiguousarray(prepare_image(image, (size, size)).transpose(1, 2, 0))
 
 
