@@ -100,7 +100,8 @@ def roc_figure(roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: P
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
