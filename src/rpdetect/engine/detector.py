@@ -18,10 +18,13 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+import onnx
+
 from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, DetectorSpec, load
 from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
+from .front import BatchBuffer, split_front
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
@@ -137,6 +140,22 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, tuple(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
 
 
+def _file_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    """The inputs a detector FILE declares, as ONNX Runtime lists them: the graph inputs that
+    are not initializers, then the threshold initializers a run may override."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    specs = []
+    for vi in [*(i for i in g.input if i.name not in inits),
+               *(i for i in g.input if i.name in inits and i.name in THRESHOLD_NAMES)]:
+        t = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else
+                      (d.dim_param if d.HasField("dim_param") else None) for d in t.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+        specs.append(TensorSpec(vi.name, shape, "bool" if dtype == "bool" else dtype))
+    return tuple(specs)
+
+
 def _threshold_feed(name: str, value: float | Sequence[float] | None,
                     shape: tuple[int, ...]) -> np.ndarray | None:
     """An override as the graph declares the threshold: one value broadcast to ``shape``, or
@@ -186,6 +205,13 @@ class Detector:
       files over them are refused from their header, before they are read or decoded (see
       ``image_header.py``).
     * ``seed``: an integer >= 0 or None (anything else is a ValueError, whatever the noise mode).
+    * ``engine_noise``: None (default): on the CPU provider the engine builds the n + 1 batch
+      itself (``front.py``: the noise drawn by ``noise_generator`` straight into a preallocated
+      buffer, fed by I/O binding; the graph's ``RandomNormalLike`` and Expand/Mul/Add/Concat
+      are cut off in memory, the file is not changed); elsewhere the graph does it. True: the
+      engine does it on any provider; False: the graph always does (its own random op for
+      noise='graph' files). ``detector.front`` says which ("engine" or "graph"). With the
+      engine's noise a graph-noise file is seeded by ``seed``, else by its own seed attribute.
     * ``session_builder``: a ``rpdetect.engine.SessionBuilder`` instead of ``providers``,
       ``threads``, ``provider_options`` and ``**options`` (which must then be left out): how
       the session is opened, and the rule for "did the provider start" (``session.py``).
@@ -210,6 +236,7 @@ class Detector:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         session_builder: SessionBuilder | None = None,
+        engine_noise: bool | None = None,
         **options: Any,
     ) -> None:
         if channel_order not in CHANNEL_ORDERS:
@@ -232,23 +259,37 @@ class Detector:
         self.path = Path(path)
         self.channel_order: str = channel_order
         self.resize: str = resize
-        _, spec = load(self.path, weights=False)  # the weights: ONNX Runtime reads them
+        if engine_noise not in (None, True, False):
+            raise ValueError(f"engine_noise: expected None, True or False, got {engine_noise!r}")
+        file_model, spec = load(self.path, weights=False)  # the weights: ONNX Runtime reads them
         self.info: DetectorSpec = spec
-        built = session_builder.build(
-            self.path, reseed_graph_noise=self.info.noise == "graph" and self.info.seed is None)
+        # the file's inputs (image, noise, thresholds), whichever front runs
+        self.inputs: tuple[TensorSpec, ...] = _file_inputs(file_model)
+        self._check_file_io()
+        if engine_noise is None:
+            engine_noise = session_builder.plan().names[:1] == ("CPUExecutionProvider",)
+        cut = None
+        if engine_noise:
+            cut = split_front(load(self.path, weights=True)[0], spec)
+            if cut is None:
+                _log.warning("%s: its graph does not start with rpdetect's front (or is too big "
+                             "to cut in memory); the graph builds the noisy copies itself",
+                             self.path)
+        self.front: str = "graph" if cut is None else "engine"
+        if cut is None:
+            built = session_builder.build(
+                self.path,
+                reseed_graph_noise=self.info.noise == "graph" and self.info.seed is None)
+        else:
+            built = session_builder.build(cut.model, name=str(self.path))
         self.session_builder = session_builder
         self.plan: ProviderPlan = built.plan
         self.session = built.session
         self.providers: tuple[str, ...] = built.providers
-        _log.info("%s: running on %s", self.path, list(self.providers))
-
-        # the thresholds are initializers that runs may override: list them as inputs
-        overridable = [a for a in self.session.get_overridable_initializers()
-                       if a.name in THRESHOLD_NAMES]
-        self.inputs: tuple[TensorSpec, ...] = tuple(
-            _spec(a) for a in [*self.session.get_inputs(), *overridable])
+        _log.info("%s: running on %s, front built by the %s", self.path, list(self.providers),
+                  self.front)
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self.session.get_outputs())
-        self._check_session_io()
+        self._batch_input = None if cut is None else cut.batch_input
         output_names = {t.name for t in self.outputs}
         self._outputs: tuple[str, ...] = REQUIRED_OUTPUTS + tuple(
             n for n in FLIP_OUTPUTS if n in output_names)
@@ -257,20 +298,25 @@ class Detector:
         self._threshold_shapes: dict[str, tuple[int, ...]] = {
             "threshold1": () if legacy else (self.info.n,),
             "threshold2": () if legacy else (self.info.n,), "threshold3": ()}
-        if seed is not None and self.info.noise != "input":
+        graph_draws = self.info.noise == "graph" and self.front == "graph"
+        if seed is None and self.info.noise == "graph" and self.front == "engine" \
+                and self.info.seed is not None:
+            seed = int(self.info.seed)  # the file asks for reproducible noise
+        if seed is not None and graph_draws:
             _log.warning("%s: seed=%r is ignored: this detector draws its noise inside the graph "
                          "(noise='graph', seed attribute %s); seed applies to noise='input' "
                          "detectors", self.path, seed,
                          "none" if self.info.seed is None else f"{self.info.seed:g}")
-        if prefetch_noise and self.info.noise != "input":
+        if prefetch_noise and graph_draws:
             _log.warning("%s: prefetch_noise=%r is ignored: this detector draws its noise inside "
                          "the graph (noise='graph')", self.path, prefetch_noise)
         c, h, w = self.info.input_shape
         self.noise_source = NoiseSource(
             (self.info.n, c, h, w), seed=seed,
-            prefetch=prefetch_noise if self.info.noise == "input" else 0,
+            prefetch=0 if graph_draws else prefetch_noise,
             generator=noise_generator,
             threads=noise_threads)
+        self._buffer = None if cut is None else BatchBuffer(self.info, self.noise_source)
 
     def close(self) -> None:
         """Stop the noise threads (prefetch and drawing, if any). The session is released with
@@ -284,7 +330,7 @@ class Detector:
         self.close()
 
     # --- construction checks ------------------------------------------------------------
-    def _check_session_io(self) -> None:
+    def _check_file_io(self) -> None:
         info = self.info
         c, h, w = info.input_shape
         want_image = ((info.batch, c, h, w) if info.input_format == "float-nchw"
@@ -333,6 +379,15 @@ class Detector:
                             limits=self.limits)
         return np.ascontiguousarray(hwc[:, :, ::-1]) if fmt == "uint8-nhwc-bgr" else hwc
 
+    def _pixels(self, feed: np.ndarray) -> np.ndarray:
+        """An image feed as the front's float [C, H, W] pixels (what the graph's Cast/Gather/
+        Transpose/Div make of a uint8 feed)."""
+        fmt = self.info.input_format
+        if fmt == "float-nchw":
+            return feed
+        rgb = feed[:, :, ::-1] if fmt == "uint8-nhwc-bgr" else feed
+        return np.divide(rgb.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+
     def _noise_feed(self, noise: np.ndarray | None, source: str) -> np.ndarray | None:
         c, h, w = self.info.input_shape
         shape = (self.info.n, c, h, w)
@@ -343,8 +398,8 @@ class Detector:
                     f"graph (noise='graph'); build the detector with noise='input' to feed it"
                 )
             return None
-        if noise is None:
-            return self.noise_source.draw()
+        if noise is None:  # the engine's front draws into its buffer at run time
+            return None if self.front == "engine" else self.noise_source.draw()
         noise = np.asarray(noise)
         if noise.shape == (1, *shape):
             noise = noise[0]
@@ -367,12 +422,17 @@ class Detector:
         """One session run on up to ``batch`` prepared images (the rest of the batch is padding
         whose results are dropped)."""
         count, b = len(images), self.batch
-        pad = b - count
-        feed: dict[str, np.ndarray] = {"image": _stack(images, pad, images[-1]), **thresholds}
-        if self.info.noise == "input":
-            feed["noise"] = _stack(noises, pad, np.zeros_like(noises[0]))  # type: ignore[arg-type]
         try:
-            out = dict(zip(self._outputs, self.session.run(list(self._outputs), feed)))
+            if self._buffer is not None:
+                out = self._run_engine_front(images, noises, thresholds)
+            else:
+                pad = b - count
+                feed: dict[str, np.ndarray] = {"image": _stack(images, pad, images[-1]),
+                                               **thresholds}
+                if self.info.noise == "input":
+                    feed["noise"] = _stack(noises, pad,  # type: ignore[arg-type]
+                                           np.zeros_like(noises[0]))  # type: ignore[arg-type]
+                out = dict(zip(self._outputs, self.session.run(list(self._outputs), feed)))
         except Exception as exc:
             raise RpdetectError(
                 f"{self.path}: ONNX Runtime failed running {list(sources)}: {exc}") from exc
@@ -394,6 +454,24 @@ class Detector:
             )
             for i in range(count)
         ]
+
+    def _run_engine_front(self, images: Sequence[np.ndarray],
+                          noises: Sequence[np.ndarray | None],
+                          thresholds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run on the cut graph: the inner batch built in this thread's buffer, bound
+        without a copy (I/O binding; a plain run when thresholds are overridden), the outputs
+        read back."""
+        assert self._buffer is not None and self._batch_input is not None
+        buf = self._buffer.fill([self._pixels(i) for i in images], list(noises))
+        if thresholds:  # I/O binding cannot bind an overridable initializer: a plain run
+            feed = {self._batch_input: buf, **thresholds}
+            return dict(zip(self._outputs, self.session.run(list(self._outputs), feed)))
+        io = self.session.io_binding()
+        io.bind_cpu_input(self._batch_input, buf)
+        for name in self._outputs:
+            io.bind_output(name)
+        self.session.run_with_iobinding(io)
+        return dict(zip(self._outputs, io.copy_outputs_to_cpu()))
 
     def _thresholds(self, threshold1: float | Sequence[float] | None,
                     threshold2: float | Sequence[float] | None,

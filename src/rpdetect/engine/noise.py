@@ -183,12 +183,25 @@ class NoiseSource:
 
     def _draw_now(self) -> np.ndarray:
         out = np.empty(self.shape, dtype=np.float32)
+        self._fill_now(out)
+        return out
+
+    def _fill_now(self, out: np.ndarray) -> None:
         flat = out.reshape(-1)
         futures = [part.submit(flat[s]) for part, s in zip(self._parts, self._slices)]
         for f in futures:
             if f is not None:
                 f.result()
-        return out
+
+    def fill(self, out: np.ndarray) -> None:
+        """Draw fresh values into ``out`` (a C-contiguous float32 array of ``shape``) in place,
+        with no copy: the engine draws a detector's noise straight into its batch buffer this
+        way. Draws are never prefetched here (use :meth:`draw` for that)."""
+        if out.shape != self.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"fill: expected a C-contiguous float32 array of shape "
+                             f"{self.shape}, got {out.dtype} {out.shape}")
+        with self._lock:
+            self._fill_now(out)
 
     def draw(self) -> np.ndarray:
         """A fresh [*shape] float32 array of N(0, 1) values (never handed out twice): a
