@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle time after every timed run (default 0: back to back)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-spinning", action="store_true")
-    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv")
+    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default=None)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = p.parse_args(argv)

@@ -152,3 +152,19 @@ def channel_tint_images(count: int, label: int, *, size: int = 16, tint: float =
     x = 0.45 + rng.normal(0.0, 0.08, (count, size, size, 3))
     x[..., label] += tint
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def assert_standard_normal(x: np.ndarray) -> None:
+    """AssertionError unless ``x`` looks i.i.d. N(0, 1): mean within 5 standard errors of 0,
+    std within 1% of 1, and the empirical CDF within 5 standard errors of N(0, 1)'s at
+    -2 ... 2."""
+    import math
+
+    x = np.asarray(x, dtype=np.float64).ravel()
+    assert abs(x.mean()) < 5 / np.sqrt(x.size), f"mean {x.mean():.5f}"
+    assert abs(x.std() - 1.0) < 0.01, f"std {x.std():.5f}"
+    for q in (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0):
+        phi = 0.5 * (1 + math.erf(q / math.sqrt(2)))
+        got = float((x < q).mean())
+        assert abs(got - phi) < 5 * math.sqrt(phi * (1 - phi) / x.size), f"P(x < {q}) {got:.5f}"
+

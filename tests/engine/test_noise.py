@@ -4,7 +4,6 @@ more drawing threads), with and without prefetch."""
 from __future__ import annotations
 
 import concurrent.futures
-import math
 import threading
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from rpdetect import Detector
 from rpdetect.engine.noise import NoiseSource
+from rpdetect.testing import assert_standard_normal
 
 SHAPE = (4, 3, 8, 8)
 
@@ -19,14 +19,7 @@ SHAPE = (4, 3, 8, 8)
 GENERATORS = [("opencv", 1), ("opencv", 2), ("numpy", 1), ("numpy", 3)]
 
 
-def _standard_normal(x: np.ndarray) -> None:
-    # mean within 5 standard errors, std within 1%, and the empirical CDF within 5 standard
-    # errors of N(0, 1)'s at -2..2
-    assert abs(x.mean()) < 5 / np.sqrt(x.size)
-    assert abs(x.std() - 1.0) < 0.01
-    for q in (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0):
-        phi = 0.5 * (1 + math.erf(q / math.sqrt(2)))
-        assert abs((x < q).mean() - phi) < 5 * math.sqrt(phi * (1 - phi) / x.size)
+_standard_normal = assert_standard_normal
 
 
 @pytest.mark.parametrize("generator,threads", GENERATORS)
@@ -162,3 +155,4 @@ def test_refill_not_draw_starts_the_next_prefetch():
     rng = np.random.default_rng(3)
     expected = [rng.standard_normal(SHAPE, dtype=np.float32) for _ in range(5)]
     np.testing.assert_array_equal(rest[-1], expected[-1])
+

@@ -45,7 +45,7 @@ class SessionSettings:
     threads: int = 2
     graph_optimization: str = "all"  # disable | basic | extended | all
     spinning: bool = True  # session.intra_op.allow_spinning
-    noise_generator: str = "opencv"  # how input-noise runs draw their noise (NoiseSource)
+    noise_generator: str | None = None  # how runs draw their noise (NoiseSource; None: default)
     noise_threads: int | None = None  # None: rpdetect.engine.noise.default_noise_threads()
 
     def to_dict(self) -> dict[str, Any]:

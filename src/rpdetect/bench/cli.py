@@ -48,9 +48,9 @@ def register(sub: Any) -> None:
                    default="all")
     p.add_argument("--no-spinning", action="store_true",
                    help="session.intra_op.allow_spinning=0 (idle threads sleep instead of spin)")
-    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
+    p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default=None,
                    help="how input-noise configurations draw their noise, as rpdetect.Detector "
-                   "(default opencv)")
+                   "(default: rpdetect.Detector's, xoshiro where built)")
     p.add_argument("--noise-threads", type=int, metavar="N",
                    help="threads drawing one noise array (default: 2 where there are 2 cores)")
     p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {Timing().rounds})")

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..contract import read_spec
-from ..engine.noise import default_noise_threads
+from ..engine.noise import default_generator, default_noise_threads
 from ..export.graph import build_detector, extract_classifier, load_onnx, save_onnx
 from .cases import Case, SessionSettings, TorchModel, plan_cases
 from .machine import machine_info
@@ -167,7 +167,7 @@ def run_benchmark(
             "detector variants are rebuilt from the classifier inside the detector file with its "
             "kappas, clip, mean/std, seed and input format",
             f"input-noise runs draw the noise as rpdetect.Detector does (NoiseSource, generator "
-            f"{settings.noise_generator}, {settings.noise_threads or default_noise_threads()} "
+            f"{settings.noise_generator or default_generator()}, {settings.noise_threads or default_noise_threads()} "
             f"drawing thread(s)) inside the timed run; the prefetched configuration draws the "
             f"next run's noise on a background thread once a run is done",
             "images/s = B / median; the floor and the torch configurations judge one image per run",

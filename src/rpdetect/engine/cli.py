@@ -44,11 +44,16 @@ def register(sub: Any) -> None:
                    help="override the file's threshold3 (on the flip count; inf: unused)")
     d.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="fit images to the detector's size (default: shorter-crop)")
-    d.add_argument("--seed", type=seed, help="seed (integer >= 0) of the noise drawn for "
-                   "noise='input' detectors; graph-noise detectors ignore it, with a warning")
+    d.add_argument("--seed", type=seed, help="seed (integer >= 0) of the noise the engine "
+                   "draws (noise='input' detectors, and graph-noise detectors on the CPU "
+                   "unless --graph-noise)")
     add_decode_limit_args(d, what="image files")
-    d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="opencv",
-                   help="generator of that noise (default: opencv, cv2.randn; numpy: PCG64)")
+    d.add_argument("--noise-generator", choices=NOISE_GENERATORS, default=None,
+                   help="generator of that noise (default: xoshiro, rpdetect's C generator, "
+                   "where it is built, else opencv, cv2.randn; numpy: PCG64)")
+    d.add_argument("--graph-noise", action="store_true",
+                   help="run the file's own front (its RandomNormalLike) even on the CPU, where "
+                   "the engine otherwise builds the noisy copies itself")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_session_args(d)
     d.set_defaults(func=_detect)
@@ -93,6 +98,7 @@ def _detect(args: argparse.Namespace) -> int:
     printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator,
+                         engine_noise=False if args.graph_noise else None,
                          **decode_limit_kwargs(args))
     files, dir_errors = _expand(args.images)
     overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,

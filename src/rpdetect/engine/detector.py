@@ -180,7 +180,7 @@ class Detector:
     """Run an rpdetect detector ONNX file with ONNX Runtime.
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
-    prefetch_noise=0, noise_generator="opencv", noise_threads=None, channel_order="rgb",
+    prefetch_noise=0, noise_generator=None, noise_threads=None, engine_noise=None, channel_order="rgb",
     resize="shorter-crop", max_pixels=100_000_000, max_file_bytes=256 * 2**20, **options)``
     (options are keyword-only)
 
@@ -192,10 +192,12 @@ class Detector:
       names, e.g. ``Detector(p, trt_fp16_enable=True, device_id=1)`` or
       ``provider_options={"cuda": {"gpu_mem_limit": 2 << 30}}`` (see ``providers.py``).
     * ``seed``: seeds the generator that draws the N(0, 1) noise for detectors built with
-      ``noise="input"`` when ``detect`` is given none (graph-noise detectors draw it inside the
-      graph). ``noise_generator``: "opencv" (``cv2.randn``, about 2 ns a value) or "numpy"
-      (PCG64, about 9 ns); ``noise_threads``: threads that draw one image's noise at once
-      (None: 2 where there are 2 cores or more). See ``noise.py``.
+      ``noise="input"`` when ``detect`` is given none, and for graph-noise files whose front
+      the engine builds (``engine_noise``). ``noise_generator``: None (default: "xoshiro",
+      rpdetect's vectorised C generator, about 0.6 ns a value, where it is built, else
+      "opencv"), "opencv" (``cv2.randn``, about 2 ns) or "numpy" (PCG64, about 9 ns);
+      ``noise_threads``: threads that draw one image's noise at once (None: 2 where there are
+      2 cores or more). See ``noise.py``.
     * ``prefetch_noise``: for ``noise="input"`` detectors, keep that many noise draws ready in a
       background thread, so drawing the next image's noise overlaps the current run (see
       ``noise.py``; same draws for a given seed). ``close()`` stops the thread.
@@ -229,7 +231,7 @@ class Detector:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         seed: int | None = None,
         prefetch_noise: int = 0,
-        noise_generator: NoiseGenerator = "opencv",
+        noise_generator: NoiseGenerator | None = None,
         noise_threads: int | None = None,
         channel_order: ChannelOrder = "rgb",
         resize: ResizePolicy = "shorter-crop",

@@ -13,9 +13,9 @@ touched and stays portable): the cut model takes the inner batch as its input an
 everything after it, the folded normalisation, the classifier, the scores and the verdict.
 :class:`BatchBuffer` fills that input for each run: row ``b * (n + 1)`` is image b, rows after
 it are ``x + kappa_i * eps_i`` with eps drawn by :class:`rpdetect.engine.noise.NoiseSource`
-straight into the buffer (OpenCV's Ziggurat on threads of its own, 2 ns a value; same i.i.d.
-N(0, 1), a generator of period about 2**63 per thread) and scaled in place plane by plane
-while the plane is still in cache.
+straight into the buffer, ``x + kappa_i * eps`` in the same pass (the default generator
+``xoshiro``, 0.6 ns a value, period 2**128 - 1 per lane; see ``noise.py``), the copies shared
+out among the noise threads.
 
 ``rpdetect.Detector`` uses this on the CPU provider unless ``engine_noise=False`` (then the
 graph's own random op runs, as every other runtime runs the file).
@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..contract import CLASSIFIER_INPUT_KEY, METADATA_PREFIX, DetectorSpec
-from .noise import NoiseSource
+from .noise import NoiseSource, scale_add
 
 __all__ = ["BatchBuffer", "CutModel", "split_front"]
 
@@ -152,23 +152,21 @@ class BatchBuffer:
         return buf
 
     def fill(self, images: list[np.ndarray], noises: list[np.ndarray | None]) -> np.ndarray:
-        import cv2
-
         buf = self.array()
         n = self.n
         for b, (image, noise) in enumerate(zip(images, noises)):
             rows = buf[b * (n + 1):(b + 1) * (n + 1)]
             rows[0] = image
             copies = rows[1:]
-            if noise is None:
-                if self.source.prefetch:
-                    noise = self.source.draw()  # ready in the background: scale it across
-                else:
-                    self.source.fill(copies)  # drawn in place
-            src = copies if noise is None else noise
-            for i, kappa in enumerate(self.kappas):
-                for c in range(image.shape[0]):
-                    cv2.scaleAdd(src[i, c], kappa, image[c], copies[i, c])
+            if noise is None and not self.source.prefetch:
+                # drawn straight into the buffer, scaled and added in the same pass
+                self.source.fill_scaled(copies, rows[0], self.kappas)
+            else:  # given, or drawn ahead in the background: scaled across, row by row
+                src = noise if noise is not None else self.source.draw()
+                base = rows[0]
+                for i, kappa in enumerate(self.kappas):
+                    copies[i] = src[i]
+                    scale_add(copies[i], kappa, base)
             if self.clip:
                 np.clip(copies, 0.0, 1.0, out=copies)
         return buf

@@ -2,13 +2,20 @@
 
 The paper's noise is i.i.d. N(0, 1) per pixel and per copy, ``n * C * H * W`` values per image
 (1.5 M at 224x224, n = 10). How fast they are drawn decides how close the detector gets to its
-floor (the classifier alone at batch n + 1) on a CPU. Measured here on 1.5 M float32 values, one
-core: OpenCV's ``cv2.randn`` 3.2 ms (about 2 ns a value), numpy's ``Generator.standard_normal``
-13 ms, ONNX Runtime's ``RandomNormalLike`` kernel (graph noise) about 20 ms.
+floor (the classifier alone at batch n + 1) on a CPU. Measured on 1.5 M float32 values, one
+core of an Intel Xeon (AVX-512): rpdetect's own ``xoshiro`` 0.95 ms (0.6 ns a value), OpenCV's
+``cv2.randn`` 3.1 ms, numpy's ``Generator.standard_normal`` 14 ms, ONNX Runtime's
+``RandomNormalLike`` kernel (graph noise) about 20 ms.
 
-:class:`NoiseSource` draws those values with one of two generators:
+:class:`NoiseSource` draws those values with one of three generators:
 
-* ``"opencv"`` (default): ``cv2.randn`` (Ziggurat on OpenCV's 64-bit multiply-with-carry
+* ``"xoshiro"`` (default where it is built): the C extension ``rpdetect.engine._normal`` (see
+  ``_normal.c``): 16 xoshiro128+ lanes (period 2**128 - 1 each) and Box-Muller with Cephes'
+  float32 polynomials, vectorised (AVX-512/AVX2 picked at load time). Each part of a source
+  has its own 16 lanes, seeded from a ``numpy.random.SeedSequence`` child (64 words). It is
+  built by ``pip install`` (``setup.py``, optional): where it did not compile, the default is
+  ``"opencv"``.
+* ``"opencv"``: ``cv2.randn`` (Ziggurat on OpenCV's 64-bit multiply-with-carry
   generator, period about 2**63). OpenCV keeps one generator state per thread and starts every
   new thread from the same state, so the source draws on threads of its own, each seeded once
   from a ``numpy.random.SeedSequence`` (32 bits of seed per thread: all that
@@ -34,16 +41,37 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 __all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "check_seed",
-           "default_noise_threads", "ort_cpu_graph_noise_runs"]
+           "default_generator", "default_noise_threads", "ort_cpu_graph_noise_runs"]
 
-NoiseGenerator = Literal["opencv", "numpy"]
-NOISE_GENERATORS: tuple[str, ...] = ("opencv", "numpy")
+NoiseGenerator = Literal["xoshiro", "opencv", "numpy"]
+NOISE_GENERATORS: tuple[str, ...] = ("xoshiro", "opencv", "numpy")
 _BURN_IN = 64  # values drawn and dropped after seeding an OpenCV thread generator
+
+
+def _fast_module() -> Any:
+    """``rpdetect.engine._normal``, or None where the C extension was not built."""
+    try:
+        from . import _normal
+    except ImportError:
+        return None
+    return _normal
+
+
+def default_generator() -> str:
+    """"xoshiro" where its C extension is built, else "opencv"."""
+    return "xoshiro" if _fast_module() is not None else "opencv"
+
+
+def _xoshiro_state(seed_seq: np.random.SeedSequence) -> np.ndarray:
+    """64 words: 4 per lane for 16 lanes, no lane all zero (xoshiro's one bad state)."""
+    state = seed_seq.generate_state(64, dtype=np.uint32).reshape(4, 16)
+    state[0, ~state.any(axis=0)] = 1
+    return np.ascontiguousarray(state.reshape(-1))
 
 
 def check_seed(seed: object) -> None:
@@ -92,6 +120,12 @@ def _fill_opencv(out: np.ndarray) -> None:
     cv2.randn(out.reshape(-1, 1), 0.0, 1.0)  # a column view: no copy, any length
 
 
+def scale_add(row: np.ndarray, scale: float, base: np.ndarray) -> None:
+    """``row = base + float32(scale) * row`` in place, rounded as the graph's Mul then Add."""
+    np.multiply(row, np.float32(scale), out=row)
+    np.add(row, base, out=row)
+
+
 class _Part:
     """One contiguous slice of every draw and the generator that fills it.
 
@@ -105,24 +139,49 @@ class _Part:
         self.generator = generator
         self.seed_seq = seed_seq
         self.own_thread = own_thread or generator == "opencv"
+        self.rng = None
+        self.state = None
         if generator == "numpy":
             self.rng = rng if rng is not None else np.random.default_rng(seed_seq)
-        else:
-            self.rng = None
+        elif generator == "xoshiro":
+            self.fast = _fast_module()
+            self.state = _xoshiro_state(seed_seq)
         self.pool: ThreadPoolExecutor | None = None
         self.restarted = False  # a thread was seeded from seed_seq already
 
-    def fill(self, out: np.ndarray) -> None:
-        if self.rng is not None:
-            self.rng.standard_normal(out=out, dtype=np.float32)
-        else:
-            _fill_opencv(out)
+    def fill(self, rows: np.ndarray) -> None:
+        """Fill ``rows`` ([k, m], C-contiguous) with N(0, 1) values, one row per call."""
+        for row in rows:
+            if self.state is not None:
+                self.fast.fill(self.state, row)
+            elif self.rng is not None:
+                self.rng.standard_normal(out=row, dtype=np.float32)
+            else:
+                _fill_opencv(row)
+
+    def fill_scaled(self, rows: np.ndarray, base: np.ndarray, scales: Sequence[float]) -> None:
+        """rows[i] = base + scales[i] * N(0, 1) (the product rounded, then the sum, as the
+        graph's Mul and Add do), row by row: in one pass where the generator takes a base,
+        else a draw then the scaling while the row is in cache."""
+        for row, scale in zip(rows, scales):
+            if self.state is not None:
+                self.fast.fill(self.state, row, base, float(scale))
+                continue
+            self.fill(row.reshape(1, -1))
+            scale_add(row, scale, base)
+
+    def run(self, fn: Any, *args: Any) -> Future[None] | None:
+        """``fn(*args)`` on this part's thread (a Future), or now when it has none."""
+        if not self.own_thread:
+            fn(*args)
+            return None
+        return self._pool().submit(fn, *args)
 
     def submit(self, out: np.ndarray) -> Future[None] | None:
         """Fill ``out`` on this part's thread (a Future), or now when it has none."""
-        if not self.own_thread:
-            self.fill(out)
-            return None
+        return self.run(self.fill, out)
+
+    def _pool(self) -> ThreadPoolExecutor:
         if self.pool is None:
             init: tuple = (None, ())
             if self.generator == "opencv":
@@ -131,7 +190,7 @@ class _Part:
             self.restarted = True
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpdetect-noise-part",
                                            initializer=init[0], initargs=init[1])
-        return self.pool.submit(self.fill, out)
+        return self.pool
 
     def close(self) -> None:
         pool, self.pool = self.pool, None
@@ -149,11 +208,17 @@ class NoiseSource:
     out twice."""
 
     def __init__(self, shape: tuple[int, ...], *, seed: int | None = None, prefetch: int = 0,
-                 generator: NoiseGenerator = "opencv", threads: int | None = 1) -> None:
+                 generator: NoiseGenerator | None = None, threads: int | None = 1) -> None:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch: expected an integer >= 0, got {prefetch!r}")
+        if generator is None:
+            generator = default_generator()  # type: ignore[assignment]
         if generator not in NOISE_GENERATORS:
             raise ValueError(f"generator: expected one of {NOISE_GENERATORS}, got {generator!r}")
+        if generator == "xoshiro" and _fast_module() is None:
+            raise ValueError("generator: 'xoshiro' needs the C extension rpdetect.engine._normal, "
+                             "which this installation did not build (no C compiler at install "
+                             "time?); use 'opencv' or reinstall with a compiler")
         check_seed(seed)
         if threads is None:
             threads = default_noise_threads()
@@ -162,15 +227,25 @@ class NoiseSource:
         self.shape = tuple(int(s) for s in shape)
         self.prefetch = prefetch
         self.generator: str = generator
+        # every draw is [rows, row] with rows the leading axes that give each thread a share
+        # (the n copies of one image, usually); a part fills its rows one row per call, so a
+        # draw and fill_scaled give the same values, prefetched or not
+        # (a 1-D draw, or one with too few rows, is split flat into one call per thread)
+        lead = next((k for k in range(1, len(self.shape))
+                     if int(np.prod(self.shape[:k], dtype=np.int64)) >= threads), None)
         size = int(np.prod(self.shape, dtype=np.int64))
-        self.threads = max(1, min(threads, size))
-        bounds = np.linspace(0, size, self.threads + 1).round().astype(np.int64)
+        self._rows = size if lead is None else int(np.prod(self.shape[:lead], dtype=np.int64))
+        self._row_width = 1 if lead is None else size // self._rows
+        self.threads = max(1, min(threads, self._rows))
+        bounds = np.linspace(0, self._rows, self.threads + 1).round().astype(np.int64)
         self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         children = np.random.SeedSequence(seed).spawn(self.threads)
         if generator == "numpy" and self.threads == 1:
             # one part: exactly numpy.random.default_rng(seed)'s sequence, on the caller's thread
             self._parts = [_Part("numpy", children[0], own_thread=False,
                                  rng=np.random.default_rng(seed))]
+        elif generator == "xoshiro" and self.threads == 1:
+            self._parts = [_Part("xoshiro", children[0], own_thread=False)]
         else:
             self._parts = [_Part(generator, c, own_thread=True) for c in children]
         self._lock = threading.Lock()
@@ -187,11 +262,42 @@ class NoiseSource:
         return out
 
     def _fill_now(self, out: np.ndarray) -> None:
-        flat = out.reshape(-1)
-        futures = [part.submit(flat[s]) for part, s in zip(self._parts, self._slices)]
+        if self._row_width == 1:  # flat: one call per part
+            flat = out.reshape(-1)
+            futures = [part.submit(flat[s][None]) for part, s in zip(self._parts, self._slices)]
+        else:
+            rows = out.reshape(self._rows, -1)
+            futures = [part.submit(rows[s]) for part, s in zip(self._parts, self._slices)]
         for f in futures:
             if f is not None:
                 f.result()
+
+    def fill_scaled(self, out: np.ndarray, base: np.ndarray, scales: Sequence[float]) -> None:
+        """``out[i] = base + scales[i] * eps_i`` with fresh N(0, 1) ``eps`` (``out`` a
+        C-contiguous float32 array of ``shape``, ``base`` float32 of ``shape[1:]``): the noisy
+        copies of one image written in one pass, rows shared out among the parts' threads.
+        Never prefetched."""
+        if out.shape != self.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"fill_scaled: expected a C-contiguous float32 array of shape "
+                             f"{self.shape}, got {out.dtype} {out.shape}")
+        if base.shape != self.shape[1:] or base.dtype != np.float32 \
+                or not base.flags.c_contiguous:
+            raise ValueError(f"fill_scaled: base must be C-contiguous float32 of shape "
+                             f"{self.shape[1:]}, got {base.dtype} {base.shape}")
+        if len(scales) != self.shape[0]:
+            raise ValueError(f"fill_scaled: {len(scales)} scales for {self.shape[0]} rows")
+        rows = out.reshape(self._rows, -1) if self._rows == len(scales) \
+            and self._row_width > 1 else None
+        if rows is None:  # fewer copies than threads: one part
+            self._parts[0].fill_scaled(out.reshape(len(scales), -1), base.reshape(-1), scales)
+            return
+        flat_base = base.reshape(-1)
+        with self._lock:
+            futures = [part.run(part.fill_scaled, rows[sl], flat_base, scales[sl])
+                       for part, sl in zip(self._parts, self._slices)]
+            for f in futures:
+                if f is not None:
+                    f.result()
 
     def fill(self, out: np.ndarray) -> None:
         """Draw fresh values into ``out`` (a C-contiguous float32 array of ``shape``) in place,

@@ -1,0 +1,11 @@
+"""Only the optional C extension lives here; everything else is in pyproject.toml.
+
+``rpdetect.engine._normal`` draws the engine's N(0, 1) noise (see src/rpdetect/engine/noise.py).
+It is optional: where it does not compile, rpdetect installs without it and draws with OpenCV.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension(
+    "rpdetect.engine._normal", ["src/rpdetect/engine/_normal.c"],
+    extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c99"], optional=True)])
