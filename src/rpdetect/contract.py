@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -51,6 +51,7 @@ __all__ = [
     "NODE_PREFIX",
     "NOISE_MODES",
     "OUTPUTS",
+    "PRECISIONS",
     "PUBLIC_NAMES",
     "Provenance",
     "REQUIRED_INPUTS",
@@ -156,7 +157,12 @@ METADATA_KEYS: dict[str, str] = {
     "classifier_output": "its logits tensor inside the graph",
     "classifier_intake": "JSON list: what export did to the classifier before surgery",
     "opset": "the default-domain opset of the graph",
+    "precision": '"fp32", or "int8": the classifier quantized by ONNX Runtime (QDQ); noise, '
+                 'scores and verdict are float32 either way',
+    "quantization": 'JSON object: how the classifier was quantized (rpdetect.export.quantize), '
+                    'or "none"',
 }
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
 
 def check_normalisation(
@@ -289,6 +295,8 @@ class DetectorSpec:
     classifier_source: str
     version: str
     raw: dict[str, str]  # every rpdetect.* metadata value, by key without the prefix
+    precision: str = "fp32"  # files from before 0.3 say nothing: fp32
+    quantization: dict[str, Any] | None = None  # how an int8 classifier was quantized
 
     @property
     def n(self) -> int:
@@ -344,6 +352,26 @@ class DetectorSpec:
             classifier_sha256=classifier_sha256, classifier_source=classifier_source,
             version=__version__, raw=dict(config.extra_metadata))
 
+    def precision_text(self) -> str:
+        """The classifier's precision in words (``rpdetect info``)."""
+        if self.precision != "int8":
+            return self.precision
+        q = self.quantization or {}
+        return (f"int8 ({str(q.get('quant_format', '?')).upper()}, activations "
+                f"{q.get('activation_type', '?')}, weights {q.get('weight_type', '?')}"
+                f"{' per channel' if q.get('per_channel') else ''}, "
+                f"{q.get('calibrate_method', '?')} ranges from {q.get('images', '?')} images of "
+                f"{q.get('source', '?')} with their noisy copies, onnxruntime "
+                f"{q.get('onnxruntime', '?')}); noise, scores and verdict float32")
+
+    def with_precision(self, precision: str, quantization: Mapping[str, Any] | None
+                       ) -> "DetectorSpec":
+        """This spec with the classifier's precision (and how it was quantized)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        return replace(self, precision=precision,
+                       quantization=None if quantization is None else dict(quantization))
+
     def to_metadata(self) -> dict[str, str]:
         """The ``rpdetect.*`` metadata values (keys without the prefix) this spec writes."""
         return {
@@ -360,6 +388,9 @@ class DetectorSpec:
             "num_classes": str(self.num_classes) if self.num_classes is not None else "unknown",
             "classifier_sha256": self.classifier_sha256,
             "classifier_source": self.classifier_source,
+            "precision": self.precision,
+            "quantization": "none" if self.quantization is None
+            else json.dumps(self.quantization, sort_keys=True),
             **_threshold_metadata(self.thresholds, self.provenance, legacy=not self.has_flips),
         }
 
@@ -388,6 +419,9 @@ class DetectorSpec:
                 classifier_source=raw["classifier_source"],
                 version=raw["version"],
                 raw=dict(raw),
+                precision=raw.get("precision", "fp32"),
+                quantization=None if raw.get("quantization", "none") == "none"
+                else json.loads(raw["quantization"]),
             )
         except KeyError as exc:
             raise ModelError(
@@ -396,11 +430,13 @@ class DetectorSpec:
         except (ValueError, TypeError) as exc:
             raise ModelError(f"rpdetect metadata is malformed: {exc}") from exc
         if (len(spec.input_shape) != 3 or not spec.kappas or spec.batch < 1
-                or spec.noise not in NOISE_MODES or spec.input_format not in INPUT_FORMATS):
+                or spec.noise not in NOISE_MODES or spec.input_format not in INPUT_FORMATS
+                or spec.precision not in PRECISIONS):
             raise ModelError(
                 f"rpdetect metadata is malformed: input_shape {list(spec.input_shape)} (expected "
                 f"[C, H, W]), {len(spec.kappas)} kappas, batch {spec.batch}, noise "
-                f"{spec.noise!r}, input_format {spec.input_format!r}; re-export the detector")
+                f"{spec.noise!r}, input_format {spec.input_format!r}, precision "
+                f"{spec.precision!r}; re-export the detector")
         return spec
 
 

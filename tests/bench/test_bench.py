@@ -37,17 +37,30 @@ def tiny_detector(tmp_path_factory):
     return save_onnx(det, tmp_path_factory.mktemp("bench") / "tiny.onnx")
 
 
+@pytest.fixture(scope="module")
+def tiny_int8_detector(tmp_path_factory):
+    import numpy as np
+
+    from rpdetect.export.quantize import build_int8_detector
+
+    images = np.random.default_rng(0).random((6, 3, 16, 16), dtype=np.float32)
+    det = build_int8_detector(plain_classifier(size=16), DetectorConfig(kappas=(0.01, 0.05, 0.1)),
+                              images)
+    return save_onnx(det, tmp_path_factory.mktemp("bench") / "tiny_int8.onnx")
+
+
 @pytest.mark.slow
-def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
+def test_quick_benchmark_end_to_end(tiny_detector, tiny_int8_detector, tmp_path):
     report = run_benchmark(
         tiny_detector,
+        int8_detector=tiny_int8_detector,
         torch_model=TorchModel("rpdetect.testing:tiny_torch_cnn", (3, 16, 16)),
         providers=DEFAULT_VARIANTS,
         batches=(2,),
         settings=SessionSettings(threads=1),
         timing=QUICK,
         profile_runs=2,
-        targets=Targets(detector_over_floor=1.05, naive_over_detector=5.0),
+        targets=Targets(detector_over_floor=1.05, naive_over_detector=5.0, int8_over_floor=0.5),
         title="tiny",
     )
     js, md = report.write(tmp_path / "out", "tiny")
@@ -67,7 +80,10 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
         assert all(math.isfinite(v) and v > 0 for v in case["stats"].values())
         assert len(case["round_medians_ms"]) == QUICK.rounds
         assert case["peak_rss_mib"] > 0 and case["threads"] == 1
-    assert cases[("cpu", "detector-graph", 2)]["inner_batch"] == 2 * 4
+    for role in ("detector-graph", "detector", "detector-input", "detector-int8",
+                 "detector-graph-int8", "detector-input-int8"):  # every B, every mode
+        assert cases[("cpu", role, 2)]["inner_batch"] == 2 * 4, role
+        assert cases[("cpu", role, 2)]["status"] == "ok", role
     assert cases[("cpu", "floor", 1)]["inner_batch"] == 4
     for provider in ("cuda", "tensorrt", "tensorrt-fp16"):  # ... and is skipped elsewhere
         on_it = [c for c in data["cases"] if c["provider"] == provider]
@@ -75,7 +91,11 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
         assert all(c["status"] == "skipped" and "onnxruntime-gpu" in c["reason"] for c in on_it)
 
     ratios = {r["name"]: r for r in data["ratios"] if r["provider"] == "cpu"}
-    assert set(ratios) == {"detector / floor", "detector (input noise) / floor",
+    assert set(ratios) == {"detector (rpdetect.Detector, default) / floor",
+                           "INT8 detector (rpdetect.Detector) / floor",
+                           "INT8 detector graph noise / floor", "INT8 floor / floor",
+                           "INT8 detector (rpdetect.Detector) / INT8 floor",
+                           "detector / floor", "detector (input noise) / floor",
                            "detector (input noise, prefetched) / floor",
                            "naive / detector", "naive / detector (input noise)",
                            "torch batch / detector", "floor / classifier B=1",
@@ -85,6 +105,13 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
         assert r["value"] > 0
         assert len(r["per_round"]) == (0 if "profiled" in r["name"] else QUICK.rounds)
     assert ratios["detector / floor"]["target"] == 1.05
+    assert ratios["detector (rpdetect.Detector, default) / floor"]["target"] == 1.05
+    int8 = ratios["INT8 detector (rpdetect.Detector) / floor"]
+    assert int8["target"] == 0.5 and int8["target_kind"] == "max"
+    tp = {(t["noise"], t["precision"]): t for t in data["throughput"] if t["provider"] == "cpu"}
+    assert set(tp) == {(m, p) for m in ("graph", "input", "engine") for p in ("fp32", "int8")}
+    for t in tp.values():
+        assert set(t["images_per_s"]) == {"1", "2"} and t["per_image_cost_top_b_over_b1"] > 0
     assert ratios["naive / detector"]["target_kind"] == "min"
     assert ratios["detector (input noise, prefetched) / floor"]["target"] == 1.05
     bound = ratios["naive / floor (upper bound of naive / detector)"]
@@ -108,7 +135,8 @@ def test_quick_benchmark_end_to_end(tiny_detector, tmp_path):
     for needle in ("| cpu | detector / floor |", "| cpu | naive / detector |",
                    "| detector graph noise B=2 [cpu] |", "Skipped providers",
                    "- tensorrt-fp16: TensorrtExecutionProvider is not in",
-                   "| noise |", "| scores |", "The floor, profiled in alternation"):
+                   "| noise |", "| scores |", "The floor, profiled in alternation",
+                   "## Throughput", "| cpu | engine | int8 |"):
         assert needle in text, needle
 
 
@@ -120,7 +148,8 @@ def test_cli_in_process_writes_json_and_markdown(tiny_detector, tmp_path, capsys
     assert code == 0
     data = json.loads((out / "t.json").read_text())
     assert {c["role"] for c in data["cases"]} == {"classifier-b1", "floor", "detector-graph",
-                                                  "detector-input", "detector-input-prefetch"}
+                                                  "detector-input", "detector-input-prefetch",
+                                                  "detector"}
     assert all(c["status"] == "ok" for c in data["cases"])
     assert data["profile"] is None and data["settings"]["isolate"] is False
     assert "| cpu | detector / floor |" in capsys.readouterr().out

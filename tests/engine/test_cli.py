@@ -204,11 +204,19 @@ def test_info_text_of_calibrated_detectors(det_calibrated, tmp_path, capsys):
 def test_info_says_when_cpu_graph_noise_repeats(det_graph, det_calibrated, capsys):
     # det_graph: B=1, n=4 kappas, 3x32x32 -> 12,288 normal values a run; ORT's CPU generator
     # (minstd_rand0, period 2**31 - 2, 4/pi uniforms per normal) goes round in 137,258 runs
-    assert main(["info", str(det_graph), "--providers", "cpu"]) == 0
+    # only where the graph's own random op runs (--graph-noise): by default on the CPU the
+    # engine builds the front and draws the noise with its own generator
+    assert main(["info", str(det_graph), "--providers", "cpu", "--graph-noise"]) == 0
     out = capsys.readouterr().out
     assert "repeats after 2^31-2 draws: about 137,258 runs of this detector" in out
+    assert "front        the graph's own nodes" in out
+    assert main(["info", str(det_graph), "--json", "--graph-noise"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cpu_graph_noise_repeats_after_runs"] == 137258 and doc["front"] == "graph"
     assert main(["info", str(det_graph), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["cpu_graph_noise_repeats_after_runs"] == 137258
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cpu_graph_noise_repeats_after_runs"] is None and doc["front"] == "engine"
+    assert doc["precision"] == "fp32" and doc["quantization"] is None
     assert main(["info", str(det_calibrated), "--json"]) == 0  # noise='input': no such limit
     assert json.loads(capsys.readouterr().out)["cpu_graph_noise_repeats_after_runs"] is None
 

@@ -12,6 +12,12 @@ Roles (``Case.role``), per provider variant:
 * ``detector-input-prefetch``: the same noise='input' detector with its noise drawn one run
   ahead by a background thread (``rpdetect.engine.noise.NoiseSource(prefetch=1)``, what
   ``Detector(prefetch_noise=1)`` does), so the draw overlaps the previous run;
+* ``detector``: the graph-noise file through ``rpdetect.Detector`` with its default options,
+  ``detect`` on a float CHW array (``detect_many`` of B arrays for B > 1): on the CPU provider
+  the engine builds the front itself (``rpdetect.engine.front``); what a user's code costs;
+* ``floor-int8``, ``detector-int8`` (``rpdetect.Detector`` defaults), ``detector-graph-int8``,
+  ``detector-input-int8``: the same for the INT8 detector (``rpdetect export --quantize
+  int8``), whose ratios are taken to the FP32 floor;
 * ``naive`` (CPU, torch model given): 1 + n eager forward passes at batch 1 and numpy scores
   by ``rpdetect.reference``; ``torch-batch``: one eager forward pass at batch 1 + n and torch
   scores: what a user would write without rpdetect.
@@ -29,13 +35,22 @@ from typing import Any, Literal, Mapping, Sequence, Union
 from ..engine.session import SessionBuilder
 from .providers import ProviderVariant
 
-__all__ = ["Case", "OnnxWorkload", "SessionSettings", "TorchModel", "TorchWorkload", "Workload",
-           "ROLES", "plan_cases", "workload_from_dict"]
+__all__ = ["Case", "DETECTOR_MODES", "DetectorFiles", "DetectorWorkload", "OnnxWorkload",
+           "SessionSettings", "TorchModel", "TorchWorkload", "Workload", "ROLES", "plan_cases",
+           "workload_from_dict"]
 
 ROLES: tuple[str, ...] = (
     "classifier-b1", "floor", "detector-graph", "detector-input", "detector-input-prefetch",
-    "naive", "torch-batch",
+    "detector", "naive", "torch-batch", "floor-int8", "detector-int8", "detector-graph-int8",
+    "detector-input-int8",
 )
+# the detector roles by (noise mode, precision): "graph" runs the file's own random op,
+# "input" feeds the noise input, "engine" is rpdetect.Detector's default front on the CPU
+DETECTOR_MODES: dict[str, tuple[str, str]] = {
+    "detector-graph": ("graph", "fp32"), "detector-input": ("input", "fp32"),
+    "detector": ("engine", "fp32"), "detector-graph-int8": ("graph", "int8"),
+    "detector-input-int8": ("input", "int8"), "detector-int8": ("engine", "int8"),
+}
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,20 @@ class TorchWorkload:
                 "threads": self.threads}
 
 
-Workload = Union[OnnxWorkload, TorchWorkload]
+@dataclass(frozen=True)
+class DetectorWorkload(OnnxWorkload):
+    """``rpdetect.Detector`` on ``model`` with this benchmark's session settings and the
+    Detector's own defaults otherwise (``engine_noise`` None: the engine builds the front on
+    the CPU provider), ``batch`` float CHW images per call."""
+
+    engine_noise: bool | None = None
+    kind: Literal["detector"] = "detector"  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "engine_noise": self.engine_noise}
+
+
+Workload = Union[OnnxWorkload, DetectorWorkload, TorchWorkload]
 _SETTINGS = {f.name for f in fields(SessionSettings)}
 
 
@@ -122,14 +150,17 @@ def workload_from_dict(d: Mapping[str, Any]) -> Workload:
     """The record of a workload's JSON object (ValueError naming what is missing or unknown)."""
     kind = d.get("kind")
     try:
-        if kind == "onnx":
+        if kind in ("onnx", "detector"):
             settings = SessionSettings(**{k: d[k] for k in _SETTINGS if k in d})
-            return OnnxWorkload(
+            common = dict(
                 model=str(d["model"]), providers=tuple(d["providers"]),
                 provider_options=tuple(dict(o) for o in d.get(
                     "provider_options", [{}] * len(d["providers"]))),
                 batch=int(d["batch"]), settings=settings,
                 fresh_normal=tuple(d.get("fresh_normal", ())), prefetch=int(d.get("prefetch", 0)))
+            if kind == "detector":
+                return DetectorWorkload(**common, engine_noise=d.get("engine_noise"))
+            return OnnxWorkload(**common)
         if kind in ("torch-naive", "torch-batch"):
             model = TorchModel(
                 spec=d["spec"], input_shape=tuple(int(v) for v in d["input_shape"]),  # type: ignore
@@ -166,40 +197,68 @@ def _onnx(model: str, variant: ProviderVariant, settings: SessionSettings, *, ba
                         tuple(fresh_normal), prefetch)
 
 
+@dataclass(frozen=True)
+class DetectorFiles:
+    """One precision's files: its classifier and its detectors by B, graph and input noise."""
+
+    classifier: str
+    graph: dict[int, str]
+    input: dict[int, str]
+
+
+def _detector_cases(files: DetectorFiles, v: ProviderVariant, settings: SessionSettings, *,
+                    n: int, int8: bool) -> list[Case]:
+    p, tag, suffix = v.name, " INT8" if int8 else "", "-int8" if int8 else ""
+    cases = []
+    for b in sorted(files.graph):
+        inner = b * (n + 1)
+        cases.append(Case(f"detector{tag} graph noise B={b} [{p}]", f"detector-graph{suffix}", p,
+                          b, inner, b, _onnx(files.graph[b], v, settings, batch=b)))
+        cases.append(Case(f"detector{tag} rpdetect.Detector (default) B={b} [{p}]",
+                          f"detector{suffix}", p, b, inner, b,
+                          DetectorWorkload(files.graph[b], tuple(v.providers),
+                                           tuple(dict(o) for o in v.provider_options), b,
+                                           settings)))
+        if b in files.input:
+            cases.append(Case(f"detector{tag} input noise B={b} [{p}]", f"detector-input{suffix}",
+                              p, b, inner, b, _onnx(files.input[b], v, settings, batch=b,
+                                                    fresh_normal=("noise",))))
+        if b == 1 and not int8:
+            cases.append(Case(f"detector input noise, prefetched B=1 [{p}]",
+                              "detector-input-prefetch", p, 1, n + 1, 1,
+                              _onnx(files.input[1], v, settings, batch=1,
+                                    fresh_normal=("noise",), prefetch=1)))
+    return cases
+
+
 def plan_cases(
     *,
     variants: Sequence[ProviderVariant],
-    classifier: str,
-    detectors_graph: dict[int, str],
-    detector_input: str,
+    fp32: DetectorFiles,
     n: int,
     kappas: Sequence[float],
     settings: SessionSettings,
     torch_model: TorchModel | None = None,
+    int8: DetectorFiles | None = None,
 ) -> list[Case]:
-    """Every configuration for every provider variant. ``detectors_graph`` maps B -> the path
-    of the graph-noise detector built with batch=B (B=1 must be there); ``detector_input`` is
-    the noise='input' detector at B=1."""
-    if 1 not in detectors_graph:
-        raise ValueError("detectors_graph: the B=1 detector is needed for the ratios")
+    """Every configuration for every provider variant: for each precision, the classifier at
+    the floor batch and the detectors at every B of ``files.graph`` (B=1 must be there), in
+    each noise mode."""
+    for files in (fp32, int8):
+        if files is not None and (1 not in files.graph or 1 not in files.input):
+            raise ValueError("detector files: the B=1 detectors are needed for the ratios")
     cases: list[Case] = []
     for v in variants:
         p = v.name
         cases.append(Case(f"classifier B=1 [{p}]", "classifier-b1", p, 1, 1, 1,
-                          _onnx(classifier, v, settings, batch=1)))
+                          _onnx(fp32.classifier, v, settings, batch=1)))
         cases.append(Case(f"classifier B={n + 1} (floor) [{p}]", "floor", p, 1, n + 1, 1,
-                          _onnx(classifier, v, settings, batch=n + 1)))
-        for b in sorted(detectors_graph):
-            cases.append(Case(f"detector graph noise B={b} [{p}]", "detector-graph", p, b,
-                              b * (n + 1), b, _onnx(detectors_graph[b], v, settings, batch=b)))
-            if b == 1:
-                cases.append(Case(f"detector input noise B=1 [{p}]", "detector-input", p, 1,
-                                  n + 1, 1, _onnx(detector_input, v, settings, batch=1,
-                                                  fresh_normal=("noise",))))
-                cases.append(Case(f"detector input noise, prefetched B=1 [{p}]",
-                                  "detector-input-prefetch", p, 1, n + 1, 1,
-                                  _onnx(detector_input, v, settings, batch=1,
-                                        fresh_normal=("noise",), prefetch=1)))
+                          _onnx(fp32.classifier, v, settings, batch=n + 1)))
+        cases += _detector_cases(fp32, v, settings, n=n, int8=False)
+        if int8 is not None:
+            cases.append(Case(f"classifier INT8 B={n + 1} (INT8 floor) [{p}]", "floor-int8", p,
+                              1, n + 1, 1, _onnx(int8.classifier, v, settings, batch=n + 1)))
+            cases += _detector_cases(int8, v, settings, n=n, int8=True)
         if torch_model is not None and p == "cpu":
             ks = tuple(float(k) for k in kappas)
             cases.append(Case(f"naive: {n + 1} x torch eager B=1 + numpy scores [{p}]", "naive",

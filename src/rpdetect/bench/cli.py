@@ -38,6 +38,11 @@ def register(sub: Any) -> None:
     p.add_argument("--std", type=float_list)
     p.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="default: the detector's")
+    p.add_argument("--int8", metavar="DET_INT8.onnx",
+                   help="an INT8 detector of the same classifier (rpdetect export --quantize "
+                   "int8): timed the same way, its ratios taken to the FP32 floor")
+    p.add_argument("--target-int8", type=float,
+                   help="report whether INT8 detector / FP32 floor <= this")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     p.add_argument("--providers", type=name_list, default=DEFAULT_VARIANTS,
                    help=f"provider variants (default {','.join(DEFAULT_VARIANTS)}; missing ones "
@@ -121,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
         timing=timing,
         isolate=not args.in_process,
         profile_runs=0 if args.no_profile else (3 if args.quick else 10),
-        targets=Targets(args.target_floor, args.target_naive),
+        targets=Targets(args.target_floor, args.target_naive, args.target_int8),
         log=lambda msg: print(msg, file=sys.stderr),
+        int8_detector=args.int8,
     )
     report.settings["command"] = "rpdetect bench " + " ".join(sys.argv[2:])
     print(report.to_markdown())

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._atomic import atomic_write_text
-from .cases import OnnxWorkload
+from .cases import DETECTOR_MODES, OnnxWorkload
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
 from .stats import summarise
@@ -27,10 +27,12 @@ class Targets:
 
     detector_over_floor: float | None = None  # at most
     naive_over_detector: float | None = None  # at least
+    int8_over_floor: float | None = None  # at most: INT8 detector / FP32 floor
 
     def to_dict(self) -> dict[str, float | None]:
         return {"detector_over_floor_max": self.detector_over_floor,
-                "naive_over_detector_min": self.naive_over_detector}
+                "naive_over_detector_min": self.naive_over_detector,
+                "int8_over_floor_max": self.int8_over_floor}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Ratio:
 
 # (ratio name, numerator role, denominator role, which target applies)
 _RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("detector (rpdetect.Detector, default) / floor", "detector", "floor",
+     "detector_over_floor"),
     ("detector / floor", "detector-graph", "floor", "detector_over_floor"),
     ("detector (input noise) / floor", "detector-input", "floor", "detector_over_floor"),
     ("detector (input noise, prefetched) / floor", "detector-input-prefetch", "floor",
@@ -75,7 +79,12 @@ _RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
     ("floor / classifier B=1", "floor", "classifier-b1", None),
     # detector >= floor, so naive / floor bounds naive / detector from above
     ("naive / floor (upper bound of naive / detector)", "naive", "floor", None),
+    ("INT8 detector (rpdetect.Detector) / floor", "detector-int8", "floor", "int8_over_floor"),
+    ("INT8 detector graph noise / floor", "detector-graph-int8", "floor", None),
+    ("INT8 floor / floor", "floor-int8", "floor", None),
+    ("INT8 detector (rpdetect.Detector) / INT8 floor", "detector-int8", "floor-int8", None),
 )
+_MAX_TARGETS = ("detector_over_floor", "int8_over_floor")
 
 
 def _ratio_of(a: CaseOutcome, b: CaseOutcome) -> tuple[float, list[float]]:
@@ -96,11 +105,31 @@ def compute_ratios(outcomes: Sequence[CaseOutcome], targets: Targets) -> list[Ra
                 continue
             value, rounds = _ratio_of(a, b)
             target = getattr(targets, target_name) if target_name else None
-            kind = None if target is None else ("max" if target_name == "detector_over_floor"
+            kind = None if target is None else ("max" if target_name in _MAX_TARGETS
                                                   else "min")
             ratios.append(Ratio(name, provider, a.case.name, b.case.name, value, rounds,
                                 target, kind))
     return ratios
+
+
+def throughput(outcomes: Sequence[CaseOutcome]) -> list[dict[str, Any]]:
+    """Images per second of every detector configuration by provider, noise mode, precision
+    and B, and the per-image cost at the largest B over that at B = 1 (<= 1: batching pays)."""
+    rows: dict[tuple[str, str, str], dict[int, float]] = {}
+    for o in outcomes:
+        mode = DETECTOR_MODES.get(o.case.role)
+        if mode is None or o.status != "ok" or not o.times_s:
+            continue
+        st = summarise(o.times_s, images_per_run=o.case.images_per_run)
+        rows.setdefault((o.case.variant, *mode), {})[o.case.batch] = st.images_per_s
+    out = []
+    for (provider, mode, precision), by_b in rows.items():
+        top = max(by_b)
+        ratio = by_b[1] / by_b[top] if 1 in by_b and top != 1 else None
+        out.append({"provider": provider, "noise": mode, "precision": precision,
+                    "images_per_s": {str(b): by_b[b] for b in sorted(by_b)},
+                    "per_image_cost_top_b_over_b1": ratio, "top_b": top})
+    return out
 
 
 def _case_dict(o: CaseOutcome) -> dict[str, Any]:
@@ -162,6 +191,7 @@ class Report:
             "providers": self.providers,
             "targets": self.targets.to_dict(),
             "ratios": [r.to_dict() for r in self.ratios],
+            "throughput": throughput(self.outcomes),
             "cases": [_case_dict(o) for o in self.outcomes],
             "profile": None if self.profile is None else self.profile.to_dict(),
             "profile_floor": None if self.profile_floor is None else self.profile_floor.to_dict(),
@@ -201,6 +231,22 @@ class Report:
             target = "-" if r.target is None else f"{'<=' if r.target_kind == 'max' else '>='} {r.target:g}"
             meets = "-" if r.meets is None else ("yes" if r.meets else "**no**")
             lines.append(f"| {r.provider} | {r.name} | {r.value:.3f} | {rng} | {target} | {meets} |")
+        tp = throughput(self.outcomes)
+        if tp:
+            batches = sorted({int(b) for row in tp for b in row["images_per_s"]})
+            lines += ["", "## Throughput (images/s; detector roles)", "",
+                      "noise: graph = the file's own random op (session.run), input = the noise "
+                      "input fed, engine = rpdetect.Detector's default front. Last column: the "
+                      "per-image cost at the largest B over that at B = 1 (<= 1: batching pays).",
+                      "", "| provider | noise | precision | "
+                      + " | ".join(f"B={b}" for b in batches) + " | cost ratio |",
+                      "|---|---|---|" + "---|" * len(batches) + "---|"]
+            for row in tp:
+                cells = [f"{row['images_per_s'][str(b)]:.1f}" if str(b) in row["images_per_s"]
+                         else "-" for b in batches]
+                r = row["per_image_cost_top_b_over_b1"]
+                lines.append(f"| {row['provider']} | {row['noise']} | {row['precision']} | "
+                             + " | ".join(cells) + f" | {'-' if r is None else f'{r:.3f}'} |")
         lines += [
             "",
             "## Configurations",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -19,7 +19,7 @@ import onnxruntime as ort
 from ..contract import read_spec
 from ..engine.noise import default_generator, default_noise_threads
 from ..export.graph import build_detector, extract_classifier, load_onnx, save_onnx
-from .cases import Case, SessionSettings, TorchModel, plan_cases
+from .cases import Case, DetectorFiles, SessionSettings, TorchModel, plan_cases
 from .machine import machine_info
 from .profile import ProfileBreakdown, breakdown
 from .providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant, plan_variants
@@ -68,6 +68,21 @@ def _profile_pair(detector: Case, floor: Case, *, runs: int, rounds: int, direct
     return merged(chunks[0]), merged(chunks[1]), None
 
 
+def _variants(classifier: Any, info: Any, classifier_path: str, batches: Sequence[int],
+              directory: Path, log: Callable[[str], None]) -> DetectorFiles:
+    """The graph- and input-noise detectors of ``classifier`` at every B, with ``info``'s
+    kappas, clip, mean/std, seed and input format."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, dict[int, str]] = {"graph": {}, "input": {}}
+    for b in batches:
+        for noise in ("graph", "input"):
+            log(f"build {directory.name} detector {noise} noise B={b}")
+            det = build_detector(classifier, info.config(noise=noise, batch=b),
+                                 input_shape=info.input_shape)
+            paths[noise][b] = str(save_onnx(det, directory / f"detector_{noise}_b{b}.onnx"))
+    return DetectorFiles(classifier_path, paths["graph"], paths["input"])
+
+
 def run_benchmark(
     detector: str | Path,
     *,
@@ -82,9 +97,12 @@ def run_benchmark(
     targets: Targets = Targets(),
     title: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    int8_detector: str | Path | None = None,
 ) -> Report:
     """Time ``detector`` against its floor (and the naive torch way when ``torch_model`` is
-    given) on every provider variant; ``profile_runs=0`` skips the ONNX Runtime profile."""
+    given) on every provider variant; ``profile_runs=0`` skips the ONNX Runtime profile.
+    ``int8_detector``: an INT8 detector of the same classifier (``rpdetect export --quantize
+    int8``), timed the same way and compared with the FP32 floor."""
     detector = Path(detector)
     if any(not isinstance(b, int) or b < 1 for b in batches):
         raise ValueError(f"batches: expected integers >= 1, got {list(batches)}")
@@ -106,18 +124,23 @@ def run_benchmark(
         else:
             classifier_path = str(Path(classifier))
             load_onnx(classifier_path)  # a readable model, or ModelError naming the file
-        graph_paths: dict[int, str] = {}
-        for b in sorted({1, *batches}):
-            log(f"build detector graph noise B={b}")
-            det = build_detector(inner_classifier, info.config(noise="graph", batch=b),
-                                 input_shape=info.input_shape)
-            graph_paths[b] = str(save_onnx(det, root / f"detector_graph_b{b}.onnx"))
-        det = build_detector(inner_classifier, info.config(noise="input", batch=1),
-                             input_shape=info.input_shape)
-        input_path = str(save_onnx(det, root / "detector_input_b1.onnx"))
+        fp32 = _variants(inner_classifier, info, classifier_path, sorted({1, *batches}),
+                         root / "fp32", log)
+        int8 = None
+        if int8_detector is not None:
+            int8_model = load_onnx(int8_detector)
+            int8_info = read_spec(int8_model)
+            if int8_info.precision != "int8" or int8_info.n != n:
+                raise ValueError(f"int8_detector: {int8_detector} is a {int8_info.precision} "
+                                 f"detector with {int8_info.n} kappas; expected an int8 one "
+                                 f"with {n} (rpdetect export --quantize int8)")
+            int8_classifier = extract_classifier(int8_model)
+            (root / "int8").mkdir()
+            int8 = _variants(int8_classifier, info, str(save_onnx(
+                int8_classifier, root / "int8" / "classifier.onnx")), sorted({1, *batches}),
+                root / "int8", log)
 
-        plan = dict(classifier=classifier_path, detectors_graph=graph_paths,
-                    detector_input=input_path, n=n, kappas=info.kappas, settings=settings,
+        plan = dict(fp32=fp32, int8=int8, n=n, kappas=info.kappas, settings=settings,
                     torch_model=torch_model)
         cases = plan_cases(variants=runnable, **plan)
         outcomes = run_cases(cases, timing=timing, isolate=isolate, log=log)
@@ -151,7 +174,8 @@ def run_benchmark(
         settings={"session": settings.to_dict(), "timing": timing.to_dict(), "isolate": isolate,
                   "batches": sorted({1, *batches}), "providers_requested": list(providers)},
         model={"detector": str(detector), "classifier": classifier_path if classifier else
-               "extracted from the detector", "input_shape": list(info.input_shape), "n": n,
+               "extracted from the detector",
+               "int8_detector": None if int8_detector is None else str(int8_detector), "input_shape": list(info.input_shape), "n": n,
                "kappas": list(info.kappas), "num_classes": info.num_classes,
                "mean": info.mean, "std": info.std, "clip": info.clip,
                "input_format": info.input_format, "classifier_sha256": info.classifier_sha256,

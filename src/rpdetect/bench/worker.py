@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cases import OnnxWorkload, TorchWorkload, Workload, workload_from_dict
+from .cases import DetectorWorkload, OnnxWorkload, TorchWorkload, Workload, workload_from_dict
 
 __all__ = ["Worker", "main", "peak_rss_bytes"]
 
@@ -104,6 +104,27 @@ def _ort_run(w: OnnxWorkload, session: Any) -> Run:
         return out
 
     return run
+
+
+def _detector_run(w: DetectorWorkload) -> tuple[Run, list[str]]:
+    """One run = ``rpdetect.Detector.detect`` on one float CHW image (``detect_many`` on B of
+    them), as a user calls it: image checks, the engine's front where it builds it, the
+    session, the results."""
+    from ..engine import Detector
+    from ..engine.session import ProviderNotStarted
+
+    s = w.settings
+    try:
+        det = Detector(w.model, session_builder=w.session_builder(), engine_noise=w.engine_noise,
+                       prefetch_noise=w.prefetch, noise_generator=s.noise_generator,  # type: ignore[arg-type]
+                       noise_threads=s.noise_threads)
+    except ProviderNotStarted as exc:
+        raise SkipCase(str(exc)) from exc
+    rng = np.random.default_rng(0)
+    images = rng.random((w.batch, *det.input_shape), dtype=np.float32)
+    if w.batch == 1:
+        return (lambda: det.detect(images[0])), list(det.providers)
+    return (lambda: det.detect_many(images, progress=False)), list(det.providers)
 
 
 def _torch_run(w: TorchWorkload) -> Run:
@@ -182,7 +203,9 @@ class Worker:
     def _setup(self, doc: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         workload = workload_from_dict(doc)
-        if isinstance(workload, OnnxWorkload):
+        if isinstance(workload, DetectorWorkload):
+            self.run, providers = _detector_run(workload)
+        elif isinstance(workload, OnnxWorkload):
             session = _ort_session(workload)
             self.run = _ort_run(workload, session)
             providers = list(session.get_providers())

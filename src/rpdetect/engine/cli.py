@@ -67,11 +67,16 @@ def register(sub: Any) -> None:
     )
     i.add_argument("model", help="detector .onnx")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--graph-noise", action="store_true",
+                   help="describe the session that runs the file's own front, as --graph-noise "
+                   "of detect does")
     add_session_args(i)
     i.set_defaults(func=_info)
 
 
 def _detector(args: argparse.Namespace, **kwargs: Any) -> Detector:
+    if getattr(args, "graph_noise", False):
+        kwargs["engine_noise"] = False
     return Detector(args.model, **session_kwargs(args), **kwargs)
 
 
@@ -98,7 +103,6 @@ def _detect(args: argparse.Namespace) -> int:
     printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator,
-                         engine_noise=False if args.graph_noise else None,
                          **decode_limit_kwargs(args))
     files, dir_errors = _expand(args.images)
     overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,
@@ -174,6 +178,9 @@ def _info_doc(detector: Detector) -> dict[str, Any]:
         "noise": info.noise,
         "seed": info.seed,
         "cpu_graph_noise_repeats_after_runs": _cpu_noise_runs(detector),
+        "front": detector.front,
+        "precision": info.precision,
+        "quantization": info.quantization,
         "clip": info.clip,
         "mean": None if info.mean is None else list(info.mean),
         "std": None if info.std is None else list(info.std),
@@ -193,7 +200,8 @@ def _cpu_noise_runs(detector: Detector) -> int | None:
     """For a graph-noise detector on ONNX Runtime's CPU provider: runs until its noise stream
     repeats (serial minstd_rand0, period 2**31 - 2); None otherwise."""
     info = detector.info
-    if info.noise != "graph" or detector.providers[0] != "CPUExecutionProvider":
+    if info.noise != "graph" or detector.providers[0] != "CPUExecutionProvider" \
+            or detector.front == "engine":
         return None
     c, h, w = info.input_shape
     return ort_cpu_graph_noise_runs(info.batch * info.n * c * h * w)
@@ -246,6 +254,10 @@ def _info_text(detector: Detector) -> str:
         f"classifier   {info.classifier_source}  sha256 {info.classifier_sha256}",
         f"input        {info.input_format} {c}x{h}x{w}, batch {info.batch}{normalisation}",
         f"classes      {info.num_classes if info.num_classes is not None else 'unknown'}",
+        f"precision    {info.precision_text()}",
+        "front        "
+        + ("built by the engine (noise drawn by rpdetect, not the graph's random op)"
+           if detector.front == "engine" else "the graph's own nodes"),
         f"noise        {info.noise}"
         + (f" (seed {info.seed:g})" if info.seed is not None else "")
         + (", noisy copies clipped to [0, 1]" if info.clip else ""),

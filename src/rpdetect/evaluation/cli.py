@@ -64,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--threads", type=int, help="torch threads for the attacks (default: all cores)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: the detector's classifier quantized by ONNX Runtime "
+                   "(rpdetect export --quantize int8) on the first 100 calibration images, then "
+                   "calibrated on its own scores; the attacks still target the float model")
     p.set_defaults(func=run)
 
 
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         attacks=tuple(args.attacks) if args.attacks else None, cache_dir=args.cache,
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
-        progress=not args.no_progress, command=_command_line(),
+        progress=not args.no_progress, command=_command_line(), precision=args.precision,
     )
     result, specs, written = run_evaluation(config)
     for name in result.rules:

@@ -90,6 +90,7 @@ class EvaluationConfig:
     figures: bool = True
     progress: bool = True
     command: str = ""
+    precision: str = "fp32"  # "int8": the detector's classifier quantized (export.quantize)
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -107,6 +108,8 @@ class EvaluationConfig:
                              "images, any layout) and --images DIR (an ImageFolder tree)")
         if self.n < 1:
             raise InputError(f"--n: expected >= 1, got {self.n}")
+        if self.precision not in ("fp32", "int8"):
+            raise InputError(f"--precision: expected fp32 or int8, got {self.precision!r}")
         if not 0 < self.fpr < 1:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
 
@@ -272,6 +275,12 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
         if preset is None:
             _check_user_images(classifier_onnx, pool, config.n, config.images)  # type: ignore[arg-type]
         notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
+        if config.precision == "int8":
+            notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
+                         "per-channel int8 weights, uint8 activations, MinMax ranges from the "
+                         "first 100 calibration images with their noisy copies); thresholds from "
+                         "its own scores on the calibration images. The attacks target the "
+                         "float32 model, so the adversarial examples are the FP32 run's.")
         written: list[Path] = []
 
         def on_row(result: EvaluationResult) -> None:
@@ -287,5 +296,5 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
             classifier, calibration=calibration, pool=pool, attacks=specs, work_dir=work,
             kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
             figure_images=16 if config.figures else 0, progress=config.progress,
-            classifier_onnx=classifier_onnx, on_row=on_row)
+            classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision)
     return result, specs, written

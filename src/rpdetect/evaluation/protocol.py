@@ -242,6 +242,8 @@ def evaluate(
     progress: bool = True,
     classifier_onnx: Path | None = None,
     on_row: Callable[[EvaluationResult], None] | None = None,
+    precision: str = "fp32",
+    quantize_images: int = 100,
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
     cached under ``work_dir`` so an interrupted run resumes. ``classifier``: a torch
@@ -249,16 +251,29 @@ def evaluate(
     (black-box attacks only). ``on_row`` is called with the partial result after every attack
     (to write the table as it grows). ``classifier_onnx``: an already exported pixel-space ONNX
     of the same torch classifier, used instead of exporting. ``mode``: the rule compared with
-    the paper's (``rpdetect.calibration.thresholds``)."""
+    the paper's (``rpdetect.calibration.thresholds``). ``precision="int8"``: the detector's
+    classifier quantized (``rpdetect.export.quantize``) with the first ``quantize_images``
+    calibration images; the attacks (cached by the classifier, not the detector) are those of
+    the float32 run."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fp = classifier.fingerprint()
     classifier_path = classifier_onnx or classifier.onnx(work_dir)
     config = DetectorConfig(kappas=tuple(float(k) for k in kappas), noise="graph",
                             seed=float(seed), batch=DETECTOR_BATCH)
     det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
+    if precision == "int8":
+        det_key += f"-int8q{quantize_images}"
     detector_path = work_dir / f"detector-{det_key}.onnx"
     if not detector_path.is_file():
-        save_onnx(build_detector(classifier_path, config), detector_path)
+        if precision == "int8":
+            from ..export.quantize import QuantizeOptions, build_int8_detector
+
+            images = calibration.images(range(min(quantize_images, len(calibration))))
+            save_onnx(build_int8_detector(classifier_path, config, images,
+                                          options=QuantizeOptions(max_images=quantize_images)),
+                      detector_path)
+        else:
+            save_onnx(build_detector(classifier_path, config), detector_path)
     runner = DetectorRunner(detector_path)
 
     calib = cached_scores(work_dir / f"calibration-scores-{det_key}-{len(calibration)}.npz",

@@ -19,14 +19,17 @@ SCORES_FORMAT = "v2"  # per-copy scores and flips (v1 held the maxima only)
 
 class DetectorRunner:
     """The engine's :class:`rpdetect.Detector` on ONNX Runtime's CPU provider, fed float CHW
-    arrays in [0, 1]; returns the per-copy scores, flip counts and labels as arrays."""
+    arrays in [0, 1]; returns the per-copy scores, flip counts and labels as arrays. The graph
+    runs its own seeded random op (``engine_noise=False``), so a re-run of the evaluation draws
+    the very same noise and reproduces every count."""
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
         from ..engine import Detector
 
         from ..engine.session import SessionBuilder
 
-        self.detector = Detector(path, session_builder=SessionBuilder.cpu(threads))
+        self.detector = Detector(path, session_builder=SessionBuilder.cpu(threads),
+                                 engine_noise=False)
 
     def score(self, images: np.ndarray, *, progress: bool = False, desc: str = "detect"
               ) -> ScoreSet:

@@ -16,6 +16,7 @@ from ..contract import INPUT_FORMATS, METADATA_PREFIX, NOISE_MODES, DetectorConf
 from ..reference import PAPER_KAPPA_MAX, PAPER_KAPPA_MIN, PAPER_N
 from .graph import build_detector
 from .intake import INPUT_LAYOUTS, IntakeOptions
+from .quantize import QuantizeOptions
 
 
 def kappas_from_args(
@@ -95,6 +96,23 @@ def register(sub: Any) -> None:
                    "without it K = 1 is refused (both scores would always be 0)")
     d.add_argument("--threshold1", type=float, default=math.inf)
     d.add_argument("--threshold2", type=float, default=math.inf)
+    q = d.add_argument_group(
+        "INT8", "quantize the classifier inside the detector with ONNX Runtime's static "
+        "quantization (rpdetect.export.quantize); noise, scores and verdict stay float32; "
+        "calibrate the INT8 detector on its own scores afterwards")
+    q.add_argument("--quantize", choices=("int8",), help="int8: QDQ, per-channel int8 weights, "
+                   "uint8 activations calibrated on --calibration-images")
+    q.add_argument("--calibration-images", metavar="DIR",
+                   help="clean images (a folder, searched recursively) for the activation "
+                   "ranges; each is fed with its n noisy copies, as the detector feeds it")
+    q.add_argument("--calibration-limit", type=int, default=QuantizeOptions.max_images,
+                   metavar="N", help=f"images used, a random sample when there are more "
+                   f"(default {QuantizeOptions.max_images})")
+    q.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"),
+                   default="minmax", help="ONNX Runtime's range method (default minmax)")
+    q.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq")
+    q.add_argument("--reduce-range", action="store_true",
+                   help="7-bit weights, for CPUs without VNNI (AVX2/AVX-512 without VNNI)")
     d.set_defaults(func=_export)
 
 
@@ -126,15 +144,35 @@ def _export(args: argparse.Namespace) -> int:
         probabilities="log" if args.probabilities_to_log else "refuse",
         single_logit="two-class" if args.single_logit_as_two_class else "refuse",
         input_layout=args.input_layout)
+    if args.quantize and not args.calibration_images:
+        raise ValueError("--quantize int8 needs --calibration-images DIR (clean images for the "
+                         "activation ranges)")
+    if args.calibration_images and not args.quantize:
+        raise ValueError("--calibration-images is for --quantize int8 (thresholds are "
+                         "calibrated by `rpdetect calibrate`)")
     check_output(args.output, what="output", inputs=[args.classifier])  # before any work
-    model = build_detector(args.classifier, config, classifier_output=args.classifier_output,
-                           input_shape=args.input_shape, intake=intake)
+    if args.quantize:
+        from ..calibration.reader import FolderReader
+        from .quantize import build_int8_detector
+
+        options = QuantizeOptions(
+            quant_format=args.quant_format, calibrate_method=args.calibrate_method,
+            reduce_range=args.reduce_range, max_images=args.calibration_limit)
+        reader = FolderReader(args.calibration_images, limit=args.calibration_limit,
+                              shuffle_seed=0)
+        model = build_int8_detector(args.classifier, config, reader, options=options,
+                                    classifier_output=args.classifier_output,
+                                    input_shape=args.input_shape, intake=intake)
+    else:
+        model = build_detector(args.classifier, config, classifier_output=args.classifier_output,
+                               input_shape=args.input_shape, intake=intake)
     meta = {p.key: p.value for p in model.metadata_props}
     for note in json.loads(meta.get(METADATA_PREFIX + "classifier_intake", "[]")):
         print(f"rpdetect export: note: {note}", file=sys.stderr)
     out = save(model, args.output)
     state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
         "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"
+    precision = ", int8 classifier" if args.quantize else ""
     print(f"wrote {out}: {len(config.kappas)} noisy copies, noise={config.noise}, "
-          f"batch={config.batch}, {state}")
+          f"batch={config.batch}{precision}, {state}")
     return 0
