@@ -8,4 +8,4 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "rpdetect.engine._normal", ["src/rpdetect/engine/_normal.c"],
-    extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c99"], optional=True)])
+    extra_compile_args=["-O3", "-fno-math-errno", "-std=c99"], optional=True)])

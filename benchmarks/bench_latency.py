@@ -6,9 +6,12 @@
   report says which.
 
 Each model: classifier exported with ``torch_to_onnx`` (cached under ``cache/bench-latency``),
-a graph-noise detector with the paper's kappas, then the suite (classifier alone at B=1 and at
-the floor B=11, detector with graph and input noise, B = 1, 4, 16, the naive eager PyTorch way)
-with the design's targets. Writes ``<model>.json`` / ``<model>.md`` and ``README.md`` (the
+a graph-noise detector with the paper's kappas and its INT8 twin (``rpdetect export --quantize
+int8``: activation ranges from the first 100 calibration images of the dataset's split when
+``--data`` holds its tar, else from random images, which changes nothing about speed), then the
+suite (classifier alone at B=1 and at the floor B=11; each detector through
+``rpdetect.Detector``'s default path, with the file's own graph noise and with fed noise, at
+B = 1, 4, 16; the naive eager PyTorch way) with the design's targets. Writes ``<model>.json`` / ``<model>.md`` and ``README.md`` (the
 headline ratios of all models) to ``benchmarks/results/latency/`` unless ``--out`` says else.
 
     nice -n 10 .venv/bin/python benchmarks/bench_latency.py [--quick] [--models effnet,cifar]
@@ -24,7 +27,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rpdetect.bench import QUICK, SessionSettings, Targets, Timing, TorchModel, run_benchmark
-from rpdetect.bench.report import PROFILED_RATIO
 from rpdetect.engine.noise import NOISE_GENERATORS
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
 from rpdetect.export.torch_export import load_module, state_dict_digest, torch_to_onnx
@@ -40,6 +42,7 @@ class Standard:
     title: str
     torch: TorchModel
     targets: Targets
+    preset: str  # the evaluation preset whose calibration images calibrate the INT8 ranges
 
 
 def standard_models() -> dict[str, Standard]:
@@ -49,20 +52,21 @@ def standard_models() -> dict[str, Standard]:
         "efficientnet_lite0-224", "EfficientNet-Lite0, 224x224, ImageNet weights",
         TorchModel("rpdetect.zoo.efficientnet_lite0:build", efficientnet_lite0.INPUT_SHAPE,
                    mean=efficientnet_lite0.MEAN, std=efficientnet_lite0.STD),
-        Targets(detector_over_floor=1.03, naive_over_detector=2.0))
+        Targets(detector_over_floor=1.03, naive_over_detector=2.0, int8_over_floor=0.5),
+        "imagenette")
     targets32 = Targets(detector_over_floor=1.05, naive_over_detector=5.0)
     if cifar10_cnn.WEIGHTS.exists():
         cifar = Standard(
             "cifar10_cnn-32", "CIFAR-10 ResNet-9 (half width), 32x32, trained weights",
             TorchModel("rpdetect.zoo.cifar10_cnn:build", cifar10_cnn.INPUT_SHAPE,
-                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32)
+                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32, "cifar10")
     else:
         cifar = Standard(
             "vgg11_random-32",
             "VGG-11-style CNN, 32x32, RANDOM weights (the CIFAR-10 CNN's weights are not "
             "committed yet)",
             TorchModel("rpdetect.bench.models:vgg11_cifar", (3, 32, 32),
-                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32)
+                       mean=cifar10_cnn.MEAN, std=cifar10_cnn.STD), targets32, "cifar10")
     return {"effnet": effnet, "cifar": cifar}
 
 
@@ -80,14 +84,53 @@ def detector_for(model: Standard, cache: Path) -> Path:
     return save_onnx(build_detector(cls_path, DetectorConfig()), det_path)
 
 
+def calibration_images(model: Standard, data: Path, count: int = 100) -> tuple[object, str]:
+    """The first ``count`` calibration images of the model's dataset split (never its
+    evaluation images), or random images where the tar is absent; and what they were."""
+    import numpy as np
+
+    from rpdetect.evaluation.datasets import TarImages, TarPool
+    from rpdetect.evaluation.pipeline import preset_split
+    from rpdetect.evaluation.presets import PRESETS
+
+    preset = PRESETS[model.preset]
+    tar_path = data / preset.tar
+    if not tar_path.is_file():
+        rng = np.random.default_rng(0)
+        return (rng.random((count, *model.torch.input_shape), dtype=np.float32),
+                f"{count} random images ({tar_path} absent: the ranges are for speed only)")
+    split = preset_split(preset, tar_path, 0)
+    with TarImages(tar_path, model.torch.input_shape) as tar:
+        images = TarPool(tar, split.calibration[:count]).images(range(count))
+    return images, f"the first {count} calibration images of the {preset.name} split"
+
+
+def int8_detector_for(model: Standard, detector: Path, data: Path) -> tuple[Path, str]:
+    """The INT8 twin of ``detector`` (cached next to it, keyed by the calibration source)."""
+    import hashlib
+
+    from rpdetect.contract import read_spec
+    from rpdetect.export.graph import extract_classifier, load_onnx
+    from rpdetect.export.quantize import build_int8_detector
+
+    images, source = calibration_images(model, data)
+    tag = hashlib.sha256(source.encode()).hexdigest()[:8]
+    path = detector.with_name(f"{detector.stem}-int8-{tag}.onnx")
+    if not path.is_file():
+        fp32 = load_onnx(detector)
+        save_onnx(build_int8_detector(extract_classifier(fp32), read_spec(fp32).config(), images),
+                  path)
+    return path, source
+
+
 def headline(reports: dict[str, dict]) -> str:
     """The summary table over every standard model's latest JSON report (``Report.to_dict``),
     so a run of one model keeps the other's row; each row names the command and date."""
     lines = ["# Latency of the fused detector (rpdetect bench)", "",
-             "| model | provider | detector / floor | target | detector / floor, profiled kernels "
-             "| naive / detector | target | naive / detector (input noise) | naive / floor (bound) "
-             "| detector (input noise) / floor | detector (input noise, prefetched) / floor "
-             "| torch B=11 / detector |",
+             "| model | provider | rpdetect.Detector (default) / floor | target "
+             "| graph noise (file as is) / floor | input noise / floor "
+             "| INT8 detector / FP32 floor | target | INT8 floor / FP32 floor "
+             "| naive / detector | target | torch B=11 / detector |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, rep in reports.items():
         by = {(r["provider"], r["name"]): r for r in rep["ratios"]}
@@ -103,12 +146,13 @@ def headline(reports: dict[str, dict]) -> str:
                     return value + mark
                 sign = "<=" if r["target_kind"] == "max" else ">="
                 return f"{value}{mark} | {sign} {r['target']:g}" if r["target"] else f"{value} | -"
-            lines.append(f"| [{key}]({key}.md) | {provider} | {cell('detector / floor', True)} "
-                         f"| {cell(PROFILED_RATIO)} | {cell('naive / detector', True)} | "
-                         f"{cell('naive / detector (input noise)')} | "
-                         f"{cell('naive / floor (upper bound of naive / detector)')} | "
+            lines.append(f"| [{key}]({key}.md) | {provider} | "
+                         f"{cell('detector (rpdetect.Detector, default) / floor', True)} | "
+                         f"{cell('detector / floor')} | "
                          f"{cell('detector (input noise) / floor')} | "
-                         f"{cell('detector (input noise, prefetched) / floor')} | "
+                         f"{cell('INT8 detector (rpdetect.Detector) / floor', True)} | "
+                         f"{cell('INT8 floor / floor')} | "
+                         f"{cell('naive / detector', True)} | "
                          f"{cell('torch batch / detector')} |")
     lines.append("")
     for key, rep in reports.items():
@@ -136,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default=None)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
+                   help="folder of the dataset tars (INT8 calibration images)")
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 detector")
     args = p.parse_args(argv)
     command = " ".join(["python benchmarks/bench_latency.py",
                         *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
@@ -156,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         model = models[key]
         print(f"== {model.title}", file=sys.stderr)
+        detector = detector_for(model, args.cache)
+        int8, int8_source = (None, None) if args.no_int8 else int8_detector_for(
+            model, detector, args.data)
         report = run_benchmark(
-            detector_for(model, args.cache),
+            detector,
+            int8_detector=int8,
             torch_model=model.torch,
             providers=args.providers.split(","),
             batches=[int(b) for b in args.batches.split(",")],
@@ -170,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda msg: print("  " + msg, file=sys.stderr),
         )
         report.settings["command"] = command
+        if int8_source is not None:
+            report.notes.append(f"INT8 detector: QDQ, per-channel int8 weights, uint8 "
+                                f"activations; ranges from {int8_source} with their noisy "
+                                f"copies")
         js, _ = report.write(args.out, model.key)
         print(report.to_markdown())
         print(f"wrote {js}", file=sys.stderr)

@@ -96,9 +96,14 @@ static void rp_normal_fill(uint32_t *restrict state, float *restrict out,
         size_t b = left < 2 * BLOCK ? (left > BLOCK ? left - BLOCK : 0) : BLOCK;
         float *o1 = out + done, *o2 = out + done + BLOCK;
         if (base) {
+            /* the product is stored (rounded) before the sum, in loops of their own, so the
+               compiler cannot fuse them into an FMA: out = base + scale * z rounds exactly as
+               the graph's Mul then Add (the polynomials above may use FMA) */
             const float *b1 = base + done, *b2 = base + done + BLOCK;
-            for (size_t j = 0; j < a; j++) o1[j] = b1[j] + scale * z1[j];
-            for (size_t j = 0; j < b; j++) o2[j] = b2[j] + scale * z2[j];
+            for (size_t j = 0; j < a; j++) z1[j] = scale * z1[j];
+            for (size_t j = 0; j < b; j++) z2[j] = scale * z2[j];
+            for (size_t j = 0; j < a; j++) o1[j] = b1[j] + z1[j];
+            for (size_t j = 0; j < b; j++) o2[j] = b2[j] + z2[j];
         } else {
             for (size_t j = 0; j < a; j++) o1[j] = scale * z1[j];
             for (size_t j = 0; j < b; j++) o2[j] = scale * z2[j];

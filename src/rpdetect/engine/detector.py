@@ -283,7 +283,10 @@ class Detector:
                 self.path,
                 reseed_graph_noise=self.info.noise == "graph" and self.info.seed is None)
         else:
-            built = session_builder.build(cut.model, name=str(self.path))
+            # ORT's idle workers would otherwise spin after each run, on the cores the engine
+            # draws the next image's noise on
+            config = {"session.force_spinning_stop": "1", **session_builder.config}
+            built = session_builder.build(cut.model, name=str(self.path), config=config)
         self.session_builder = session_builder
         self.plan: ProviderPlan = built.plan
         self.session = built.session

@@ -31,6 +31,7 @@ Input policy (the same for ``Detector.detect`` and ``load_image``):
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Literal, Sequence, Union
@@ -223,13 +224,15 @@ def _hwc_from_array(array: np.ndarray, channel_order: str, source: str) -> np.nd
                 f"{source}: float array of rank {array.ndim} {array.shape}; expected one image, "
                 f"CHW or HW (use detect_many for a batch)"
             )
-        bad = ~np.isfinite(chw)
-        if bad.any():
+        # min and max see any NaN or Inf (NaN propagates), so the finite check costs no pass
+        # of its own on good images
+        lo, hi = float(chw.min()), float(chw.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = ~np.isfinite(chw)
             raise InputError(
                 f"{source}: {int(bad.sum())} NaN/Inf value(s) (first at index "
                 f"{tuple(int(i) for i in np.argwhere(bad)[0])}); images must be finite"
             )
-        lo, hi = float(chw.min()), float(chw.max())
         if lo < 0.0 or hi > 1.0:
             raise InputError(
                 f"{source}: float values must lie in [0, 1], observed range "
@@ -237,7 +240,8 @@ def _hwc_from_array(array: np.ndarray, channel_order: str, source: str) -> np.nd
                 + ("; 0..255 data: pass it as uint8, or divide by 255" if hi > 1.0 and hi <= 255
                    else "")
             )
-        return np.ascontiguousarray(chw.astype(np.float32, copy=False).transpose(1, 2, 0))
+        # a view: the caller's final CHW copy is then one contiguous copy, not two strided ones
+        return chw.astype(np.float32, copy=False).transpose(1, 2, 0)
     raise InputError(
         f"{source}: unsupported dtype {dtype}; pass uint8/uint16 (HWC) or float (CHW, in [0, 1])"
     )
@@ -326,7 +330,10 @@ def prepare_image(
         out = hwc.astype(np.float32) / np.float32(65535.0)
     else:
         out = hwc
-    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+    chw = np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+    if isinstance(image, np.ndarray) and np.may_share_memory(chw, image):
+        chw = chw.copy()  # never hand back the caller's own array
+    return chw
 
 
 def load_image(

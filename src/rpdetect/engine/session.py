@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -66,7 +66,9 @@ class SessionBuilder:
     core); ``inter_op_threads`` and ``sequential`` set ORT's inter-op pool and execution mode;
     ``graph_optimization``: ORT's level; ``spinning``: ``session.intra_op.allow_spinning``
     (None: ORT's default); ``log_severity``: 3 shows errors only (ORT warns that the threshold
-    initializers are also graph inputs, which detectors do by design)."""
+    initializers are also graph inputs, which detectors do by design); ``config``: more
+    session config entries under ORT's keys (``SessionOptions.add_session_config_entry``),
+    e.g. ``{"session.force_spinning_stop": "1"}``."""
 
     providers: str | tuple[str, ...] = "auto"
     provider_options: Mapping[str, Mapping[str, Any]] | None = None
@@ -77,6 +79,7 @@ class SessionBuilder:
     graph_optimization: GraphOptimization = "all"
     spinning: bool | None = None
     log_severity: int = 3
+    config: Mapping[str, str] = field(default_factory=dict)  # add_session_config_entry pairs
 
     def __post_init__(self) -> None:
         for name in ("threads", "inter_op_threads"):
@@ -120,6 +123,8 @@ class SessionBuilder:
         if self.spinning is not None:
             so.add_session_config_entry("session.intra_op.allow_spinning",
                                         "1" if self.spinning else "0")
+        for key, value in self.config.items():
+            so.add_session_config_entry(str(key), str(value))
         if profile_prefix is not None:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
@@ -127,11 +132,16 @@ class SessionBuilder:
 
     def build(self, model: str | Path | bytes | onnx.ModelProto, *,
               reseed_graph_noise: bool = False, profile_prefix: str | None = None,
-              name: str | None = None) -> BuiltSession:
+              name: str | None = None, config: Mapping[str, str] | None = None
+              ) -> BuiltSession:
         """Open the session on ``model`` (a path, serialised bytes or a ModelProto).
         ModelError when ONNX Runtime cannot load it, ProviderNotStarted when an explicitly
         requested provider is not what it runs on. ``name`` labels messages (default: the
-        path)."""
+        path); ``config`` replaces this builder's session config entries for this session."""
+        if config is not None:
+            return replace(self, config=dict(config)).build(
+                model, reseed_graph_noise=reseed_graph_noise, profile_prefix=profile_prefix,
+                name=name)
         label = name or (str(model) if isinstance(model, (str, Path)) else "model")
         plan = self.plan()
         available = ort.get_available_providers()
