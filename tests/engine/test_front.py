@@ -169,3 +169,23 @@ def test_threshold_overrides_reach_the_cut_graph(det_calibrated, tools):
     assert not plain.is_adversarial
     graph = Detector(det_calibrated, engine_noise=False).detect(image, noise=noise)
     assert det.detect(image, noise=noise).is_adversarial == graph.is_adversarial
+
+
+def test_a_batched_file_runs_image_by_image_on_the_engine_front(det_input_b3, tools):
+    # B = 3 in the file; the cut graph answers for one image per run (no padding computed,
+    # and the per-image cost of B = 3 is that of B = 1); the file's interface is unchanged
+    det = Detector(det_input_b3)
+    n = det.info.n
+    assert det._buffer.batch == 1
+    assert list(det.session.get_inputs()[0].shape) == [n + 1, 3, tools.SIZE, tools.SIZE]
+    assert [t.shape for t in det.outputs if t.name == "label"] == [(3,)]
+    graph = Detector(det_input_b3, engine_noise=False)
+    images = [tools.rgb_image(i) for i in range(5)]
+    noise = np.stack([tools.noise_for(i) for i in range(5)])
+    for over in ({}, {"threshold1": 0.0}):
+        a = det.detect_many(images, noise=noise, progress=False, **over).results
+        b = graph.detect_many(images, noise=noise, progress=False, **over).results
+        assert [r.label for r in a] == [r.label for r in b]
+        assert [r.is_adversarial for r in a] == [r.is_adversarial for r in b]
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x.score2, y.score2, rtol=1e-4, atol=1e-6)

@@ -93,6 +93,23 @@ def test_torch_module_white_box(tree: Path, tmp_path: Path) -> None:
     assert all(row["mean_queries"] is None for row in doc["rows"])  # white-box: null
 
 
+def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,
+                                                                 tmp_path: Path) -> None:
+    # --precision int8: the detector's classifier quantized (QDQ) on the calibration images,
+    # thresholds from its own scores; the attack still queries the float ONNX classifier
+    attacks = ["square-linf-u"]
+    out = _evaluate(tree, tmp_path, ["--classifier", str(tree / "clf.onnx"), "--precision",
+                                     "int8"], attacks)
+    doc = _table(out)
+    _check_detection(doc, attacks)
+    assert "INT8 detector" in (out / "table.md").read_text()
+    detectors = list((tmp_path / "cache").rglob("detector-*int8*-paper.onnx"))
+    assert detectors
+    from rpdetect.contract import read_spec
+
+    assert read_spec(onnx.load(str(detectors[0]))).precision == "int8"
+
+
 def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:
     return main(["evaluate", "--classifier", str(tree / "clf.onnx"),
                  "--calibration-images", str(tree / "calibration"), "--images", str(images),

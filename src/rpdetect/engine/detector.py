@@ -140,20 +140,24 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, tuple(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
 
 
-def _file_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
-    """The inputs a detector FILE declares, as ONNX Runtime lists them: the graph inputs that
-    are not initializers, then the threshold initializers a run may override."""
-    g = model.graph
-    inits = {t.name for t in g.initializer}
+def _tensor_specs(values: Iterable[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
     specs = []
-    for vi in [*(i for i in g.input if i.name not in inits),
-               *(i for i in g.input if i.name in inits and i.name in THRESHOLD_NAMES)]:
+    for vi in values:
         t = vi.type.tensor_type
         shape = tuple(d.dim_value if d.HasField("dim_value") else
                       (d.dim_param if d.HasField("dim_param") else None) for d in t.shape.dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
         specs.append(TensorSpec(vi.name, shape, "bool" if dtype == "bool" else dtype))
     return tuple(specs)
+
+
+def _file_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    """The inputs a detector FILE declares, as ONNX Runtime lists them: the graph inputs that
+    are not initializers, then the threshold initializers a run may override."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    return _tensor_specs([*(i for i in g.input if i.name not in inits),
+                          *(i for i in g.input if i.name in inits and i.name in THRESHOLD_NAMES)])
 
 
 def _threshold_feed(name: str, value: float | Sequence[float] | None,
@@ -293,7 +297,8 @@ class Detector:
         self.providers: tuple[str, ...] = built.providers
         _log.info("%s: running on %s, front built by the %s", self.path, list(self.providers),
                   self.front)
-        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self.session.get_outputs())
+        # the file's outputs too: a graph cut per image answers [1, ...] per run
+        self.outputs: tuple[TensorSpec, ...] = _tensor_specs(file_model.graph.output)
         self._batch_input = None if cut is None else cut.batch_input
         output_names = {t.name for t in self.outputs}
         self._outputs: tuple[str, ...] = REQUIRED_OUTPUTS + tuple(
@@ -321,7 +326,8 @@ class Detector:
             prefetch=0 if graph_draws else prefetch_noise,
             generator=noise_generator,
             threads=noise_threads)
-        self._buffer = None if cut is None else BatchBuffer(self.info, self.noise_source)
+        self._buffer = None if cut is None else BatchBuffer(self.info, self.noise_source,
+                                                            images=cut.images)
 
     def close(self) -> None:
         """Stop the noise threads (prefetch and drawing, if any). The session is released with
@@ -467,16 +473,26 @@ class Detector:
         without a copy (I/O binding; a plain run when thresholds are overridden), the outputs
         read back."""
         assert self._buffer is not None and self._batch_input is not None
-        buf = self._buffer.fill([self._pixels(i) for i in images], list(noises))
-        if thresholds:  # I/O binding cannot bind an overridable initializer: a plain run
-            feed = {self._batch_input: buf, **thresholds}
-            return dict(zip(self._outputs, self.session.run(list(self._outputs), feed)))
-        io = self.session.io_binding()
-        io.bind_cpu_input(self._batch_input, buf)
-        for name in self._outputs:
-            io.bind_output(name)
-        self.session.run_with_iobinding(io)
-        return dict(zip(self._outputs, io.copy_outputs_to_cpu()))
+        step = self._buffer.batch  # images per run of the cut graph (1 when cut per image)
+        parts = []
+        for start in range(0, len(images), step):
+            buf = self._buffer.fill([self._pixels(i) for i in images[start:start + step]],
+                                    list(noises[start:start + step]))
+            if thresholds:  # I/O binding cannot bind an overridable initializer: a plain run
+                feed = {self._batch_input: buf, **thresholds}
+                parts.append(self.session.run(list(self._outputs), feed))
+            else:
+                io = self.session.io_binding()
+                io.bind_cpu_input(self._batch_input, buf)
+                for name in self._outputs:
+                    io.bind_output(name)
+                self.session.run_with_iobinding(io)
+                parts.append(io.copy_outputs_to_cpu())
+            self.noise_source.refill()  # a prefetched draw for the next image starts now
+        if len(parts) == 1:
+            return dict(zip(self._outputs, parts[0]))
+        return {name: np.concatenate([p[i] for p in parts])
+                for i, name in enumerate(self._outputs)}
 
     def _thresholds(self, threshold1: float | Sequence[float] | None,
                     threshold2: float | Sequence[float] | None,

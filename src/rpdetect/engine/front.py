@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..contract import CLASSIFIER_INPUT_KEY, METADATA_PREFIX, DetectorSpec
+from ..contract import CLASSIFIER_INPUT_KEY, CLASSIFIER_OUTPUT_KEY, METADATA_PREFIX, DetectorSpec
 from .noise import NoiseSource, scale_add
 
 __all__ = ["BatchBuffer", "CutModel", "split_front"]
@@ -40,11 +40,13 @@ MAX_PROTO_BYTES = 2**31 - 2**26  # a cut model is passed to ONNX Runtime as one 
 
 @dataclass(frozen=True)
 class CutModel:
-    """The detector after its front: ``model`` takes ``batch_input`` [B * (n + 1), C, H, W]
-    float32 pixels in [0, 1] (the thresholds stay overridable inputs)."""
+    """The detector after its front: ``model`` takes ``batch_input`` [images * (n + 1), C, H, W]
+    float32 pixels in [0, 1] (the thresholds stay overridable inputs) and answers for
+    ``images`` images per run (1 when cut per image, else the file's B)."""
 
     model: onnx.ModelProto
     batch_input: str
+    images: int
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -85,9 +87,38 @@ def _walk_to_reshape(producers: dict[str, onnx.NodeProto], spec: DetectorSpec) -
     return tensor
 
 
-def split_front(model: onnx.ModelProto, spec: DetectorSpec) -> CutModel | None:
+def _per_image(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
+    """Make the cut graph answer for one image per run: the scores' Reshape of the logits to
+    [B, n + 1, K] becomes [1, n + 1, K] and the outputs' batch axis 1. False (nothing changed)
+    when the graph is not shaped that way."""
+    y_name = spec.raw.get(CLASSIFIER_OUTPUT_KEY[len(METADATA_PREFIX):])
+    reshape = next((nd for nd in graph.node if nd.op_type == "Reshape" and nd.input
+                    and nd.input[0] == y_name), None)
+    inits = {t.name: t for t in graph.initializer}
+    if reshape is None or len(reshape.input) < 2 or reshape.input[1] not in inits:
+        return False
+    shape = onnx.numpy_helper.to_array(inits[reshape.input[1]])
+    if shape.tolist() != [spec.batch, spec.n + 1, -1]:
+        return False
+    if sum(1 for nd in graph.node if reshape.input[1] in nd.input) != 1:
+        return False  # the constant is shared: leave the graph alone
+    inits[reshape.input[1]].CopyFrom(onnx.numpy_helper.from_array(
+        np.array([1, spec.n + 1, -1], dtype=np.int64), reshape.input[1]))
+    for out in graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = 1
+    return True
+
+
+def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, per_image: bool = True
+                ) -> CutModel | None:
     """``model`` (a detector with its weights) without its front, or None when its graph does
-    not have the front rpdetect's export writes (the caller then runs the file as it is)."""
+    not have the front rpdetect's export writes (the caller then runs the file as it is).
+    ``per_image``: the cut graph answers for one image per run (the engine then runs a batch
+    image by image: at 224x224 an inner batch of B * 11 costs more per image than 11, and a
+    part-filled batch computes no padding), where the graph allows it."""
     graph = model.graph
     cut = _walk_to_reshape(_producers(graph), spec)
     if cut is None:
@@ -111,36 +142,48 @@ def split_front(model: onnx.ModelProto, spec: DetectorSpec) -> CutModel | None:
     if "image" in used or "noise" in used:
         return None  # something after the front reads the raw inputs: not our layout
     c, h, w = spec.input_shape
-    inner = spec.batch * (spec.n + 1)
+    images = spec.batch
+    # copies of the outputs and initializers the cut graph gets, so the file's model is intact
+    scratch = onnx.GraphProto()
+    scratch.output.extend(graph.output)
+    scratch.initializer.extend(t for t in graph.initializer if t.name in used)
+    scratch.node.extend(nodes)
+    if per_image and spec.batch > 1 and _per_image(scratch, spec):
+        images = 1
+    inner = images * (spec.n + 1)
     inputs = [helper.make_tensor_value_info(cut, TensorProto.FLOAT, [inner, c, h, w])]
     inputs += [i for i in graph.input if i.name in used and i.name not in ("image", "noise")]
     cut_graph = helper.make_graph(
-        nodes, graph.name, inputs, list(graph.output),
-        initializer=[t for t in graph.initializer if t.name in used],
-        value_info=[v for v in graph.value_info if v.name in used])
+        nodes, graph.name, inputs, list(scratch.output),
+        initializer=list(scratch.initializer),
+        # shapes inferred for the file's B would contradict a per-image graph
+        value_info=[] if images != spec.batch else
+        [v for v in graph.value_info if v.name in used])
     out = helper.make_model(cut_graph, opset_imports=list(model.opset_import),
                             ir_version=model.ir_version)
     out.functions.extend(model.functions)
     out.metadata_props.extend(model.metadata_props)
     if out.ByteSize() > MAX_PROTO_BYTES:
         return None
-    return CutModel(out, cut)
+    return CutModel(out, cut, images)
 
 
 class BatchBuffer:
     """The inner batch of one detector, preallocated once per thread, and how to fill it.
 
-    ``fill(images, noises)``: images [C, H, W] float32 pixels (at most ``batch``); ``noises``
+    ``fill(images, noises)``: images [C, H, W] float32 pixels (at most ``images``, the images
+    the cut graph answers for per run); ``noises``
     per image: an [n, C, H, W] N(0, 1) array to use, or None to draw it from ``source``
     straight into the buffer. Rows of the batch not filled (padding) keep old, finite values;
     their results are dropped by the caller."""
 
-    def __init__(self, spec: DetectorSpec, source: NoiseSource) -> None:
+    def __init__(self, spec: DetectorSpec, source: NoiseSource, *, images: int | None = None
+                 ) -> None:
         self.n = spec.n
-        self.batch = spec.batch
+        self.batch = spec.batch if images is None else images
         self.clip = spec.clip
         self.kappas = tuple(float(k) for k in spec.kappas)
-        self.shape = (spec.batch * (spec.n + 1), *spec.input_shape)
+        self.shape = (self.batch * (spec.n + 1), *spec.input_shape)
         self.source = source
         self._local = threading.local()
 
