@@ -191,8 +191,9 @@ def run_benchmark(
             "detector variants are rebuilt from the classifier inside the detector file with its "
             "kappas, clip, mean/std, seed and input format",
             f"input-noise runs draw the noise as rpdetect.Detector does (NoiseSource, generator "
-            f"{settings.noise_generator or default_generator()}, {settings.noise_threads or default_noise_threads()} "
-            f"drawing thread(s)) inside the timed run; the prefetched configuration draws the "
+            f"{settings.noise_generator or default_generator()}, "
+            f"{settings.noise_threads or default_noise_threads(n * int(np.prod(info.input_shape)))}"
+            f" drawing thread(s)) inside the timed run; the prefetched configuration draws the "
             f"next run's noise on a background thread once a run is done",
             "images/s = B / median; the floor and the torch configurations judge one image per run",
         ],

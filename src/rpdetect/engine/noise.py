@@ -83,9 +83,16 @@ def check_seed(seed: object) -> None:
         raise ValueError(f"seed: expected an integer >= 0 or None, got {seed!r}")
 
 
-def default_noise_threads() -> int:
+SMALL_DRAW = 1 << 18  # values: below this one thread draws faster than two hand over
+
+
+def default_noise_threads(values: int | None = None) -> int:
     """Threads that draw one noise array at once by default: 2 where there are 2 cores or more
-    (the draw happens while the session's threads wait for it)."""
+    (the draw happens while the session's threads wait for it), 1 for a draw of fewer than
+    ``SMALL_DRAW`` values (a 32x32 image's 30 k take about 20 us: handing them to threads costs
+    more)."""
+    if values is not None and values < SMALL_DRAW:
+        return 1
     return min(2, os.cpu_count() or 1)
 
 
@@ -221,7 +228,7 @@ class NoiseSource:
                              "time?); use 'opencv' or reinstall with a compiler")
         check_seed(seed)
         if threads is None:
-            threads = default_noise_threads()
+            threads = default_noise_threads(int(np.prod(shape, dtype=np.int64)))
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads: expected an integer >= 1 or None, got {threads!r}")
         self.shape = tuple(int(s) for s in shape)
