@@ -108,6 +108,17 @@ def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,
     from rpdetect.contract import read_spec
 
     assert read_spec(onnx.load(str(detectors[0]))).precision == "int8"
+    # --positives deployed: only what the INT8 classifier gets wrong counts (the scores come
+    # from the cache); the rest joins the failed attacks
+    out2 = tmp_path / "deployed"
+    assert main(["evaluate", "--classifier", str(tree / "clf.onnx"), "--precision", "int8",
+                 "--positives", "deployed", "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--n", str(N), "--fpr", str(FPR),
+                 "--attacks", *attacks, "--cache", str(tmp_path / "cache"), "--out", str(out2),
+                 "--no-figures", "--no-progress"]) == 0
+    row, row2 = doc["rows"][0], _table(out2)["rows"][0]
+    assert row2["attempted"] == row["attempted"] and row2["used"] <= row["used"]
+    assert row2["used"] + row2["failed"] == row2["attempted"]
 
 
 def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:

@@ -68,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="int8: the detector's classifier quantized by ONNX Runtime "
                    "(rpdetect export --quantize int8) on the first 100 calibration images, then "
                    "calibrated on its own scores; the attacks still target the float model")
+    p.add_argument("--positives", choices=("attack", "deployed"), default="attack",
+                   help="attack (default): every successful attack on the float model is a "
+                   "positive; deployed: only those the detector's own classifier (the quantized "
+                   "one for --precision int8) misclassifies too")
     p.set_defaults(func=run)
 
 
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
+        positives=args.positives,
     )
     result, specs, written = run_evaluation(config)
     for name in result.rules:

@@ -91,6 +91,7 @@ class EvaluationConfig:
     progress: bool = True
     command: str = ""
     precision: str = "fp32"  # "int8": the detector's classifier quantized (export.quantize)
+    positives: str = "attack"  # "deployed": only examples the detector's classifier gets wrong
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -110,6 +111,8 @@ class EvaluationConfig:
             raise InputError(f"--n: expected >= 1, got {self.n}")
         if self.precision not in ("fp32", "int8"):
             raise InputError(f"--precision: expected fp32 or int8, got {self.precision!r}")
+        if self.positives not in ("attack", "deployed"):
+            raise InputError(f"--positives: expected attack or deployed, got {self.positives!r}")
         if not 0 < self.fpr < 1:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
 
@@ -281,6 +284,10 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
                          "first 100 calibration images with their noisy copies); thresholds from "
                          "its own scores on the calibration images. The attacks target the "
                          "float32 model, so the adversarial examples are the FP32 run's.")
+        if config.positives == "deployed":
+            notes.append("Positives: only the adversarial examples that the detector's own "
+                         "classifier misclassifies too; the others are counted as failed "
+                         "attacks (--positives deployed).")
         written: list[Path] = []
 
         def on_row(result: EvaluationResult) -> None:
@@ -296,5 +303,6 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
             classifier, calibration=calibration, pool=pool, attacks=specs, work_dir=work,
             kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
             figure_images=16 if config.figures else 0, progress=config.progress,
-            classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision)
+            classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
+            positives=config.positives)
     return result, specs, written

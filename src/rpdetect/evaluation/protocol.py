@@ -244,6 +244,7 @@ def evaluate(
     on_row: Callable[[EvaluationResult], None] | None = None,
     precision: str = "fp32",
     quantize_images: int = 100,
+    positives: str = "attack",
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
     cached under ``work_dir`` so an interrupted run resumes. ``classifier``: a torch
@@ -254,7 +255,10 @@ def evaluate(
     the paper's (``rpdetect.calibration.thresholds``). ``precision="int8"``: the detector's
     classifier quantized (``rpdetect.export.quantize``) with the first ``quantize_images``
     calibration images; the attacks (cached by the classifier, not the detector) are those of
-    the float32 run."""
+    the float32 run. ``positives="deployed"``: an adversarial example counts only where the
+    detector's own classifier (for int8, the quantized one) misclassifies it too; the others
+    join the failed attacks (an FP32 minimal attack sits on the FP32 boundary, which the INT8
+    classifier has moved)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fp = classifier.fingerprint()
     classifier_path = classifier_onnx or classifier.onnx(work_dir)
@@ -307,10 +311,15 @@ def evaluate(
             lambda: runner.score(adv_images, progress=progress, desc=f"detect {spec.name}"))
         clean = clean_scores.get(used_pos, pool, runner, progress)
         attempted = _attempted_until(adv, n)
+        l2, queries = adv.l2[adv.success][:n], adv.queries[adv.success][:n]
+        if positives == "deployed":
+            keep = adv_scores.label != np.asarray(pool.labels)[used_pos]
+            adv_scores = ScoreSet(*(np.asarray(v)[keep] for v in adv_scores))
+            clean = ScoreSet(*(np.asarray(v)[keep] for v in clean))
+            used_pos, l2, queries = used_pos[keep], l2[keep], queries[keep]
         rows.append(attack_metrics(
             spec.name, clean=clean, adversarial=adv_scores, rules=thresholds,
-            attempted=attempted, failed=attempted - len(used_pos),
-            l2=adv.l2[adv.success][:n], queries=adv.queries[adv.success][:n]))
+            attempted=attempted, failed=attempted - len(used_pos), l2=l2, queries=queries))
         for family, family_mode in families.items():
             if len(used_pos):
                 roc[family][spec.name] = roc_curve(family_mode, calib, clean, adv_scores)
