@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._atomic import atomic_write_text
+from ..engine.noise import default_generator
 from .cases import DETECTOR_MODES, OnnxWorkload
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
@@ -210,7 +211,7 @@ class Report:
             f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
             f"Threads {s['session']['threads']}, graph optimisation "
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
-            f"input noise drawn by {s['session'].get('noise_generator', 'numpy')}; "
+            f"input noise drawn by {s['session'].get('noise_generator') or default_generator()}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
             f"per configuration, each in its own process: {s['isolate']}; "
             + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."
