@@ -42,11 +42,6 @@ __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"
 
 _log = logging.getLogger("rpdetect.engine")
 
-_ORT_DTYPES = {
-    "tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
-    "tensor(bool)": "bool", "tensor(double)": "float64", "tensor(float16)": "float16",
-}
-
 
 def _stack(arrays: Sequence[np.ndarray], pad: int, filler: np.ndarray) -> np.ndarray:
     """[len(arrays) + pad, ...]; a single array becomes a view (no copy of 6 MB of noise)."""
@@ -134,10 +129,6 @@ class TensorSpec:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str
-
-
-def _spec(arg: Any) -> TensorSpec:
-    return TensorSpec(arg.name, tuple(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
 
 
 def _tensor_specs(values: Iterable[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:

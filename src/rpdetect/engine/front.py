@@ -120,10 +120,10 @@ def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, per_image: bool =
     image by image: at 224x224 an inner batch of B * 11 costs more per image than 11, and a
     part-filled batch computes no padding), where the graph allows it."""
     graph = model.graph
-    cut = _walk_to_reshape(_producers(graph), spec)
+    producers = _producers(graph)
+    cut = _walk_to_reshape(producers, spec)
     if cut is None:
         return None
-    producers = _producers(graph)
     needed: set[int] = set()
     stack = [o.name for o in graph.output]
     while stack:
