@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="int8: the detector's classifier quantized by ONNX Runtime "
                    "(rpdetect export --quantize int8) on the first 100 calibration images, then "
                    "calibrated on its own scores; the attacks still target the float model")
+    p.add_argument("--quantize-method", choices=("minmax", "entropy", "percentile"),
+                   default="minmax", help="--precision int8: ONNX Runtime's range method")
     p.add_argument("--positives", choices=("attack", "deployed"), default="attack",
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
-        positives=args.positives,
+        positives=args.positives, quantize_method=args.quantize_method,
     )
     result, specs, written = run_evaluation(config)
     for name in result.rules:

@@ -92,6 +92,7 @@ class EvaluationConfig:
     command: str = ""
     precision: str = "fp32"  # "int8": the detector's classifier quantized (export.quantize)
     positives: str = "attack"  # "deployed": only examples the detector's classifier gets wrong
+    quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -280,7 +281,8 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
         notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
         if config.precision == "int8":
             notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
-                         "per-channel int8 weights, uint8 activations, MinMax ranges from the "
+                         f"per-channel int8 weights, uint8 activations, "
+                         f"{config.quantize_method} ranges from the "
                          "first 100 calibration images with their noisy copies); thresholds from "
                          "its own scores on the calibration images. The attacks target the "
                          "float32 model, so the adversarial examples are the FP32 run's.")
@@ -304,5 +306,5 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
             kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
             figure_images=16 if config.figures else 0, progress=config.progress,
             classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
-            positives=config.positives)
+            positives=config.positives, quantize_method=config.quantize_method)
     return result, specs, written

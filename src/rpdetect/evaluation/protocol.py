@@ -244,6 +244,7 @@ def evaluate(
     on_row: Callable[[EvaluationResult], None] | None = None,
     precision: str = "fp32",
     quantize_images: int = 100,
+    quantize_method: str = "minmax",
     positives: str = "attack",
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
@@ -266,7 +267,8 @@ def evaluate(
                             seed=float(seed), batch=DETECTOR_BATCH)
     det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
     if precision == "int8":
-        det_key += f"-int8q{quantize_images}"
+        det_key += f"-int8q{quantize_images}" + ("" if quantize_method == "minmax"
+                                                   else f"-{quantize_method}")
     detector_path = work_dir / f"detector-{det_key}.onnx"
     if not detector_path.is_file():
         if precision == "int8":
@@ -274,7 +276,9 @@ def evaluate(
 
             images = calibration.images(range(min(quantize_images, len(calibration))))
             save_onnx(build_int8_detector(classifier_path, config, images,
-                                          options=QuantizeOptions(max_images=quantize_images)),
+                                          options=QuantizeOptions(
+                                              max_images=quantize_images,
+                                              calibrate_method=quantize_method)),  # type: ignore[arg-type]
                       detector_path)
         else:
             save_onnx(build_detector(classifier_path, config), detector_path)

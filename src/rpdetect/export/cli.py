@@ -109,7 +109,9 @@ def register(sub: Any) -> None:
                    metavar="N", help=f"images used, a random sample when there are more "
                    f"(default {QuantizeOptions.max_images})")
     q.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"),
-                   default="minmax", help="ONNX Runtime's range method (default minmax)")
+                   default="minmax", help="ONNX Runtime's range method (default minmax; "
+                   "entropy and percentile keep every activation in memory: use a small "
+                   "--calibration-limit on large inputs)")
     q.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq")
     q.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights, for CPUs without VNNI (AVX2/AVX-512 without VNNI)")
