@@ -34,7 +34,7 @@ from .images import (
     ResizePolicy,
     prepare_image,
 )
-from .noise import NoiseGenerator, NoiseSource, check_seed
+from .noise import NoiseGenerator, NoiseSource, check_seed, default_noise_threads
 from .providers import ProviderPlan
 from .session import SessionBuilder
 
@@ -278,9 +278,14 @@ class Detector:
                 self.path,
                 reseed_graph_noise=self.info.noise == "graph" and self.info.seed is None)
         else:
-            # ORT's idle workers would otherwise spin after each run, on the cores the engine
-            # draws the next image's noise on
-            config = {"session.force_spinning_stop": "1", **session_builder.config}
+            # Where the noise is drawn on threads of its own (a large image), ORT's idle workers
+            # would otherwise spin after each run on the cores it is drawn on; for a small one
+            # (drawn on the caller's thread in microseconds) waking them would cost more
+            c, h, w = spec.input_shape
+            drawing = noise_threads or default_noise_threads(spec.n * c * h * w)
+            config = dict(session_builder.config)
+            if drawing > 1:
+                config.setdefault("session.force_spinning_stop", "1")
             built = session_builder.build(cut.model, name=str(self.path), config=config)
         self.session_builder = session_builder
         self.plan: ProviderPlan = built.plan
