@@ -33,7 +33,7 @@ from onnx import TensorProto, helper
 from ..contract import CLASSIFIER_INPUT_KEY, CLASSIFIER_OUTPUT_KEY, METADATA_PREFIX, DetectorSpec
 from .noise import NoiseSource, scale_add
 
-__all__ = ["BatchBuffer", "CutModel", "split_front"]
+__all__ = ["BatchBuffer", "CutModel", "nodes_between", "split_front"]
 
 MAX_PROTO_BYTES = 2**31 - 2**26  # a cut model is passed to ONNX Runtime as one protobuf
 
@@ -62,6 +62,28 @@ def _subgraph_names(node: onnx.NodeProto) -> set[str]:
                 names.update(inner.input)
                 names |= _subgraph_names(inner)
     return names
+
+
+def nodes_between(graph: onnx.GraphProto, outputs: list[str], stop: str
+                  ) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes ``outputs`` depend on, walking back until ``stop`` (not included), in graph
+    order, and every tensor name they read (subgraphs' outer names included)."""
+    producers = _producers(graph)
+    needed: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        tensor = stack.pop()
+        node = producers.get(tensor)
+        if tensor == stop or node is None or id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(node.input)
+        stack.extend(_subgraph_names(node))
+    nodes = [node for node in graph.node if id(node) in needed]
+    used = {name for node in nodes for name in node.input}
+    for node in nodes:
+        used |= _subgraph_names(node)
+    return nodes, used
 
 
 def _walk_to_reshape(producers: dict[str, onnx.NodeProto], spec: DetectorSpec) -> str | None:
@@ -120,25 +142,10 @@ def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, per_image: bool =
     image by image: at 224x224 an inner batch of B * 11 costs more per image than 11, and a
     part-filled batch computes no padding), where the graph allows it."""
     graph = model.graph
-    producers = _producers(graph)
-    cut = _walk_to_reshape(producers, spec)
+    cut = _walk_to_reshape(_producers(graph), spec)
     if cut is None:
         return None
-    needed: set[int] = set()
-    stack = [o.name for o in graph.output]
-    while stack:
-        tensor = stack.pop()
-        if tensor == cut:
-            continue
-        node = producers.get(tensor)
-        if node is None or id(node) in needed:
-            continue
-        needed.add(id(node))
-        stack.extend(node.input)
-        stack.extend(_subgraph_names(node))
-    nodes = [node for node in graph.node if id(node) in needed]
-    used = {name for node in nodes for name in node.input} | {
-        name for node in nodes for name in _subgraph_names(node)}
+    nodes, used = nodes_between(graph, [o.name for o in graph.output], cut)
     if "image" in used or "noise" in used:
         return None  # something after the front reads the raw inputs: not our layout
     c, h, w = spec.input_shape

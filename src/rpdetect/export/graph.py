@@ -45,6 +45,7 @@ from ..contract import (
     set_metadata,
     with_thresholds,
 )
+from ..engine.front import nodes_between
 from ..errors import ModelError
 from ..rule import Thresholds
 from .intake import IntakeOptions, prepare_classifier
@@ -581,26 +582,7 @@ def extract_classifier(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"not an rpdetect detector: metadata {exc} is missing") from exc
     g = model.graph
     # Nodes the classifier output depends on, walking back to the classifier input.
-    producer = {o: node for node in g.node for o in node.output}
-    needed: list[onnx.NodeProto] = []
-    seen: set[int] = set()
-    stack = [y_name]
-    while stack:
-        t = stack.pop()
-        node = producer.get(t)
-        if node is None or t == x_name or id(node) in seen:
-            continue
-        seen.add(id(node))
-        needed.append(node)
-        stack.extend(node.input)
-        for sub in _subgraphs(node):  # outer names read inside subgraphs
-            stack.extend(_all_tensor_names(sub))
-    order = {id(node): i for i, node in enumerate(g.node)}
-    needed.sort(key=lambda nd: order[id(nd)])
-    used = {i for nd in needed for i in nd.input}
-    for nd in needed:
-        for sub in _subgraphs(nd):
-            used |= _all_tensor_names(sub)
+    needed, used = nodes_between(g, [y_name], x_name)
     graph = helper.make_graph(
         needed,
         "rpdetect_classifier",
