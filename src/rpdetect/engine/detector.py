@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
-
 import onnx
+from tqdm import tqdm
 
 from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, DetectorSpec, load
 from ..errors import InputError, ModelError, RpdetectError
@@ -175,8 +174,9 @@ class Detector:
     """Run an rpdetect detector ONNX file with ONNX Runtime.
 
     ``Detector(path, *, providers="auto", threads=None, provider_options=None, seed=None,
-    prefetch_noise=0, noise_generator=None, noise_threads=None, engine_noise=None, channel_order="rgb",
-    resize="shorter-crop", max_pixels=100_000_000, max_file_bytes=256 * 2**20, **options)``
+    prefetch_noise=0, noise_generator=None, noise_threads=None, engine_noise=None,
+    channel_order="rgb", resize="shorter-crop", max_pixels=100_000_000,
+    max_file_bytes=256 * 2**20, **options)``
     (options are keyword-only)
 
     * ``providers``: "auto" (TensorRT, then CUDA, then CPU, all that are available, in that
@@ -258,16 +258,18 @@ class Detector:
         self.resize: str = resize
         if engine_noise not in (None, True, False):
             raise ValueError(f"engine_noise: expected None, True or False, got {engine_noise!r}")
-        file_model, spec = load(self.path, weights=False)  # the weights: ONNX Runtime reads them
+        if engine_noise is None:
+            engine_noise = session_builder.plan().names[:1] == ("CPUExecutionProvider",)
+        # read once; the weights only where the engine cuts the graph (else ONNX Runtime reads
+        # them itself)
+        file_model, spec = load(self.path, weights=bool(engine_noise))
         self.info: DetectorSpec = spec
         # the file's inputs (image, noise, thresholds), whichever front runs
         self.inputs: tuple[TensorSpec, ...] = _file_inputs(file_model)
         self._check_file_io()
-        if engine_noise is None:
-            engine_noise = session_builder.plan().names[:1] == ("CPUExecutionProvider",)
         cut = None
         if engine_noise:
-            cut = split_front(load(self.path, weights=True)[0], spec)
+            cut = split_front(file_model, spec)
             if cut is None:
                 _log.warning("%s: its graph does not start with rpdetect's front (or is too big "
                              "to cut in memory); the graph builds the noisy copies itself",
@@ -384,16 +386,16 @@ class Detector:
         hwc = prepare_image(image, (h, w), channels=3, channel_order=self.channel_order,
                             resize=self.resize, layout="uint8-hwc", source=source,
                             limits=self.limits)
-        return np.ascontiguousarray(hwc[:, :, ::-1]) if fmt == "uint8-nhwc-bgr" else hwc
+        if fmt == "uint8-nhwc-bgr" and self.front == "graph":  # the engine's front takes RGB
+            return np.ascontiguousarray(hwc[:, :, ::-1])
+        return hwc
 
     def _pixels(self, feed: np.ndarray) -> np.ndarray:
-        """An image feed as the front's float [C, H, W] pixels (what the graph's Cast/Gather/
-        Transpose/Div make of a uint8 feed)."""
-        fmt = self.info.input_format
-        if fmt == "float-nchw":
+        """An image feed (RGB on the engine's front) as float [C, H, W] pixels: what the
+        graph's Cast/Gather/Transpose/Div make of a uint8 feed."""
+        if self.info.input_format == "float-nchw":
             return feed
-        rgb = feed[:, :, ::-1] if fmt == "uint8-nhwc-bgr" else feed
-        return np.divide(rgb.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+        return np.divide(feed.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
 
     def _noise_feed(self, noise: np.ndarray | None, source: str) -> np.ndarray | None:
         c, h, w = self.info.input_shape
