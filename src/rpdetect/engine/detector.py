@@ -189,7 +189,7 @@ class Detector:
     * ``seed``: seeds the generator that draws the N(0, 1) noise for detectors built with
       ``noise="input"`` when ``detect`` is given none, and for graph-noise files whose front
       the engine builds (``engine_noise``). ``noise_generator``: None (default: "xoshiro",
-      rpdetect's vectorised C generator, about 0.6 ns a value, where it is built, else
+      rpdetect's vectorised C generator, about 0.9 ns a value, where it is built, else
       "opencv"), "opencv" (``cv2.randn``, about 2 ns) or "numpy" (PCG64, about 9 ns);
       ``noise_threads``: threads that draw one image's noise at once (None: 2 where there are
       2 cores or more). See ``noise.py``.

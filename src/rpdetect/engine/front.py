@@ -14,7 +14,7 @@ everything after it, the folded normalisation, the classifier, the scores and th
 :class:`BatchBuffer` fills that input for each run: row ``b * (n + 1)`` is image b, rows after
 it are ``x + kappa_i * eps_i`` with eps drawn by :class:`rpdetect.engine.noise.NoiseSource`
 straight into the buffer, ``x + kappa_i * eps`` in the same pass (the default generator
-``xoshiro``, 0.6 ns a value, period 2**128 - 1 per lane; see ``noise.py``), the copies shared
+``xoshiro``, 0.9 ns a value, period 2**128 - 1 per lane; see ``noise.py``), the copies shared
 out among the noise threads.
 
 ``rpdetect.Detector`` uses this on the CPU provider unless ``engine_noise=False`` (then the

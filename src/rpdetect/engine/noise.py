@@ -2,10 +2,12 @@
 
 The paper's noise is i.i.d. N(0, 1) per pixel and per copy, ``n * C * H * W`` values per image
 (1.5 M at 224x224, n = 10). How fast they are drawn decides how close the detector gets to its
-floor (the classifier alone at batch n + 1) on a CPU. Measured on 1.5 M float32 values, one
-core of an Intel Xeon (AVX-512): rpdetect's own ``xoshiro`` 0.95 ms (0.6 ns a value), OpenCV's
-``cv2.randn`` 3.1 ms, numpy's ``Generator.standard_normal`` 14 ms, ONNX Runtime's
-``RandomNormalLike`` kernel (graph noise) about 20 ms.
+floor (the classifier alone at batch n + 1) on a CPU. Measured with
+``python benchmarks/noise_generators.py`` (``fill_scaled`` of 1.5 M float32 values, an Intel
+Xeon with AVX-512, 2026-12-03), one thread / two: rpdetect's own ``xoshiro`` 1.32 / 0.90 ms
+(0.9 ns a value on one thread), OpenCV's ``cv2.randn`` 3.6 / 3.2 ms, numpy's
+``Generator.standard_normal`` 15 / 7.6 ms; ONNX Runtime's ``RandomNormalLike`` kernel (graph
+noise) takes about 20 ms.
 
 :class:`NoiseSource` draws those values with one of three generators:
 
