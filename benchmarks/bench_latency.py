@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rpdetect._atomic import atomic_write_text
 from rpdetect.bench import QUICK, SessionSettings, Targets, Timing, TorchModel, run_benchmark
 from rpdetect.engine.noise import NOISE_GENERATORS
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {js}", file=sys.stderr)
     latest = {m.key: json.loads(path.read_text()) for m in models.values()
               if (path := args.out / f"{m.key}.json").is_file()}
-    (args.out / "README.md").write_text(headline(latest))
+    atomic_write_text(args.out / "README.md", headline(latest))
     return 0
 
 
