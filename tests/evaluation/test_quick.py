@@ -8,7 +8,6 @@ detector flags more of them than of the clean images.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -25,45 +24,12 @@ from rpdetect.evaluation.protocol import ArrayPool, Classifier, evaluate  # noqa
 from rpdetect.evaluation.report import write_report  # noqa: E402
 from rpdetect.contract import read_spec  # noqa: E402
 
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-def _samples() -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    folder = Path(fb.__file__).parent / "data"
-    files = sorted(folder.glob("cifar10_*.png"))
-    if len(files) < 20:
-        pytest.skip(f"Foolbox's CIFAR-10 samples are missing in {folder}")
-    images = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
-    labels = np.array([int(re.match(r"cifar10_\d+_(\d+)", f.stem).group(1)) for f in files])
-    return images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, labels
-
-
-def _train(images: np.ndarray, labels: np.ndarray) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(32, 10),
-    )
-    x = (torch.as_tensor(images) - 0.5) / 0.25
-    y = torch.as_tensor(labels)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        noisy = x + 0.1 / 0.25 * torch.randn(x.shape, generator=gen)
-        loss = torch.nn.functional.cross_entropy(model(noisy), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # the tiny CNN's (conftest.py)
 
 
 @pytest.mark.slow
-def test_quick_end_to_end(tmp_path: Path) -> None:
-    images, labels = _samples()
-    model = _train(images, labels)
+def test_quick_end_to_end(tmp_path: Path, tiny_cifar) -> None:
+    images, labels, model = tiny_cifar
     with torch.no_grad():
         accuracy = (model((torch.as_tensor(images) - 0.5) / 0.25).argmax(1).numpy() == labels)
     assert accuracy.mean() >= 0.9, "the tiny CNN should fit its 20 training images"

@@ -74,6 +74,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "
                    "one for --precision int8) misclassifies too")
+    adaptive = p.add_argument_group(
+        "adaptive attacks", "attacks that know the detector (--attacks adaptive-pgd-linf "
+        "adaptive-pgd-l2 logit-match-linf logit-match-l2, -t for targeted): each at four "
+        "budgets, against the detector calibrated with every rule; writes adaptive.md/.csv/.json")
+    adaptive.add_argument("--eot", type=int, metavar="K",
+                          help="noise draws (of the n copies each) per attack step (16)")
+    adaptive.add_argument("--adaptive-steps", type=int, metavar="N",
+                          help="PGD steps of the adaptive attacks (100)")
+    adaptive.add_argument("--adaptive-target", default="strictest",
+                          choices=("strictest", "paper", "joint", "combined", "per-kappa"),
+                          help="the thresholds adaptive PGD evades: the lowest of every rule "
+                          "per statistic (strictest, default: one run measured under every "
+                          "rule) or one rule's")
     p.set_defaults(func=run)
 
 
@@ -86,7 +99,7 @@ def _command_line() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import EvaluationConfig, TorchSource, run_evaluation
-    from .report import markdown_table
+    from .report import adaptive_markdown, markdown_table
 
     if args.threads is not None:
         if args.threads < 1:
@@ -112,12 +125,19 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
-        positives=args.positives, quantize_method=args.quantize_method,
+        positives=args.positives, quantize_method=args.quantize_method, eot=args.eot,
+        adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
     )
-    result, specs, written = run_evaluation(config)
-    for name in result.rules:
-        print(f"rule {name}: {result.rules[name].thresholds.describe()}")
-        print(markdown_table(result.rows, {s.name: s for s in specs}, name))
-    for path in written:
+    run_ = run_evaluation(config)
+    result, specs = run_.result, run_.specs
+    if result is not None:
+        for name in result.rules:
+            print(f"rule {name}: {result.rules[name].thresholds.describe()}")
+            print(markdown_table(result.rows, {s.name: s for s in specs}, name))
+    if run_.adaptive is not None:
+        for name, r in run_.adaptive.rules.items():
+            print(f"adaptive, rule {name}: {r.thresholds.describe()}")
+            print(adaptive_markdown(run_.adaptive.results, name))
+    for path in run_.written:
         print(f"wrote {path}")
     return 0

@@ -16,11 +16,13 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from ..calibration.thresholds import CalibrationMode
+from .adaptive import AdaptiveEvaluation, AdaptiveSpec, adaptive_attacks, is_adaptive
 from .attacks import ATTACKS, AttackSpec, blackbox_attacks
 from .datasets import (
     FolderPool,
@@ -36,10 +38,11 @@ from .datasets import (
 from .figures import roc_figure, write_figures
 from .presets import PAPER_KAPPAS, PRESETS, Preset
 from .protocol import Classifier, ClassifierFile, EvaluationResult, TargetClassifier, evaluate
-from .report import write_report
+from .report import write_adaptive_report, write_report
 
-__all__ = ["EvaluationConfig", "TorchSource", "attack_table", "default_cache_dir", "preset_split",
-           "run_evaluation", "select_attacks"]
+__all__ = ["EvaluationConfig", "EvaluationRun", "TorchSource", "attack_table",
+           "default_cache_dir", "preset_split", "run_evaluation", "select_adaptive",
+           "select_attacks"]
 
 # White-box (Foolbox) attacks for a user's torch model, by image size: the CIFAR-10 settings
 # below this side, the ImageNette ones (224x224) from it.
@@ -93,6 +96,9 @@ class EvaluationConfig:
     precision: str = "fp32"  # "int8": the detector's classifier quantized (export.quantize)
     positives: str = "attack"  # "deployed": only examples the detector's classifier gets wrong
     quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
+    eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
+    adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
+    adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -116,6 +122,18 @@ class EvaluationConfig:
             raise InputError(f"--positives: expected attack or deployed, got {self.positives!r}")
         if not 0 < self.fpr < 1:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
+        for flag, v in (("--eot", self.eot), ("--adaptive-steps", self.adaptive_steps)):
+            if v is not None and v < 1:
+                raise InputError(f"{flag}: expected >= 1, got {v}")
+        if any(is_adaptive(a) for a in self.attacks or ()) and (
+                self.precision != "fp32" or self.positives != "attack"):
+            raise InputError("adaptive attacks are measured on the float32 detector; drop "
+                             "--precision int8 / --positives deployed, or run them separately")
+        rules = ("strictest", "paper", *(m.value for m in CalibrationMode
+                                          if m is not CalibrationMode.PER_SCORE))
+        if self.adaptive_target not in rules:
+            raise InputError(f"--adaptive-target: expected one of {list(rules)}, got "
+                             f"{self.adaptive_target!r}")
 
 
 def attack_table(input_shape: Sequence[int], *, whitebox: bool, preset: Preset | None = None
@@ -139,14 +157,51 @@ def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None,
     """The attacks asked for (default: the white-box ones where there are gradients, else the
     black-box ones); InputError naming unknown ones and what is known."""
     if names:
+        names = [n for n in names if not is_adaptive(n)]
         unknown = [n for n in names if n not in table]
         if unknown:
             raise InputError(f"--attacks: unknown for this classifier: {unknown}; known: "
-                             f"{list(table)}")
+                             f"{list(table)} and the adaptive ones {list(adaptive_attacks((3, 32, 32)))}")
         chosen = [table[n] for n in names]
+        if not chosen:
+            return []
     else:
         chosen = [s for s in table.values() if s.blackbox != whitebox]
     return [s.quick() if quick else s for s in chosen]
+
+
+def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, whitebox: bool,
+                    quick: bool, eot: int | None = None, steps: int | None = None,
+                    where: str = "this classifier") -> list[AdaptiveSpec]:
+    """The adaptive attacks among ``names`` (:mod:`.adaptive`), with ``eot`` and ``steps``
+    where given; InputError for unknown ones, or where there are no gradients."""
+    asked = [n for n in names or () if is_adaptive(n)]
+    if not asked:
+        return []
+    if not whitebox:
+        raise InputError(f"--attacks {' '.join(asked)}: adaptive attacks need the classifier's "
+                         f"gradients; give {where} as a torch module (--torch "
+                         f"pkg.module:factory)")
+    table = adaptive_attacks(input_shape)
+    unknown = [n for n in asked if n not in table]
+    if unknown:
+        raise InputError(f"--attacks: unknown adaptive attacks {unknown}; known: {list(table)}")
+    out = []
+    for n in asked:
+        spec = table[n]
+        spec = dataclasses.replace(spec, eot=eot or spec.eot, steps=steps or spec.steps)
+        out.append(spec.quick() if quick else spec)
+    return out
+
+
+class EvaluationRun(NamedTuple):
+    """What :func:`run_evaluation` did: Table 1 (None when only adaptive attacks were asked),
+    its attacks, the adaptive evaluation (None when none was asked) and the files written."""
+
+    result: EvaluationResult | None
+    specs: list[AttackSpec]
+    adaptive: AdaptiveEvaluation | None
+    written: list[Path]
 
 
 def _zoo(name: str) -> Any:
@@ -226,10 +281,9 @@ def _check_user_images(classifier_onnx: Path, pool: Any, n: int, where: Path) ->
                      f"least {n} (lower --n or add images)")
 
 
-def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[AttackSpec],
-                                                     list[Path]]:
-    """Export, calibrate, attack, detect, and write table.{md,csv,json} and the figures; the
-    attacks that ran and the files written come back with the result."""
+def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
+    """Export, calibrate, attack, detect, and write table.{md,csv,json} and the figures (and
+    adaptive.{md,csv,json} for adaptive attacks); what ran and the files written come back."""
     if config.quick:
         config = dataclasses.replace(config, n=min(config.n, 5),
                                      calib_limit=min(config.calib_limit or 40, 40))
@@ -241,6 +295,8 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
             select_attacks(attack_table(_zoo(preset.zoo).INPUT_SHAPE, whitebox=True,
                                         preset=preset), config.attacks, whitebox=True,
                            quick=config.quick)
+            select_adaptive(_zoo(preset.zoo).INPUT_SHAPE, config.attacks, whitebox=True,
+                            quick=config.quick)
             tar_path = (config.data_dir or default_data_dir()) / preset.tar
             if not tar_path.is_file():
                 raise FileNotFoundError(f"{tar_path}: dataset tar not found (pass --data DIR, "
@@ -272,6 +328,9 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
         specs = select_attacks(attack_table(classifier.input_shape, whitebox=whitebox,
                                             preset=preset), config.attacks,
                                whitebox=whitebox, quick=config.quick)
+        adaptive_specs = select_adaptive(
+            classifier.input_shape, config.attacks, whitebox=whitebox, quick=config.quick,
+            eot=config.eot, steps=config.adaptive_steps, where=str(config.classifier))
         work = cache / name / ("quick" if config.quick else "full")
         out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
         work.mkdir(parents=True, exist_ok=True)
@@ -301,10 +360,27 @@ def run_evaluation(config: EvaluationConfig) -> tuple[EvaluationResult, list[Att
                 written.append(roc_figure(result.roc, out / "roc.png",
                                           title=f"{name}: ROC of each rule family"))
 
-        result = evaluate(
-            classifier, calibration=calibration, pool=pool, attacks=specs, work_dir=work,
-            kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
-            figure_images=16 if config.figures else 0, progress=config.progress,
-            classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
-            positives=config.positives, quantize_method=config.quantize_method)
-    return result, specs, written
+        result = None
+        if specs or not adaptive_specs:
+            result = evaluate(
+                classifier, calibration=calibration, pool=pool, attacks=specs, work_dir=work,
+                kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
+                figure_images=16 if config.figures else 0, progress=config.progress,
+                classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
+                positives=config.positives, quantize_method=config.quantize_method)
+        adaptive = None
+        if adaptive_specs:
+            from .adaptive import evaluate_adaptive
+
+            table_files = list(written)
+
+            def on_adaptive(ev: AdaptiveEvaluation) -> None:
+                written[:] = table_files + write_adaptive_report(
+                    ev, out, dataset=name, command=config.command, notes=notes)
+
+            adaptive = evaluate_adaptive(
+                classifier, calibration=calibration, pool=pool, specs=adaptive_specs,
+                work_dir=work, kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
+                target_rule=config.adaptive_target, progress=config.progress,
+                classifier_onnx=classifier_onnx, on_result=on_adaptive)
+    return EvaluationRun(result, specs, adaptive, written)

@@ -30,8 +30,9 @@ from .attacks import BLACKBOX_ATTACKS, AdversarialSet, AttackSpec, ImagePool, ge
 from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
 from .scoring import ClassifierRunner, DetectorRunner, cached_scores, label_consistency
 
-__all__ = ["ArrayPool", "Classifier", "ClassifierFile", "EvaluationResult", "FigureData", "RuleCalibration",
-           "evaluate", "roc_curve"]
+__all__ = ["ArrayPool", "Classifier", "ClassifierFile", "EvaluationResult", "FigureData",
+           "PreparedDetector", "RuleCalibration", "calibrate_modes", "evaluate",
+           "prepare_detector", "roc_curve"]
 
 PAPER_RULE = "paper"
 
@@ -224,6 +225,62 @@ def _progress(it: Any, progress: bool, desc: str) -> Any:
     return tqdm(it, desc=desc, disable=not progress)
 
 
+class PreparedDetector(NamedTuple):
+    """The uncalibrated detector of one classifier and its clean calibration scores."""
+
+    path: Path
+    key: str  # names its files (classifier fingerprint, detector config, precision)
+    fingerprint: str  # the classifier's
+    classifier_path: Path
+    runner: DetectorRunner
+    calibration: ScoreSet
+
+
+def prepare_detector(
+    classifier: TargetClassifier,
+    *,
+    calibration: ImagePool,
+    work_dir: Path,
+    kappas: Sequence[float],
+    seed: int = 0,
+    progress: bool = True,
+    classifier_onnx: Path | None = None,
+    precision: str = "fp32",
+    quantize_images: int = 100,
+    quantize_method: str = "minmax",
+) -> PreparedDetector:
+    """Export (or reuse) the detector of ``classifier`` and score the calibration images with
+    it; both cached in ``work_dir``. The rest of :func:`evaluate`'s arguments."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fp = classifier.fingerprint()
+    classifier_path = classifier_onnx or classifier.onnx(work_dir)
+    config = DetectorConfig(kappas=tuple(float(k) for k in kappas), noise="graph",
+                            seed=float(seed), batch=DETECTOR_BATCH)
+    det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
+    if precision == "int8":
+        det_key += f"-int8q{quantize_images}" + ("" if quantize_method == "minmax"
+                                                   else f"-{quantize_method}")
+    detector_path = work_dir / f"detector-{det_key}.onnx"
+    if not detector_path.is_file():
+        if precision == "int8":
+            from ..export.quantize import QuantizeOptions, build_int8_detector
+
+            images = calibration.images(range(min(quantize_images, len(calibration))))
+            save_onnx(build_int8_detector(classifier_path, config, images,
+                                          options=QuantizeOptions(
+                                              max_images=quantize_images,
+                                              calibrate_method=quantize_method)),  # type: ignore[arg-type]
+                      detector_path)
+        else:
+            save_onnx(build_detector(classifier_path, config), detector_path)
+    runner = DetectorRunner(detector_path)
+    calib = cached_scores(work_dir / f"calibration-scores-{det_key}-{len(calibration)}.npz",
+                          f"{det_key}-{len(calibration)}",
+                          lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
+                                              desc="calibration"))
+    return PreparedDetector(detector_path, det_key, fp, classifier_path, runner, calib)
+
+
 def evaluate(
     classifier: TargetClassifier,
     *,
@@ -260,36 +317,16 @@ def evaluate(
     detector's own classifier (for int8, the quantized one) misclassifies it too; the others
     join the failed attacks (an FP32 minimal attack sits on the FP32 boundary, which the INT8
     classifier has moved)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fp = classifier.fingerprint()
-    classifier_path = classifier_onnx or classifier.onnx(work_dir)
-    config = DetectorConfig(kappas=tuple(float(k) for k in kappas), noise="graph",
-                            seed=float(seed), batch=DETECTOR_BATCH)
-    det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
-    if precision == "int8":
-        det_key += f"-int8q{quantize_images}" + ("" if quantize_method == "minmax"
-                                                   else f"-{quantize_method}")
-    detector_path = work_dir / f"detector-{det_key}.onnx"
-    if not detector_path.is_file():
-        if precision == "int8":
-            from ..export.quantize import QuantizeOptions, build_int8_detector
-
-            images = calibration.images(range(min(quantize_images, len(calibration))))
-            save_onnx(build_int8_detector(classifier_path, config, images,
-                                          options=QuantizeOptions(
-                                              max_images=quantize_images,
-                                              calibrate_method=quantize_method)),  # type: ignore[arg-type]
-                      detector_path)
-        else:
-            save_onnx(build_detector(classifier_path, config), detector_path)
-    runner = DetectorRunner(detector_path)
-
-    calib = cached_scores(work_dir / f"calibration-scores-{det_key}-{len(calibration)}.npz",
-                          f"{det_key}-{len(calibration)}",
-                          lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
-                                              desc="calibration"))
+    prepared = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
+                                kappas=kappas, seed=seed, progress=progress,
+                                classifier_onnx=classifier_onnx, precision=precision,
+                                quantize_images=quantize_images,
+                                quantize_method=quantize_method)
+    fp, det_key, runner, calib = (prepared.fingerprint, prepared.key, prepared.runner,
+                                  prepared.calibration)
+    classifier_path = prepared.classifier_path
     rules = calibrate_rules(calib, fpr=fpr, mode=CalibrationMode.parse(mode),
-                            detector=load_onnx(detector_path), work_dir=work_dir, key=det_key)
+                            detector=load_onnx(prepared.path), work_dir=work_dir, key=det_key)
 
     models: dict[str, Any] = {}
     clean_scores = _PositionScores(work_dir / f"clean-scores-{det_key}.npz", det_key)
@@ -359,17 +396,35 @@ def calibrate_rules(calib: ScoreSet, *, fpr: float, mode: CalibrationMode,
     targets = {PAPER_RULE: (CalibrationMode.PER_SCORE, fpr, paper),
                f"{mode.value} @ paper's rate": (mode, paper_rate, None),
                f"{mode.value} @ {fpr:g}": (mode, fpr, None)}
-    out: dict[str, RuleCalibration] = {}
-    for name, (m, rate, t) in targets.items():
-        t = t or rule_thresholds(m, *stats, fpr=rate)
-        slug = name.replace(" @ ", "-").replace("'", "").replace(" ", "-")
-        path = work_dir / f"detector-{key}-{slug}.onnx"
-        provenance = Provenance(calibrated=True, mode=m.value, fpr=rate, n_images=len(calib),
-                                source="rpdetect.evaluation (clean calibration split)")
-        save_onnx(with_thresholds(detector, t.threshold1, t.threshold2, provenance,
-                                  threshold3=t.threshold3), path)
-        out[name] = RuleCalibration(m, rate, t, rule_rates(t, *stats), path)
+    return {name: _calibrated(name, m, rate, t or rule_thresholds(m, *stats, fpr=rate), calib,
+                              detector, work_dir, key)
+            for name, (m, rate, t) in targets.items()}
+
+
+def calibrate_modes(calib: ScoreSet, *, fpr: float, detector: Any, work_dir: Path, key: str
+                    ) -> dict[str, RuleCalibration]:
+    """Every rule the detector offers (:class:`CalibrationMode`; the paper's named "paper"),
+    each calibrated at ``fpr`` and written into a calibrated copy of ``detector``."""
+    stats = (calib.score1, calib.score2, calib.flips)
+    out = {}
+    for m in CalibrationMode:
+        name = PAPER_RULE if m is CalibrationMode.PER_SCORE else m.value
+        out[name] = _calibrated(f"{name} @ {fpr:g}", m, fpr,
+                                rule_thresholds(m, *stats, fpr=fpr), calib, detector,
+                                work_dir, key)
     return out
+
+
+def _calibrated(name: str, mode: CalibrationMode, rate: float, t: Thresholds, calib: ScoreSet,
+                detector: Any, work_dir: Path, key: str) -> RuleCalibration:
+    stats = (calib.score1, calib.score2, calib.flips)
+    slug = name.replace(" @ ", "-").replace("'", "").replace(" ", "-")
+    path = work_dir / f"detector-{key}-{slug}.onnx"
+    provenance = Provenance(calibrated=True, mode=mode.value, fpr=rate, n_images=len(calib),
+                            source="rpdetect.evaluation (clean calibration split)")
+    save_onnx(with_thresholds(detector, t.threshold1, t.threshold2, provenance,
+                              threshold3=t.threshold3), path)
+    return RuleCalibration(mode, rate, t, rule_rates(t, *stats), path)
 
 
 def roc_curve(mode: CalibrationMode, calib: ScoreSet, clean: ScoreSet, adversarial: ScoreSet,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,8 @@ from .attacks import AttackSpec
 from .metrics import AttackMetrics, DetectionMetrics, total_metrics
 from .protocol import EvaluationResult, RuleCalibration
 
-__all__ = ["write_report", "markdown_table"]
+__all__ = ["adaptive_markdown", "budget_needed", "markdown_table", "write_adaptive_report",
+           "write_report"]
 
 
 def _f(v: float, digits: int = 3) -> str:
@@ -134,4 +136,126 @@ def write_report(result: EvaluationResult, out_dir: Path, *, dataset: str, comma
         "roc": {fam: {a: {"fpr": list(map(float, f)), "tpr": list(map(float, t))}
                       for a, (f, t) in curves.items()} for fam, curves in result.roc.items()},
     }, indent=2, default=float, allow_nan=False))
+    return [md, csv_path, js]
+
+
+def _eps_text(eps: float, norm: str) -> str:
+    """L-inf budgets as k/255 where they are, L2 ones as they are."""
+    k = eps * 255
+    return f"{round(k):d}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
+
+
+def _rate_cell(count: int, total: int, l2: float, linf: float) -> str:
+    if not total:
+        return "-"
+    size = "" if not count else f" (L2 {_f(l2, 2)}, L-inf {_f(linf * 255, 1)}/255)"
+    return f"{count}/{total} = {count / total:.2f}{size}"
+
+
+def budget_needed(rows: Sequence[Any], field: str, *, level: float = 0.5) -> float:
+    """The smallest budget of ``rows`` (one attack and rule, by epsilon) at which the success
+    ``field`` reaches ``level`` of the images; inf where none does."""
+    for r in sorted(rows, key=lambda r: r.epsilon):
+        if r.attacked and getattr(r, field) / r.attacked >= level:
+            return float(r.epsilon)
+    return math.inf
+
+
+def adaptive_markdown(results: Sequence[Any], rule: str) -> str:
+    """The adaptive table of one rule: a row per attack and budget."""
+    head = ("| attack | budget | images | adaptive: fooled & undetected | non-adaptive: fooled & "
+            "undetected | no detector: fooled | adaptive: fooled (flagged or not) | adaptive "
+            "steps / image |")
+    lines = [head, "|" + "---|" * 8]
+    for res in results:
+        for r in (r for r in res.rows if r.rule == rule):
+            lines.append("| " + " | ".join([
+                f"{r.attack}", _eps_text(r.epsilon, res.spec.norm), str(r.attacked),
+                _rate_cell(r.adaptive_success, r.attacked, r.adaptive_l2, r.adaptive_linf),
+                _rate_cell(r.baseline_success, r.attacked, r.baseline_l2, r.baseline_linf),
+                _rate_cell(r.classifier_success, r.attacked, r.classifier_l2, r.classifier_linf),
+                f"{r.adaptive_fooled}/{r.attacked}", f"{r.mean_steps:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def _needed_lines(results: Sequence[Any], rules: Sequence[str]) -> list[str]:
+    out = ["| attack | rule | budget for 50% undetected: adaptive | non-adaptive | no detector |",
+           "|---|---|---|---|---|"]
+    for res in results:
+        for rule in rules:
+            rows = [r for r in res.rows if r.rule == rule]
+            cells = []
+            for field in ("adaptive_success", "baseline_success", "classifier_success"):
+                b = budget_needed(rows, field)
+                cells.append(f"> {_eps_text(max(r.epsilon for r in rows), res.spec.norm)}"
+                             if math.isinf(b) else _eps_text(b, res.spec.norm))
+            out.append(f"| {res.spec.name} | {rule} | " + " | ".join(cells) + " |")
+    return out
+
+
+def write_adaptive_report(evaluation: Any, out_dir: Path, *, dataset: str, command: str,
+                          notes: Sequence[str] = ()) -> list[Path]:
+    """``adaptive.md``, ``adaptive.csv`` and ``adaptive.json`` in ``out_dir``
+    (:func:`rpdetect.evaluation.adaptive.evaluate_adaptive`'s result)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rules = list(evaluation.rules)
+    lines = [
+        f"# {dataset}: against an adaptive attacker",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Rules, all calibrated on clean images only (`rpdetect.calibration.thresholds`):",
+        *(_rule_line(name, r, evaluation.calibration_images)
+          for name, r in evaluation.rules.items()),
+        "",
+        "Attacks (`rpdetect.evaluation.adaptive`):",
+        *(f"- **{res.spec.name}**: {res.spec.describe()}; adaptive PGD's thresholds: "
+          f"{res.target_rule}." for res in evaluation.results),
+        "",
+        "Success = the classifier is fooled (the detector's label is not the true one) AND the "
+        "calibrated detector, run as shipped (`rpdetect.Detector` on the calibrated file, with "
+        "fresh noise of its own), does not flag it. Each cell: successes / images attacked "
+        "(correctly classified ones), and the mean L2 and L-inf of the successes ([0, 1] "
+        "pixels). Non-adaptive: the same attack without the detector (PGD on cross-entropy; "
+        "logit matching on the clean logits only); no detector: whether those same examples "
+        "fool the classifier.",
+        *(f"\n{n}" for n in notes),
+        "",
+        "## The budget an attacker needs",
+        "",
+        *_needed_lines(evaluation.results, rules),
+        "",
+    ]
+    for rule in rules:
+        lines += [f"## Rule: {rule}", "", adaptive_markdown(evaluation.results, rule), ""]
+    md = out_dir / "adaptive.md"
+    atomic_write_text(md, "\n".join(lines))
+    csv_path = out_dir / "adaptive.csv"
+    fields = None
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        for res in evaluation.results:
+            for r in res.rows:
+                if fields is None:
+                    fields = list(r._fields)
+                    w.writerow(["norm", "target_rule", *fields])
+                w.writerow([res.spec.norm, res.target_rule, *r])
+    js = out_dir / "adaptive.json"
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    atomic_write_text(js, json.dumps({
+        "dataset": dataset, "command": command,
+        "calibration_images": evaluation.calibration_images,
+        "rules": {name: {"mode": r.mode.value, "fpr": r.fpr, "verdict": r.thresholds.describe(),
+                         **r.thresholds.to_json(), "calibration_rates": r.rates._asdict()}
+                  for name, r in evaluation.rules.items()},
+        "attacks": {res.spec.name: {**dataclasses.asdict(res.spec),
+                                    "target_rule": res.target_rule}
+                    for res in evaluation.results},
+        "rows": [{k: clean(v) for k, v in r._asdict().items()}
+                 for res in evaluation.results for r in res.rows],
+        "notes": list(notes),
+    }, indent=2, allow_nan=False))
     return [md, csv_path, js]
