@@ -93,6 +93,45 @@ def test_torch_module_white_box(tree: Path, tmp_path: Path) -> None:
     assert all(row["mean_queries"] is None for row in doc["rows"])  # white-box: null
 
 
+def test_torch_module_adaptive_attacks(tree: Path, tmp_path: Path) -> None:
+    # the user's own torch model, a Table 1 attack and two adaptive ones in one command
+    out = tmp_path / "out"
+    assert main(["evaluate", "--torch", "rpdetect.testing:channel_mean_classifier",
+                 "--input-shape", "3,16,16", "--calibration-images", str(tree / "calibration"),
+                 "--images", str(tree / "images"), "--n", "6", "--fpr", str(FPR),
+                 "--attacks", "ddn-t", "adaptive-pgd-linf", "logit-match-l2", "--eot", "1",
+                 "--adaptive-steps", "3", "--cache", str(tmp_path / "cache"),
+                 "--out", str(out), "--no-figures", "--no-progress"]) == 0
+    assert [r["attack"] for r in _table(out)["rows"]] == ["ddn-t"]
+    doc = json.loads((out / "adaptive.json").read_text())
+    assert set(doc["attacks"]) == {"adaptive-pgd-linf", "logit-match-l2"}
+    assert doc["attacks"]["adaptive-pgd-linf"]["eot"] == 1
+    assert doc["attacks"]["logit-match-l2"]["steps"] == 3
+    assert set(doc["rules"]) == {"paper", "joint", "combined", "per-kappa"}
+    # 4 budgets x 4 rules per attack, each over the 6 attacked images
+    assert len(doc["rows"]) == 2 * 4 * 4 and {r["attacked"] for r in doc["rows"]} == {6}
+    for r in doc["rows"]:
+        assert r["adaptive_success"] <= r["adaptive_fooled"] <= 6
+        assert r["baseline_success"] <= r["classifier_success"] <= 6
+    text = (out / "adaptive.md").read_text()
+    assert "## The budget an attacker needs" in text and "## Rule: per-kappa" in text
+
+
+def test_adaptive_attacks_are_refused_where_they_cannot_run(tree: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf") == 2
+    err = capsys.readouterr().err
+    assert "adaptive attacks need the classifier's gradients" in err and "--torch" in err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
+                "--precision", "int8") == 2
+    assert "adaptive attacks are measured on the float32 detector" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-l1") == 2
+    assert "unknown adaptive attacks ['adaptive-pgd-l1']" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
+                "--eot", "0") == 2
+    assert "--eot: expected >= 1" in capsys.readouterr().err
+
+
 def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,
                                                                  tmp_path: Path) -> None:
     # --precision int8: the detector's classifier quantized (QDQ) on the calibration images,

@@ -178,14 +178,14 @@ def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, 
     asked = [n for n in names or () if is_adaptive(n)]
     if not asked:
         return []
-    if not whitebox:
-        raise InputError(f"--attacks {' '.join(asked)}: adaptive attacks need the classifier's "
-                         f"gradients; give {where} as a torch module (--torch "
-                         f"pkg.module:factory)")
     table = adaptive_attacks(input_shape)
     unknown = [n for n in asked if n not in table]
     if unknown:
         raise InputError(f"--attacks: unknown adaptive attacks {unknown}; known: {list(table)}")
+    if not whitebox:
+        raise InputError(f"--attacks {' '.join(asked)}: adaptive attacks need the classifier's "
+                         f"gradients; give {where} as a torch module (--torch "
+                         f"pkg.module:factory)")
     out = []
     for n in asked:
         spec = table[n]
