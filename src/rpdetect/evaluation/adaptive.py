@@ -579,6 +579,11 @@ def evaluate_adaptive(
                             work_dir=work_dir, key=prepared.key)
     runner = ClassifierRunner(prepared.classifier_path)
     positions = _correct_positions(runner, pool, n)
+    if not len(positions):
+        from ..errors import InputError
+
+        raise InputError("adaptive attacks: the classifier gets none of the evaluation images "
+                         "right, and only correctly classified images are attacked")
     labels = np.asarray(pool.labels)[positions]
     targets = draw_targets(labels, positions, classifier.classes, seed)
     module = _attack_module(classifier.module)
