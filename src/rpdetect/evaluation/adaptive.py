@@ -285,7 +285,6 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
             break
         xa = x_adv[idx].detach().requires_grad_(True)
         if spec.kind == "logit-match":
-            zt_clean, zt_noisy, noise = None, None, None
             if adaptive:
                 z_clean, z_noisy, noise = det.with_copies(xa, draws, gen)
             else:
@@ -454,12 +453,13 @@ def run_adaptive(
     det = _TorchDetector(module, mean, std, kappas, attacked)
     labels = np.asarray(pool.labels)[positions]
     rows: list[AdaptiveRow] = []
+    clean = pool.images(positions)
+    shape = tuple(clean.shape[1:])
     for eps in spec.epsilons:
         key = json.dumps([CACHE_VERSION, spec.params_hash(cache_key, str(eps)), target_rule,
                           attacked.to_json(), seed])
         path = work_dir / f"{spec.name}-{spec.params_hash(cache_key)}-eps{eps:.6g}.npz"
         state = _load_cache(path, key)
-        shape = tuple(pool.images([int(positions[0])]).shape[1:])
         if state is None or not np.array_equal(state.positions, positions[:len(state.positions)]):
             state = _AttackCache(np.zeros(0, np.int64), np.zeros((0, *shape), np.float32),
                                  np.zeros((0, *shape), np.float32), np.zeros(0, np.int64))
@@ -484,7 +484,6 @@ def run_adaptive(
             _save_cache(path, key, state)
             bar.update(len(sel))
         bar.close()
-        clean = pool.images(positions)
         a_l2, a_inf = _distances(state.adaptive, clean)
         b_l2, b_inf = _distances(state.baseline, clean)
         for r, (name, (_, rule_path)) in enumerate(rules.items()):
