@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 
 __all__ = [
     "add_session_args",
+    "budget_list",
     "finite_float",
     "seed",
     "float_list",
@@ -45,6 +46,21 @@ def _parse_list(text: str, kind: Callable[[str], _T], *, separators: str, expect
 def float_list(text: str) -> tuple[float, ...]:
     """``"0.485, 0.456,0.406"`` -> ``(0.485, 0.456, 0.406)``."""
     return _parse_list(text, float, separators=",", expected="comma-separated numbers")
+
+
+def _budget(text: str) -> float:
+    num, slash, den = text.partition("/")
+    divisor = float(den) if slash else 1.0
+    value = float(num) / divisor if divisor else math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(text)
+    return value
+
+
+def budget_list(text: str) -> tuple[float, ...]:
+    """``"2/255,8/255"`` or ``"0.5,1"`` -> positive floats (``k/255`` for pixel levels)."""
+    return _parse_list(text, _budget, separators=",",
+                       expected="comma-separated positive budgets (0.5 or 8/255)")
 
 
 def int_list(text: str) -> tuple[int, ...]:

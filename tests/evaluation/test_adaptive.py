@@ -79,6 +79,19 @@ def test_budgets_follow_the_image_size_and_specs_are_checked() -> None:
         A.AdaptiveSpec("x", "adaptive-pgd", "l1", (0.1,))  # type: ignore[arg-type]
 
 
+def test_budgets_eot_and_steps_can_be_chosen() -> None:
+    from rpdetect._cli_util import budget_list
+    from rpdetect.evaluation.pipeline import select_adaptive
+
+    default = A.adaptive_attacks((3, 32, 32))["adaptive-pgd-linf"]
+    (same,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], whitebox=True, quick=False)
+    assert same.params_hash() == default.params_hash()  # the cache of a default run is reused
+    (spec,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], whitebox=True, quick=False,
+                              eot=4, steps=50, epsilons=budget_list("4/255, 0.0314"))
+    assert spec.epsilons == (4 / 255, 0.0314) and (spec.eot, spec.steps) == (4, 50)
+    assert spec.params_hash() != default.params_hash()
+
+
 def test_budget_needed_is_the_first_budget_reaching_the_level() -> None:
     row = A.AdaptiveRow("a", 0.0, "paper", 10, 0, 0, 0, 0, *(math.nan,) * 6, 0.0)
     rows = [row._replace(epsilon=e, adaptive_success=s)

@@ -130,6 +130,19 @@ def test_adaptive_attacks_are_refused_where_they_cannot_run(tree: Path, tmp_path
     assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
                 "--eot", "0") == 2
     assert "--eot: expected >= 1" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
+                "adaptive-pgd-l2", "--adaptive-epsilons", "8/255") == 2
+    assert "mix norms ['l2', 'linf']" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
+                "--adaptive-epsilons", "4") == 2
+    assert "L-inf budgets are in [0, 1]" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "fgsm-linf",
+                "--adaptive-epsilons", "0.5") == 2
+    assert "no adaptive attack asked" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the option
+        _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
+             "--adaptive-epsilons", "8/0")
+    assert "--adaptive-epsilons" in capsys.readouterr().err
 
 
 def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,

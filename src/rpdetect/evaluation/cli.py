@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .._cli_util import finite_float, float_list, shape
+from .._cli_util import budget_list, finite_float, float_list, shape
 
 __all__ = ["register"]
 
@@ -82,6 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                           help="noise draws (of the n copies each) per attack step (16)")
     adaptive.add_argument("--adaptive-steps", type=int, metavar="N",
                           help="PGD steps of the adaptive attacks (100)")
+    adaptive.add_argument("--adaptive-epsilons", type=budget_list, metavar="LIST",
+                          help="budgets of the adaptive attacks, e.g. 4/255,8/255 or 0.5,1 "
+                          "(default: four per norm, scaled to the image size); one norm at a "
+                          "time")
     adaptive.add_argument("--adaptive-target", default="strictest",
                           choices=("strictest", "paper", "joint", "combined", "per-kappa"),
                           help="the thresholds adaptive PGD evades: the lowest of every rule "
@@ -127,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
         positives=args.positives, quantize_method=args.quantize_method, eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
+        adaptive_epsilons=args.adaptive_epsilons,
     )
     run_ = run_evaluation(config)
     result, specs = run_.result, run_.specs

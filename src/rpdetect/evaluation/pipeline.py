@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class EvaluationConfig:
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
     adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
     adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
+    adaptive_epsilons: tuple[float, ...] | None = None  # adaptive attacks' budgets (one norm)
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -125,6 +127,21 @@ class EvaluationConfig:
         for flag, v in (("--eot", self.eot), ("--adaptive-steps", self.adaptive_steps)):
             if v is not None and v < 1:
                 raise InputError(f"{flag}: expected >= 1, got {v}")
+        if self.adaptive_epsilons is not None:
+            bad = [e for e in self.adaptive_epsilons if not (math.isfinite(e) and e > 0)]
+            if bad or not self.adaptive_epsilons:
+                raise InputError(f"--adaptive-epsilons: expected positive budgets, got "
+                                 f"{list(self.adaptive_epsilons)}")
+            asked = [a for a in self.attacks or () if is_adaptive(a)]
+            if not asked:
+                raise InputError("--adaptive-epsilons: no adaptive attack asked in --attacks")
+            norms = {a.split("-")[2] for a in asked}
+            if len(norms) > 1:
+                raise InputError(f"--adaptive-epsilons: {asked} mix norms {sorted(norms)}; "
+                                 "give the budgets of one norm at a time")
+            if "linf" in norms and max(self.adaptive_epsilons) > 1:
+                raise InputError(f"--adaptive-epsilons: L-inf budgets are in [0, 1] pixels "
+                                 f"(8/255 = 0.0314), got {max(self.adaptive_epsilons)}")
         if any(is_adaptive(a) for a in self.attacks or ()) and (
                 self.precision != "fp32" or self.positives != "attack"):
             raise InputError("adaptive attacks are measured on the float32 detector; drop "
@@ -172,9 +189,10 @@ def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None,
 
 def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, whitebox: bool,
                     quick: bool, eot: int | None = None, steps: int | None = None,
+                    epsilons: Sequence[float] | None = None,
                     where: str = "this classifier") -> list[AdaptiveSpec]:
-    """The adaptive attacks among ``names`` (:mod:`.adaptive`), with ``eot`` and ``steps``
-    where given; InputError for unknown ones, or where there are no gradients."""
+    """The adaptive attacks among ``names`` (:mod:`.adaptive`), with ``eot``, ``steps`` and
+    ``epsilons`` where given; InputError for unknown ones, or where there are no gradients."""
     asked = [n for n in names or () if is_adaptive(n)]
     if not asked:
         return []
@@ -189,7 +207,8 @@ def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, 
     out = []
     for n in asked:
         spec = table[n]
-        spec = dataclasses.replace(spec, eot=eot or spec.eot, steps=steps or spec.steps)
+        spec = dataclasses.replace(spec, eot=eot or spec.eot, steps=steps or spec.steps,
+                                   epsilons=tuple(float(e) for e in epsilons or spec.epsilons))
         out.append(spec.quick() if quick else spec)
     return out
 
@@ -330,7 +349,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                                whitebox=whitebox, quick=config.quick)
         adaptive_specs = select_adaptive(
             classifier.input_shape, config.attacks, whitebox=whitebox, quick=config.quick,
-            eot=config.eot, steps=config.adaptive_steps, where=str(config.classifier))
+            eot=config.eot, steps=config.adaptive_steps, epsilons=config.adaptive_epsilons,
+            where=str(config.classifier))
         work = cache / name / ("quick" if config.quick else "full")
         out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
         work.mkdir(parents=True, exist_ok=True)
