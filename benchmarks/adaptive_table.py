@@ -3,9 +3,10 @@
     python benchmarks/adaptive_table.py [--results benchmarks/results/adaptive]
                                         [--out benchmarks/results/adaptive/summary.md]
 
-Reads ``<results>/<dataset>/adaptive.json`` (written by ``rpdetect evaluate --attacks
-adaptive-...``) for cifar10, imagenette and dogscats (a missing one is listed as not run) and
-writes, per dataset, attack and budget, the success rate (fooled AND not flagged by the shipped
+Reads ``<results>/<dataset>/adaptive.json`` and every ``<results>/<dataset>-<run>/adaptive.json``
+(written by ``rpdetect evaluate --attacks adaptive-...``: an L2 run, a stronger attack, another
+detector) for cifar10, imagenette and dogscats (a missing one is listed as not run) and writes,
+per dataset, run, attack and budget, the success rate (fooled AND not flagged by the shipped
 detector) of the adaptive attack, of its non-adaptive twin, and of that twin against the
 classifier alone, under the paper's rule and the default (combined) rule, with the smallest
 budget at which each reaches 50%.
@@ -40,43 +41,52 @@ def _needed(rows: list[dict], field: str, norm: str) -> str:
     return "> " + _budget(max(r["epsilon"] for r in rows), norm)
 
 
+def _run_section(path: Path) -> list[str]:
+    """One run's tables (``path``: its adaptive.json) under the paper and combined rules."""
+    doc = json.loads(path.read_text())
+    images = sorted({r["attacked"] for r in doc["rows"]})
+    lines = [f"### {path.parent.name}", "", f"Command: `{doc['command']}`; images attacked: "
+             f"{', '.join(map(str, images))}; calibration images: "
+             f"{doc['calibration_images']}.", ""]
+    for rule in RULES:
+        r0 = doc["rules"][rule]
+        rate = r0["calibration_rates"]["combined"]
+        lines += [f"#### rule {rule} ({r0['verdict']}; flags {rate:.3f} of the calibration "
+                  "images)", "", "| attack | budget | adaptive | non-adaptive | no detector |",
+                  "|---|---|---|---|---|"]
+        for attack, spec in doc["attacks"].items():
+            rows = [r for r in doc["rows"] if r["attack"] == attack and r["rule"] == rule]
+            for r in sorted(rows, key=lambda r: r["epsilon"]):
+                lines.append(f"| {attack} | {_budget(r['epsilon'], spec['norm'])} | "
+                             f"{_rate(r, 'adaptive_success')} | "
+                             f"{_rate(r, 'baseline_success')} | "
+                             f"{_rate(r, 'classifier_success')} |")
+            lines.append(f"| {attack} | **budget for 50%** | "
+                         f"{_needed(rows, 'adaptive_success', spec['norm'])} | "
+                         f"{_needed(rows, 'baseline_success', spec['norm'])} | "
+                         f"{_needed(rows, 'classifier_success', spec['norm'])} |")
+        lines.append("")
+    return lines
+
+
 def summary(results: Path) -> str:
     where = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
     lines = ["# Against an adaptive attacker: summary", "",
-             f"`python benchmarks/adaptive_table.py` from `{where}/<dataset>/adaptive.json`. "
+             f"`python benchmarks/adaptive_table.py` from `{where}/<dataset>[-<run>]/adaptive.json` (one section per run). "
              "Success = fooled AND not flagged by the calibrated detector run as shipped (fresh "
              "noise). Cells: adaptive / non-adaptive / no detector (the non-adaptive examples "
              "against the classifier alone). Rules calibrated for 5% of the clean calibration "
              "images; the clean false-positive rate each had there is in the header of each "
              "dataset's adaptive.md.", ""]
     for name, title in DATASETS:
-        path = results / name / "adaptive.json"
-        if not path.is_file():
-            lines += [f"## {title}", "", f"not run (`{path}` missing)", ""]
-            continue
-        doc = json.loads(path.read_text())
-        images = sorted({r["attacked"] for r in doc["rows"]})
-        lines += [f"## {title}", "", f"Command: `{doc['command']}`; images attacked: "
-                  f"{', '.join(map(str, images))}; calibration images: "
-                  f"{doc['calibration_images']}.", ""]
-        for rule in RULES:
-            r0 = doc["rules"][rule]
-            rate = r0["calibration_rates"]["combined"]
-            lines += [f"### rule {rule} ({r0['verdict']}; flags {rate:.3f} of the calibration "
-                      "images)", "", "| attack | budget | adaptive | non-adaptive | no detector |",
-                      "|---|---|---|---|---|"]
-            for attack, spec in doc["attacks"].items():
-                rows = [r for r in doc["rows"] if r["attack"] == attack and r["rule"] == rule]
-                for r in sorted(rows, key=lambda r: r["epsilon"]):
-                    lines.append(f"| {attack} | {_budget(r['epsilon'], spec['norm'])} | "
-                                 f"{_rate(r, 'adaptive_success')} | "
-                                 f"{_rate(r, 'baseline_success')} | "
-                                 f"{_rate(r, 'classifier_success')} |")
-                lines.append(f"| {attack} | **budget for 50%** | "
-                             f"{_needed(rows, 'adaptive_success', spec['norm'])} | "
-                             f"{_needed(rows, 'baseline_success', spec['norm'])} | "
-                             f"{_needed(rows, 'classifier_success', spec['norm'])} |")
-            lines.append("")
+        runs = [results / name / "adaptive.json",
+                *sorted(results.glob(f"{name}-*/adaptive.json"))]
+        runs = [r for r in runs if r.is_file()]
+        lines += [f"## {title}", ""]
+        if not runs:
+            lines += [f"not run (no `{results / name}[-*]/adaptive.json`)", ""]
+        for path in runs:
+            lines += _run_section(path)
     return "\n".join(lines)
 
 
