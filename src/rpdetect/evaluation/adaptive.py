@@ -416,6 +416,33 @@ def _verdicts(path: Path, images: np.ndarray, seed: int) -> tuple[np.ndarray, np
             np.array([r.is_adversarial for r in report.results], bool))
 
 
+def _cached_verdicts(path: Path, attack_key: str, state: _AttackCache,
+                     rules: dict[str, tuple[Thresholds, Path]], seed: int
+                     ) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per rule, the shipped detector's (label, flagged) on the adaptive and on the baseline
+    examples of ``state``, each rule with a noise stream of its own (``seed`` + its index, and
+    + 500 for the baseline); cached in ``path`` against the attack, the rules' thresholds and
+    the seeds, since the detector runs cost as much as a short attack at 224x224."""
+    key = json.dumps([attack_key, len(state.positions), seed,
+                      {name: t.to_json() for name, (t, _) in rules.items()}])
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return {name: tuple(z[f"{name}__{part}"] for part in _VERDICT_PARTS)
+                        for name in rules}
+    out = {}
+    for r, (name, (_, rule_path)) in enumerate(rules.items()):
+        out[name] = (*_verdicts(rule_path, state.adaptive, seed + r),
+                     *_verdicts(rule_path, state.baseline, seed + r + 500))
+    with atomic_path(path) as tmp:
+        np.savez(tmp, key=np.array(key), **{f"{name}__{part}": v for name, vs in out.items()
+                                            for part, v in zip(_VERDICT_PARTS, vs)})
+    return out
+
+
+_VERDICT_PARTS = ("adaptive_label", "adaptive_flag", "baseline_label", "baseline_flag")
+
+
 def run_adaptive(
     spec: AdaptiveSpec,
     *,
@@ -486,11 +513,10 @@ def run_adaptive(
         bar.close()
         a_l2, a_inf = _distances(state.adaptive, clean)
         b_l2, b_inf = _distances(state.baseline, clean)
-        for r, (name, (_, rule_path)) in enumerate(rules.items()):
-            # the shipped detector's noise: a stream of its own per budget and rule
-            vseed = 7_919 + 1_000 * int(seed) + 10 * spec.epsilons.index(eps) + r
-            a_label, a_flag = _verdicts(rule_path, state.adaptive, vseed)
-            b_label, b_flag = _verdicts(rule_path, state.baseline, vseed + 500)
+        verdicts = _cached_verdicts(path.with_name(path.stem + "-verdicts.npz"), key, state,
+                                    rules, 7_919 + 1_000 * int(seed)
+                                    + 10 * spec.epsilons.index(eps))
+        for name, (a_label, a_flag, b_label, b_flag) in verdicts.items():
             a_ok, b_fooled = a_label != labels, b_label != labels
             a_pass, b_pass = a_ok & ~a_flag, b_fooled & ~b_flag
             rows.append(AdaptiveRow(
