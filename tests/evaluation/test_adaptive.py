@@ -114,6 +114,39 @@ def zoo_cifar(cifar_samples):
 
 
 @pytest.mark.slow
+def test_keeping_the_best_iterate_fools_the_classifier_more_often(zoo_cifar) -> None:
+    """Where the detector term pushes iterates back over the decision boundary, keep="best"
+    answers with a misclassifying iterate it saw; the trajectories are the same, so every image
+    the last iterate fools, the best one fools too."""
+    from rpdetect import reference_torch as rt
+
+    images, labels, classifier = zoo_cifar
+    module = classifier.module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    x, y = torch.as_tensor(images[:8]), torch.as_tensor(labels[:8]).long()
+    kappas = list(np.geomspace(1e-3, 1e-1, 10))
+    free = A._TorchDetector(module, classifier.mean, classifier.std, kappas,
+                            Thresholds.of([math.inf] * 10, [math.inf] * 10, math.inf, n=10))
+    with torch.no_grad():  # thresholds at the clean images' median: a strict detector
+        zc, zn, _ = free.with_copies(x, 1, torch.Generator().manual_seed(0))
+        t = Thresholds.of([float(rt.score1(zc, zn).amax(-1).median())] * 10,
+                          [float(rt.score2(zc, zn).amax(-1).median())] * 10, math.inf, n=10)
+    det = A._TorchDetector(module, classifier.mean, classifier.std, kappas, t)
+    spec = dataclasses.replace(A.adaptive_attacks((3, 32, 32))["adaptive-pgd-linf"], steps=5,
+                               eot=1)
+    fooled = {}
+    for keep in ("last", "best"):
+        adv, _ = A.attack_batch(det, x, y, dataclasses.replace(spec, keep=keep), 2 / 255,
+                                adaptive=True, gen=torch.Generator().manual_seed(1))
+        assert (adv - x).abs().max() <= 2 / 255 + 1e-6
+        with torch.no_grad():
+            fooled[keep] = (det.logits(adv).argmax(1) != y).numpy()
+    assert not (fooled["last"] & ~fooled["best"]).any(), fooled
+    assert fooled["best"].sum() > fooled["last"].sum(), fooled
+
+
+@pytest.mark.slow
 def test_adaptive_attack_beats_the_plain_one(tmp_path: Path, zoo_cifar) -> None:
     """The whole measure on a real (small) model: detectors calibrated on 10 clean images with
     every rule, the plain PGD and the adaptive one at the same 8/255 budget on the other 10,

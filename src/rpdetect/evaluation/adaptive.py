@@ -85,6 +85,9 @@ class AdaptiveSpec:
     penalty: Literal["hinge", "softplus"] = "hinge"
     random_start: bool = True
     check_draws: int = 4  # fresh draws an iterate must also pass before the image stops
+    # adaptive PGD's answer for an image that never passes its check: the last iterate, or the
+    # misclassifying iterate with the lowest detector penalty seen on its draws ("best")
+    keep: Literal["last", "best"] = "last"
 
     def __post_init__(self) -> None:
         if self.kind not in ADAPTIVE_KINDS:
@@ -98,20 +101,26 @@ class AdaptiveSpec:
                              f"{self.eot}")
         if self.penalty not in ("hinge", "softplus"):
             raise ValueError(f"{self.name}: penalty {self.penalty!r} not hinge or softplus")
+        if self.keep not in ("last", "best"):
+            raise ValueError(f"{self.name}: keep {self.keep!r} not last or best")
 
     @property
     def step_factor(self) -> float:
         return 2.5 / self.steps
 
     def params_hash(self, *extra: str) -> str:
-        blob = json.dumps([dataclasses.asdict(self), list(extra)], sort_keys=True).encode()
+        fields = dataclasses.asdict(self)
+        if fields["keep"] == "last":  # the default before ``keep`` existed: same caches
+            del fields["keep"]
+        blob = json.dumps([fields, list(extra)], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def describe(self) -> str:
         goal = "targeted" if self.targeted else "untargeted"
         return (f"{self.kind} {self.norm} {goal}, {self.steps} steps, EOT {self.eot} draws of "
                 f"the n copies" + (f", weight {self.weight:g}, {self.penalty}"
-                                   if self.kind == "adaptive-pgd" else ""))
+                                   if self.kind == "adaptive-pgd" else "")
+                + (", keeps the best iterate" if self.keep == "best" else ""))
 
     def quick(self) -> "AdaptiveSpec":
         """A smoke-run variant: 5 steps, 2 draws, the first two budgets."""
@@ -278,6 +287,8 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
         x_adv = _project(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps, x, eps, "linf")
     stopped = torch.full((len(x),), spec.steps, dtype=torch.int64)
     active = torch.ones(len(x), dtype=torch.bool)
+    best = x_adv.clone()  # keep="best": the lowest-penalty misclassifying iterate so far
+    best_penalty = torch.full((len(x),), math.inf)
     draws = spec.eot
     for step in range(spec.steps):
         idx = active.nonzero()[:, 0]
@@ -315,10 +326,16 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
                 stopped[idx[done]] = step
                 active[idx[done]] = False
             margin = _margin(z_clean, want[idx], spec.targeted)
+            penalty = det.penalty(z_clean, z_noisy, draws, spec)
+            if spec.keep == "best":
+                with torch.no_grad():
+                    better = (margin < 0) & (penalty < best_penalty[idx])
+                    best[idx[better]] = xa.detach()[better]
+                    best_penalty[idx[better]] = penalty.detach()[better]
             # the detector term only where the goal is reached, so that it never pulls an
             # iterate back across the boundary (C&W's hinge, per image)
             loss = (torch.relu(margin + spec.confidence) + spec.weight * (margin < 0).float()
-                    * det.penalty(z_clean, z_noisy, draws, spec))
+                    * penalty)
         else:
             z_clean = det.logits(xa)
             ce = torch.nn.functional.cross_entropy(z_clean, want[idx], reduction="none")
@@ -328,6 +345,10 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
             keep = active[idx]  # images that passed this step's check keep that iterate
             new = _project(_step(xa, grad, alpha, spec.norm), x[idx], eps, spec.norm)
             x_adv[idx[keep]] = new[keep]
+    if spec.keep == "best" and spec.kind == "adaptive-pgd" and adaptive:
+        # images still running end on their best iterate (the last one is unchecked anyway)
+        use = active & torch.isfinite(best_penalty)
+        x_adv[use] = best[use]
     return x_adv.detach(), stopped
 
 

@@ -86,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                           help="budgets of the adaptive attacks, e.g. 4/255,8/255 or 0.5,1 "
                           "(default: four per norm, scaled to the image size); one norm at a "
                           "time")
+    adaptive.add_argument("--adaptive-keep", choices=("last", "best"), default="last",
+                          help="adaptive PGD's answer for an image that never passes its own "
+                          "check: the last iterate (default) or the misclassifying one with the "
+                          "lowest detector penalty (best: stronger where the penalty pushes "
+                          "iterates back over the decision boundary)")
     adaptive.add_argument("--adaptive-target", default="strictest",
                           choices=("strictest", "paper", "joint", "combined", "per-kappa"),
                           help="the thresholds adaptive PGD evades: the lowest of every rule "
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
         positives=args.positives, quantize_method=args.quantize_method, eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
-        adaptive_epsilons=args.adaptive_epsilons,
+        adaptive_epsilons=args.adaptive_epsilons, adaptive_keep=args.adaptive_keep,
     )
     run_ = run_evaluation(config)
     result, specs = run_.result, run_.specs

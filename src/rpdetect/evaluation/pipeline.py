@@ -101,6 +101,7 @@ class EvaluationConfig:
     adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
     adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
     adaptive_epsilons: tuple[float, ...] | None = None  # adaptive attacks' budgets (one norm)
+    adaptive_keep: str = "last"  # adaptive PGD's answer where no iterate passed: last or best
 
     def __post_init__(self) -> None:
         models = [x for x in (self.dataset, self.classifier, self.torch) if x is not None]
@@ -142,6 +143,9 @@ class EvaluationConfig:
             if "linf" in norms and max(self.adaptive_epsilons) > 1:
                 raise InputError(f"--adaptive-epsilons: L-inf budgets are in [0, 1] pixels "
                                  f"(8/255 = 0.0314), got {max(self.adaptive_epsilons)}")
+        if self.adaptive_keep not in ("last", "best"):
+            raise InputError(f"--adaptive-keep: expected last or best, got "
+                             f"{self.adaptive_keep!r}")
         if any(is_adaptive(a) for a in self.attacks or ()) and (
                 self.precision != "fp32" or self.positives != "attack"):
             raise InputError("adaptive attacks are measured on the float32 detector; drop "
@@ -189,10 +193,11 @@ def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None,
 
 def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, whitebox: bool,
                     quick: bool, eot: int | None = None, steps: int | None = None,
-                    epsilons: Sequence[float] | None = None,
+                    epsilons: Sequence[float] | None = None, keep: str = "last",
                     where: str = "this classifier") -> list[AdaptiveSpec]:
     """The adaptive attacks among ``names`` (:mod:`.adaptive`), with ``eot``, ``steps`` and
-    ``epsilons`` where given; InputError for unknown ones, or where there are no gradients."""
+    ``epsilons`` where given and adaptive PGD's ``keep``; InputError for unknown ones, or
+    where there are no gradients."""
     asked = [n for n in names or () if is_adaptive(n)]
     if not asked:
         return []
@@ -208,7 +213,8 @@ def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, 
     for n in asked:
         spec = table[n]
         spec = dataclasses.replace(spec, eot=eot or spec.eot, steps=steps or spec.steps,
-                                   epsilons=tuple(float(e) for e in epsilons or spec.epsilons))
+                                   epsilons=tuple(float(e) for e in epsilons or spec.epsilons),
+                                   keep=keep if spec.kind == "adaptive-pgd" else spec.keep)
         out.append(spec.quick() if quick else spec)
     return out
 
@@ -350,7 +356,7 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
         adaptive_specs = select_adaptive(
             classifier.input_shape, config.attacks, whitebox=whitebox, quick=config.quick,
             eot=config.eot, steps=config.adaptive_steps, epsilons=config.adaptive_epsilons,
-            where=str(config.classifier))
+            keep=config.adaptive_keep, where=str(config.classifier))
         work = cache / name / ("quick" if config.quick else "full")
         out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
         work.mkdir(parents=True, exist_ok=True)
