@@ -287,7 +287,8 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
         x_adv = _project(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps, x, eps, "linf")
     stopped = torch.full((len(x),), spec.steps, dtype=torch.int64)
     active = torch.ones(len(x), dtype=torch.bool)
-    best = x_adv.clone()  # keep="best": the lowest-penalty misclassifying iterate so far
+    keep_best = spec.keep == "best" and spec.kind == "adaptive-pgd" and adaptive
+    best = x_adv.clone() if keep_best else x_adv  # the lowest-penalty misclassifying iterate
     best_penalty = torch.full((len(x),), math.inf)
     draws = spec.eot
     for step in range(spec.steps):
@@ -327,7 +328,7 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
                 active[idx[done]] = False
             margin = _margin(z_clean, want[idx], spec.targeted)
             penalty = det.penalty(z_clean, z_noisy, draws, spec)
-            if spec.keep == "best":
+            if keep_best:
                 with torch.no_grad():
                     better = (margin < 0) & (penalty < best_penalty[idx])
                     best[idx[better]] = xa.detach()[better]
@@ -345,7 +346,7 @@ def attack_batch(det: _TorchDetector, x: Any, y: Any, spec: AdaptiveSpec, eps: f
             keep = active[idx]  # images that passed this step's check keep that iterate
             new = _project(_step(xa, grad, alpha, spec.norm), x[idx], eps, spec.norm)
             x_adv[idx[keep]] = new[keep]
-    if spec.keep == "best" and spec.kind == "adaptive-pgd" and adaptive:
+    if keep_best:
         # images still running end on their best iterate (the last one is unchecked anyway)
         use = active & torch.isfinite(best_penalty)
         x_adv[use] = best[use]

@@ -133,16 +133,8 @@ class EvaluationConfig:
             if bad or not self.adaptive_epsilons:
                 raise InputError(f"--adaptive-epsilons: expected positive budgets, got "
                                  f"{list(self.adaptive_epsilons)}")
-            asked = [a for a in self.attacks or () if is_adaptive(a)]
-            if not asked:
+            if not any(is_adaptive(a) for a in self.attacks or ()):
                 raise InputError("--adaptive-epsilons: no adaptive attack asked in --attacks")
-            norms = {a.split("-")[2] for a in asked}
-            if len(norms) > 1:
-                raise InputError(f"--adaptive-epsilons: {asked} mix norms {sorted(norms)}; "
-                                 "give the budgets of one norm at a time")
-            if "linf" in norms and max(self.adaptive_epsilons) > 1:
-                raise InputError(f"--adaptive-epsilons: L-inf budgets are in [0, 1] pixels "
-                                 f"(8/255 = 0.0314), got {max(self.adaptive_epsilons)}")
         if self.adaptive_keep not in ("last", "best"):
             raise InputError(f"--adaptive-keep: expected last or best, got "
                              f"{self.adaptive_keep!r}")
@@ -205,6 +197,14 @@ def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, 
     unknown = [n for n in asked if n not in table]
     if unknown:
         raise InputError(f"--attacks: unknown adaptive attacks {unknown}; known: {list(table)}")
+    if epsilons is not None:
+        norms = sorted({table[n].norm for n in asked})
+        if len(norms) > 1:
+            raise InputError(f"--adaptive-epsilons: {asked} mix norms {norms}; give the budgets "
+                             "of one norm at a time")
+        if norms == ["linf"] and max(epsilons) > 1:
+            raise InputError(f"--adaptive-epsilons: L-inf budgets are in [0, 1] pixels "
+                             f"(8/255 = 0.0314), got {max(epsilons)}")
     if not whitebox:
         raise InputError(f"--attacks {' '.join(asked)}: adaptive attacks need the classifier's "
                          f"gradients; give {where} as a torch module (--torch "
