@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     images, source = calibration_images(model, args.data)
     variants = {"fp32": fp32, "fp16": convert_float_to_float16(fp32, keep_io_types=True)}
     for name, options in {
-            "int8 QDQ u8s8 (rpdetect's)": QuantizeOptions(),
+            "int8 QDQ u8s8 (rpdetect's: head float32)": QuantizeOptions(),
+            "int8 QDQ u8s8, head int8 too": QuantizeOptions(float_head=False),
             "int8 QOperator u8s8": QuantizeOptions(quant_format="qoperator"),
             "int8 QDQ s8s8": QuantizeOptions(activation_type="int8")}.items():
         reader = InnerBatchReader(images, spec, fp32.graph.input[0].name, max_images=32)

@@ -165,6 +165,15 @@ METADATA_KEYS: dict[str, str] = {
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
 
+def _float_nodes_text(quantization: Mapping[str, Any]) -> str:
+    """How much of an int8 classifier stayed float32, in words (older files do not say)."""
+    nodes = quantization.get("float_nodes")
+    if nodes is None:
+        return ""
+    head = "head float32" if quantization.get("float_head") else "head int8"
+    return f", {head}; float32 nodes: {', '.join(nodes) if nodes else 'none'}"
+
+
 def check_normalisation(
     mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
 ) -> None:
@@ -362,7 +371,8 @@ class DetectorSpec:
                 f"{' per channel' if q.get('per_channel') else ''}, "
                 f"{q.get('calibrate_method', '?')} ranges from {q.get('images', '?')} images of "
                 f"{q.get('source', '?')} with their noisy copies, onnxruntime "
-                f"{q.get('onnxruntime', '?')}); noise, scores and verdict float32")
+                f"{q.get('onnxruntime', '?')}{_float_nodes_text(q)}); noise, scores and verdict "
+                "float32")
 
     def with_precision(self, precision: str, quantization: Mapping[str, Any] | None
                        ) -> "DetectorSpec":

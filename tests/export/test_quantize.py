@@ -16,7 +16,13 @@ from onnx import TensorProto, helper, numpy_helper
 from rpdetect import Detector
 from rpdetect.cli import main
 from rpdetect.contract import read_spec
-from rpdetect.export.quantize import InnerBatchReader, QuantizeOptions
+from rpdetect.errors import ModelError
+from rpdetect.export.quantize import (
+    InnerBatchReader,
+    QuantizeOptions,
+    classifier_head,
+    quantize_classifier,
+)
 from rpdetect.testing import channel_tint_images
 
 SIZE = 16
@@ -86,12 +92,18 @@ def test_int8_file_is_checked_quantized_and_says_so(int8_setup, capsys):
     q = spec.quantization
     assert q["quant_format"] == "qdq" and q["per_channel"] and q["images"] == 18
     assert q["activation_type"] == "uint8" and q["weight_type"] == "int8"
+    assert q["float_head"] is True and len(q["float_nodes"]) == 1  # the Gemm
+    producers = {o: n for n in model.graph.node for o in n.output}
+    logits = producers[spec.raw["classifier_output"]]
+    assert logits.op_type == "Gemm" and logits.name in q["float_nodes"]
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear"
+                and logits.output[0] in n.input], "the logits must not be quantized"
     assert spec.classifier_source == "cls.onnx"  # the FP32 classifier it came from
     assert spec.mean == (0.45, 0.45, 0.45)
     capsys.readouterr()
     assert main(["info", str(int8)]) == 0
     text = capsys.readouterr().out
-    assert "precision    int8 (QDQ" in text
+    assert "precision    int8 (QDQ" in text and "head float32" in text
     assert main(["info", str(int8), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["precision"] == "int8" and doc["quantization"]["images"] == 18
@@ -144,3 +156,104 @@ def test_int8_export_errors_name_the_problem(int8_setup, tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(ValueError, match="calibrate_method"):
         QuantizeOptions(calibrate_method="kl")
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    for i, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type.lower()}{i}"
+    return model
+
+
+def _with_logit_scale(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The tint CNN with its logits multiplied by 0.5 after the Gemm (a temperature)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    g.node[-1].output[0] = "raw"
+    g.node.append(helper.make_node("Mul", ["raw", "half"], ["logits"]))
+    g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "half"))
+    return model
+
+
+def test_the_head_is_the_last_weighted_layer_and_what_follows():
+    assert classifier_head(_named(_tint_cnn())) == ["gemm4"]
+    assert classifier_head(_named(_with_logit_scale(_tint_cnn()))) == ["gemm4", "mul5"]
+    # no weighted layer on the way to the output: there is no head to keep apart
+    pool = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+         helper.make_node("Flatten", ["g"], ["logits"], name="flat")], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    assert classifier_head(helper.make_model(pool)) == []
+
+
+def _tint_reader(count: int = 6):
+    feeds = []
+    for label in range(3):
+        for im in channel_tint_images(count, label, size=SIZE, seed=1):
+            feeds.append({"x": (im.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)})
+    return iter(feeds)
+
+
+class _Feeds:
+    def __init__(self) -> None:
+        self.it = _tint_reader()
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def _logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _sum_cnn() -> onnx.ModelProto:
+    """x -> 1x1 Conv (identity) -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> Mul(0.5):
+    logit k = 0.5 * (100 * (f0 + f1 + f2) + 10 * f_k), f_c the mean of colour c."""
+    fc = np.full((3, 3), 100.0, np.float32) + 10.0 * np.eye(3, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+         helper.make_node("Flatten", ["g"], ["f"]),
+         helper.make_node("Gemm", ["f", "fc", "fcb"], ["raw"], transB=1),
+         helper.make_node("Mul", ["raw", "half"], ["logits"])],
+        "sum_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w"),
+                     numpy_helper.from_array(np.zeros(3, np.float32), "b"),
+                     numpy_helper.from_array(fc, "fc"),
+                     numpy_helper.from_array(np.zeros(3, np.float32), "fcb"),
+                     numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_float_head_keeps_logits_beyond_the_calibrated_range():
+    """Calibration images are grey 0.45 with one colour 0.04 brighter, so each colour mean f_c
+    is at most about 0.49 and the logits at most about 0.5 * (139 + 4.9) = 72. An image of
+    0.485 in every colour keeps each f_c inside its calibrated range, but its logits (about
+    75.2) lie beyond the logits' range: a uint8 head clips them at the calibrated maximum, the
+    float32 head follows the FP32 classifier within the body's rounding."""
+    fp32 = _sum_cnn()
+    x = np.full((1, 3, SIZE, SIZE), 0.485, np.float32)
+    want = _logits(fp32, x)[0]
+    assert want[0] == pytest.approx(0.5 * (100 * 3 * 0.485 + 10 * 0.485), abs=0.01)
+    head_model = quantize_classifier(fp32, _Feeds())
+    head = _logits(head_model, x)[0]
+    clipped = _logits(quantize_classifier(fp32, _Feeds(), QuantizeOptions(float_head=False)), x)[0]
+    assert np.abs(head - want).max() < 1.0, (want, head)
+    assert (want - clipped).min() > 2.0, (want, clipped)
+    ops = [n.op_type for n in head_model.graph.node]
+    assert ops[-2:] == ["Gemm", "Mul"], ops  # no QuantizeLinear after the logits
+
+
+def test_nodes_to_exclude_are_checked_by_name():
+    with pytest.raises(ModelError, match="no node named 'nope'"):
+        quantize_classifier(_tint_cnn(), _Feeds(), QuantizeOptions(nodes_to_exclude=("nope",)))
+    with pytest.raises(ValueError, match="nodes_to_exclude"):
+        QuantizeOptions(nodes_to_exclude="gemm4")  # type: ignore[arg-type]

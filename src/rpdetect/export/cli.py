@@ -115,6 +115,15 @@ def register(sub: Any) -> None:
     q.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq")
     q.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights, for CPUs without VNNI (AVX2/AVX-512 without VNNI)")
+    q.add_argument("--quantize-head", choices=("float", "int8"), default="float",
+                   help="float (default): keep the classifier's head (its last weighted layer "
+                   "and what follows it to the logits) in float32: uint8 logits round away "
+                   "the logit differences both scores are made of and clip logits beyond the "
+                   "calibrated range; int8: quantize it too")
+    q.add_argument("--nodes-to-exclude", type=lambda v: tuple(x for x in v.split(",") if x),
+                   default=(), metavar="NAME[,NAME...]",
+                   help="more classifier nodes to keep in float32, by name (ONNX Runtime's "
+                   "nodes_to_exclude)")
     d.set_defaults(func=_export)
 
 
@@ -159,7 +168,8 @@ def _export(args: argparse.Namespace) -> int:
 
         options = QuantizeOptions(
             quant_format=args.quant_format, calibrate_method=args.calibrate_method,
-            reduce_range=args.reduce_range, max_images=args.calibration_limit)
+            reduce_range=args.reduce_range, max_images=args.calibration_limit,
+            float_head=args.quantize_head == "float", nodes_to_exclude=args.nodes_to_exclude)
         reader = FolderReader(args.calibration_images, limit=args.calibration_limit,
                               shuffle_seed=0)
         model = build_int8_detector(args.classifier, config, reader, options=options,

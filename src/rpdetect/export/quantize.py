@@ -38,7 +38,8 @@ from ..engine.images import prepare_image
 from ..errors import InputError, ModelError
 from .intake import IntakeOptions
 
-__all__ = ["QuantizeOptions", "InnerBatchReader", "build_int8_detector", "quantize_classifier"]
+__all__ = ["QuantizeOptions", "InnerBatchReader", "build_int8_detector", "classifier_head",
+           "quantize_classifier"]
 
 CalibrateMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -55,6 +56,8 @@ class QuantizeOptions:
     calibrate_method: CalibrateMethod = "minmax"
     max_images: int = 100  # calibration images used (each with its n noisy copies)
     seed: int = 0  # of the calibration copies' noise
+    float_head: bool = True  # keep the classifier's head in float32 (see classifier_head)
+    nodes_to_exclude: tuple[str, ...] = ()  # further nodes kept in float32, by name
 
     def __post_init__(self) -> None:
         choices = {"quant_format": ("qdq", "qoperator"), "activation_type": ("uint8", "int8"),
@@ -66,6 +69,10 @@ class QuantizeOptions:
         if isinstance(self.max_images, bool) or not isinstance(self.max_images, int) \
                 or self.max_images < 1:
             raise ValueError(f"max_images: expected an integer >= 1, got {self.max_images!r}")
+        if isinstance(self.nodes_to_exclude, str) or not all(
+                isinstance(n, str) and n for n in self.nodes_to_exclude):
+            raise ValueError("nodes_to_exclude: expected a tuple of node names, got "
+                             f"{self.nodes_to_exclude!r}")
 
 
 class InnerBatchReader:
@@ -132,27 +139,95 @@ def _ort_enums(options: QuantizeOptions) -> dict[str, Any]:
             "calibrate_method": methods[options.calibrate_method]}
 
 
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def classifier_head(classifier: onnx.ModelProto) -> list[str]:
+    """The names of the classifier's *head*, in graph order: the last weighted layer(s) (Conv,
+    ConvTranspose, Gemm, MatMul with a constant weight) on every path to the first output, and
+    every node after them (a logit scale, a bias, a Flatten). [] when no path to the output
+    passes a weighted layer (the whole model would be "head": nothing is kept in float).
+
+    Why it stays float32: both scores are differences between the logits of an image and of its
+    noisy copies. Quantized to uint8, logits move in steps of (their range) / 255, about 0.1-0.2
+    on a CIFAR-10 or ImageNet classifier, which rounds the small differences of clean images
+    to 0 or one step and blurs what separates adversarial ones (measured in the README, section
+    INT8). The head is one small matrix product (0.3 % of EfficientNet-Lite0's multiply-adds)."""
+    graph = classifier.graph
+    constants = {t.name for t in graph.initializer}
+    constants |= {o for nd in graph.node if nd.op_type == "Constant" for o in nd.output}
+    producers = {out: nd for nd in graph.node for out in nd.output}
+    seen: set[int] = set()
+    found = False
+    stack = [graph.output[0].name]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
+            found = True  # the last weighted layer: what feeds it is the quantized body
+            continue
+        stack.extend(i for i in node.input if i and i not in constants)
+    if not found:
+        return []
+    return [nd.name for nd in graph.node if id(nd) in seen]
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """ONNX Runtime excludes nodes by name: give every unnamed node one."""
+    taken = {nd.name for nd in model.graph.node}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"rpdetect_quantize_{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
 def quantize_classifier(classifier: onnx.ModelProto, reader: Any,
                         options: QuantizeOptions = QuantizeOptions()) -> onnx.ModelProto:
     """``classifier`` ([N, C, H, W] -> [N, K]) statically quantized by ONNX Runtime with the
-    activation ranges ``reader`` (a ``CalibrationDataReader``) gives. ModelError when ONNX
-    Runtime cannot quantize it."""
+    activation ranges ``reader`` (a ``CalibrationDataReader``) gives; with
+    ``options.float_head`` its :func:`classifier_head` stays float32, and so do
+    ``options.nodes_to_exclude``. ModelError when ONNX Runtime cannot quantize it."""
+    return _quantize(classifier, reader, options)[0]
+
+
+def _quantize(classifier: onnx.ModelProto, reader: Any, options: QuantizeOptions
+              ) -> tuple[onnx.ModelProto, list[str]]:
+    """:func:`quantize_classifier`, and the names of the nodes it kept in float32."""
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="rpdetect-quantize-") as tmp:
         src, pre, out = (Path(tmp) / f for f in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        classifier = onnx.ModelProto.FromString(classifier.SerializeToString())
+        _name_nodes(classifier)
         onnx.save(classifier, str(src))
         try:
             quant_pre_process(str(src), str(pre))
+            prepared = onnx.load(str(pre))
+            _name_nodes(prepared)
+            onnx.save(prepared, str(pre))
         except Exception:  # noqa: BLE001 - optional step: quantize the model as it is
-            pre = src
+            pre, prepared = src, classifier
+        names = {nd.name for nd in prepared.graph.node}
+        unknown = [n for n in options.nodes_to_exclude if n not in names]
+        if unknown:
+            raise ModelError(f"nodes_to_exclude: no node named {unknown[0]!r} in the classifier "
+                             "(names as `quant_pre_process` leaves them)")
+        exclude = list(options.nodes_to_exclude)
+        if options.float_head:
+            exclude += [n for n in classifier_head(prepared) if n not in exclude]
         try:
             quantize_static(str(pre), str(out), reader, per_channel=options.per_channel,
-                            reduce_range=options.reduce_range, **_ort_enums(options))
+                            reduce_range=options.reduce_range, nodes_to_exclude=exclude,
+                            **_ort_enums(options))
         except Exception as exc:
             raise ModelError(f"ONNX Runtime could not quantize the classifier: {exc}") from exc
-        return onnx.load(str(out))
+        return onnx.load(str(out)), exclude
 
 
 def build_int8_detector(
@@ -177,7 +252,7 @@ def build_int8_detector(
         inner.graph.output[0].type.tensor_type.shape.dim[1].dim_value = spec.num_classes
     reader = InnerBatchReader(calibration, spec, inner.graph.input[0].name,
                               max_images=options.max_images, seed=options.seed)
-    quantized = quantize_classifier(inner, reader, options)
+    quantized, float_nodes = _quantize(inner, reader, options)
     if reader.count == 0:
         detail = f": {reader.failures[0][0]}: {reader.failures[0][1]}" if reader.failures else ""
         raise InputError(f"quantization: no calibration image could be read{detail}")
@@ -187,7 +262,8 @@ def build_int8_detector(
                            input_shape=spec.input_shape)
     import onnxruntime
 
-    record = {**asdict(options), "images": reader.count, "failed": len(reader.failures),
+    record = {**asdict(options), "float_nodes": float_nodes,
+              "images": reader.count, "failed": len(reader.failures),
               "source": getattr(reader.reader, "source", "images"),
               "onnxruntime": onnxruntime.__version__,
               "inputs": "each image with its n noisy copies, as the detector feeds them"}
