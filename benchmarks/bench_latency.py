@@ -7,7 +7,7 @@
 
 Each model: classifier exported with ``torch_to_onnx`` (cached under ``cache/bench-latency``),
 a graph-noise detector with the paper's kappas and its INT8 twin (``rpdetect export --quantize
-int8``: activation ranges from the first 100 calibration images of the dataset's split when
+int8``: activation ranges from a random 100 of the calibration images of the dataset's split when
 ``--data`` holds its tar, else from random images, which changes nothing about speed), then the
 suite (classifier alone at B=1 and at the floor B=11; each detector through
 ``rpdetect.Detector``'s default path, with the file's own graph noise and with fed noise, at
@@ -86,13 +86,15 @@ def detector_for(model: Standard, cache: Path) -> Path:
 
 
 def calibration_images(model: Standard, data: Path, count: int = 100) -> tuple[object, str]:
-    """The first ``count`` calibration images of the model's dataset split (never its
-    evaluation images), or random images where the tar is absent; and what they were."""
+    """A random ``count`` of the calibration images of the model's dataset split (never its
+    evaluation images; the sample the evaluation's INT8 detector is quantized on), or random
+    images where the tar is absent; and what they were."""
     import numpy as np
 
     from rpdetect.evaluation.datasets import TarImages, TarPool
     from rpdetect.evaluation.pipeline import preset_split
     from rpdetect.evaluation.presets import PRESETS
+    from rpdetect.evaluation.protocol import quantization_sample
 
     preset = PRESETS[model.preset]
     tar_path = data / preset.tar
@@ -102,25 +104,28 @@ def calibration_images(model: Standard, data: Path, count: int = 100) -> tuple[o
                 f"{count} random images ({tar_path} absent: the ranges are for speed only)")
     split = preset_split(preset, tar_path, 0)
     with TarImages(tar_path, model.torch.input_shape) as tar:
-        images = TarPool(tar, split.calibration[:count]).images(range(count))
-    return images, f"the first {count} calibration images of the {preset.name} split"
+        positions = quantization_sample(len(split.calibration), count)
+        images = TarPool(tar, split.calibration).images(positions)
+    return images, f"a random {count} of the calibration images of the {preset.name} split"
 
 
 def int8_detector_for(model: Standard, detector: Path, data: Path) -> tuple[Path, str]:
-    """The INT8 twin of ``detector`` (cached next to it, keyed by the calibration source)."""
+    """The INT8 twin of ``detector`` (cached next to it, keyed by the calibration source and the
+    quantization options)."""
     import hashlib
 
     from rpdetect.contract import read_spec
     from rpdetect.export.graph import extract_classifier, load_onnx
-    from rpdetect.export.quantize import build_int8_detector
+    from rpdetect.export.quantize import QuantizeOptions, build_int8_detector
 
     images, source = calibration_images(model, data)
-    tag = hashlib.sha256(source.encode()).hexdigest()[:8]
+    options = QuantizeOptions()  # what `rpdetect export --quantize int8` does by default
+    tag = hashlib.sha256((source + repr(options)).encode()).hexdigest()[:8]
     path = detector.with_name(f"{detector.stem}-int8-{tag}.onnx")
     if not path.is_file():
         fp32 = load_onnx(detector)
-        save_onnx(build_int8_detector(extract_classifier(fp32), read_spec(fp32).config(), images),
-                  path)
+        save_onnx(build_int8_detector(extract_classifier(fp32), read_spec(fp32).config(), images,
+                                      options=options), path)
     return path, source
 
 

@@ -86,3 +86,23 @@ def test_heldaside_split_does_not_overlap_training(zoo: str) -> None:
     ev = {m.member for m in split.evaluation}
     assert len(cal) == n_cal and not cal & ev and cal | ev == held
     assert {m.label for m in split.evaluation} == set(range(len(module.CLASSES)))
+
+
+def test_int8_ranges_come_from_every_class_of_the_calibration_split(tmp_path: Path) -> None:
+    """The calibration part of a split is in tar order, i.e. class by class: the INT8 sample
+    (``quantization_sample``) must be spread over it, not its first images (the first 100
+    calibration images of CIFAR-10 are two classes)."""
+    from rpdetect.evaluation.protocol import quantization_sample
+
+    rng = np.random.default_rng(0)
+    wnids = list(IMAGENETTE_WNID_TO_INDEX)[:4]
+    members = {f"imagenette-train/{w}/{i:03d}.JPEG": rng.integers(0, 256, (4, 4, 3), np.uint8)
+               for w in wnids for i in range(30)}
+    split = imagenette_split(_fake_tar(tmp_path / "t.tar", members), n_calibration=80, seed=0)
+    labels = [it.label for it in split.calibration]
+    assert labels == sorted(labels)  # class order: why the first images will not do
+    sample = quantization_sample(len(split.calibration), 12)
+    assert sample == sorted(set(sample)) and len(sample) == 12 and max(sample) < 80
+    assert {labels[i] for i in sample} == set(labels)  # every class (seed 0)
+    assert quantization_sample(80, 12) == sample  # deterministic
+    assert quantization_sample(5, 12) == [0, 1, 2, 3, 4]

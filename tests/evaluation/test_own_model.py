@@ -171,6 +171,21 @@ def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,
     row, row2 = doc["rows"][0], _table(out2)["rows"][0]
     assert row2["attempted"] == row["attempted"] and row2["used"] <= row["used"]
     assert row2["used"] + row2["failed"] == row2["attempted"]
+    # --positives both: the FP32 and the INT8 run count the same examples (each run prepares
+    # the other precision's detector for its labels)
+    both = {}
+    for precision in ("int8", "fp32"):
+        both[precision] = tmp_path / f"both-{precision}"
+        assert main(["evaluate", "--classifier", str(tree / "clf.onnx"), "--precision",
+                     precision, "--positives", "both", "--calibration-images",
+                     str(tree / "calibration"), "--images", str(tree / "images"), "--n", str(N),
+                     "--fpr", str(FPR), "--attacks", *attacks, "--cache",
+                     str(tmp_path / "cache"), "--out", str(both[precision]), "--no-figures",
+                     "--no-progress"]) == 0
+    rows = {p: _table(o)["rows"][0] for p, o in both.items()}
+    assert rows["fp32"]["used"] == rows["int8"]["used"] <= row2["used"]
+    assert rows["fp32"]["attempted"] == rows["int8"]["attempted"] == row["attempted"]
+    assert "both the FP32 and the INT8" in (both["fp32"] / "table.md").read_text()
 
 
 def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:

@@ -66,14 +66,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8: the detector's classifier quantized by ONNX Runtime "
-                   "(rpdetect export --quantize int8) on the first 100 calibration images, then "
+                   "(rpdetect export --quantize int8) on a random 100 of the calibration images, then "
                    "calibrated on its own scores; the attacks still target the float model")
     p.add_argument("--quantize-method", choices=("minmax", "entropy", "percentile"),
                    default="minmax", help="--precision int8: ONNX Runtime's range method")
-    p.add_argument("--positives", choices=("attack", "deployed"), default="attack",
+    p.add_argument("--quantize-head", choices=("float", "int8"), default="float",
+                   help="--precision int8: keep the classifier's head (its last weighted layer "
+                   "to the logits) in float32 (default), or quantize it too")
+    p.add_argument("--positives", choices=("attack", "deployed", "both"), default="attack",
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "
-                   "one for --precision int8) misclassifies too")
+                   "one for --precision int8) misclassifies too; both: only those the FP32 and "
+                   "the INT8 classifiers both misclassify (the same positives for --precision "
+                   "fp32 and int8: the two detectors compared on the same examples)")
     adaptive = p.add_argument_group(
         "adaptive attacks", "attacks that know the detector (--attacks adaptive-pgd-linf "
         "adaptive-pgd-l2 logit-match-linf logit-match-l2, -t for targeted): each at four "
@@ -134,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
-        positives=args.positives, quantize_method=args.quantize_method, eot=args.eot,
+        positives=args.positives, quantize_method=args.quantize_method,
+        quantize_head=args.quantize_head, eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
         adaptive_epsilons=args.adaptive_epsilons, adaptive_keep=args.adaptive_keep,
     )

@@ -38,6 +38,7 @@ from .datasets import (
 )
 from .figures import roc_figure, write_figures
 from .presets import PAPER_KAPPAS, PRESETS, Preset
+from ..export.quantize import QuantizeOptions
 from .protocol import Classifier, ClassifierFile, EvaluationResult, TargetClassifier, evaluate
 from .report import write_adaptive_report, write_report
 
@@ -95,8 +96,10 @@ class EvaluationConfig:
     progress: bool = True
     command: str = ""
     precision: str = "fp32"  # "int8": the detector's classifier quantized (export.quantize)
-    positives: str = "attack"  # "deployed": only examples the detector's classifier gets wrong
+    positives: str = "attack"  # "deployed": only examples the detector's classifier gets wrong;
+    # "both": only those the FP32 and the INT8 classifiers both get wrong
     quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
+    quantize_head: str = "float"  # int8: the classifier's head kept float32, or "int8"
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
     adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
     adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
@@ -121,8 +124,12 @@ class EvaluationConfig:
             raise InputError(f"--n: expected >= 1, got {self.n}")
         if self.precision not in ("fp32", "int8"):
             raise InputError(f"--precision: expected fp32 or int8, got {self.precision!r}")
-        if self.positives not in ("attack", "deployed"):
-            raise InputError(f"--positives: expected attack or deployed, got {self.positives!r}")
+        if self.quantize_head not in ("float", "int8"):
+            raise InputError(f"--quantize-head: expected float or int8, got "
+                             f"{self.quantize_head!r}")
+        if self.positives not in ("attack", "deployed", "both"):
+            raise InputError(f"--positives: expected attack, deployed or both, got "
+                             f"{self.positives!r}")
         if not 0 < self.fpr < 1:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
         for flag, v in (("--eot", self.eot), ("--adaptive-steps", self.adaptive_steps)):
@@ -365,16 +372,24 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
             _check_user_images(classifier_onnx, pool, config.n, config.images)  # type: ignore[arg-type]
         notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
         if config.precision == "int8":
+            head = ("its head (the last weighted layer to the logits) kept float32"
+                    if config.quantize_head == "float" else "its head quantized too")
             notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
                          f"per-channel int8 weights, uint8 activations, "
                          f"{config.quantize_method} ranges from the "
-                         "first 100 calibration images with their noisy copies); thresholds from "
+                         f"random 100 of the calibration images with their noisy copies; {head}); "
+                         "thresholds from "
                          "its own scores on the calibration images. The attacks target the "
                          "float32 model, so the adversarial examples are the FP32 run's.")
         if config.positives == "deployed":
             notes.append("Positives: only the adversarial examples that the detector's own "
                          "classifier misclassifies too; the others are counted as failed "
                          "attacks (--positives deployed).")
+        elif config.positives == "both":
+            notes.append("Positives: only the adversarial examples that both the FP32 and the "
+                         "INT8 detector's classifiers misclassify, the same examples for "
+                         "--precision fp32 and int8; the others are counted as failed attacks "
+                         "(--positives both).")
         written: list[Path] = []
 
         def on_row(result: EvaluationResult) -> None:
@@ -393,7 +408,9 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                 kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
                 figure_images=16 if config.figures else 0, progress=config.progress,
                 classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
-                positives=config.positives, quantize_method=config.quantize_method)
+                positives=config.positives, quantize=QuantizeOptions(
+                    calibrate_method=config.quantize_method,  # type: ignore[arg-type]
+                    float_head=config.quantize_head == "float"))
         adaptive = None
         if adaptive_specs:
             from .adaptive import evaluate_adaptive

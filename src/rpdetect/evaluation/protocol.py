@@ -24,6 +24,7 @@ from ..calibration.thresholds import CalibrationMode, Rates, rule_rates, rule_th
 from .._atomic import atomic_path
 from ..contract import DetectorConfig, Provenance, with_thresholds
 from ..export.graph import build_detector, load_onnx, save_onnx
+from ..export.quantize import QuantizeOptions
 from ..rule import Thresholds
 from ..errors import InputError
 from .attacks import BLACKBOX_ATTACKS, AdversarialSet, AttackSpec, ImagePool, generate
@@ -236,6 +237,25 @@ class PreparedDetector(NamedTuple):
     calibration: ScoreSet
 
 
+def quantization_sample(size: int, count: int, *, seed: int = 0) -> list[int]:
+    """``count`` positions of a pool of ``size`` calibration images, a seeded random sample in
+    increasing order: the INT8 activation ranges come from these. (A split's calibration part
+    is stored in tar order, which is class order: its first 100 images are one or two classes,
+    and ranges taken from them clip the activations of the other classes.)"""
+    if count >= size:
+        return list(range(size))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(size, count, replace=False))
+
+
+def _attack_scores(work_dir: Path, spec: AttackSpec, fingerprint: str, used_pos: np.ndarray,
+                   images: np.ndarray, detector: PreparedDetector, progress: bool) -> ScoreSet:
+    """``detector``'s scores of one attack's adversarial examples, cached by both."""
+    return cached_scores(
+        work_dir / f"{spec.name}-{spec.params_hash(fingerprint)}-scores-{detector.key}.npz",
+        f"{detector.key}-{len(used_pos)}",
+        lambda: detector.runner.score(images, progress=progress, desc=f"detect {spec.name}"))
+
+
 def prepare_detector(
     classifier: TargetClassifier,
     *,
@@ -246,8 +266,7 @@ def prepare_detector(
     progress: bool = True,
     classifier_onnx: Path | None = None,
     precision: str = "fp32",
-    quantize_images: int = 100,
-    quantize_method: str = "minmax",
+    quantize: QuantizeOptions = QuantizeOptions(),
 ) -> PreparedDetector:
     """Export (or reuse) the detector of ``classifier`` and score the calibration images with
     it; both cached in ``work_dir``. The rest of :func:`evaluate`'s arguments."""
@@ -257,19 +276,17 @@ def prepare_detector(
     config = DetectorConfig(kappas=tuple(float(k) for k in kappas), noise="graph",
                             seed=float(seed), batch=DETECTOR_BATCH)
     det_key = f"{fp}-{hashlib.sha256(repr(config).encode()).hexdigest()[:8]}"
-    if precision == "int8":
-        det_key += f"-int8q{quantize_images}" + ("" if quantize_method == "minmax"
-                                                   else f"-{quantize_method}")
+    sample = quantization_sample(len(calibration), quantize.max_images)
+    if precision == "int8":  # keyed by how and on which images it is quantized
+        det_key += "-int8-" + hashlib.sha256(
+            f"{quantize!r}{sample!r}".encode()).hexdigest()[:8]
     detector_path = work_dir / f"detector-{det_key}.onnx"
     if not detector_path.is_file():
         if precision == "int8":
-            from ..export.quantize import QuantizeOptions, build_int8_detector
+            from ..export.quantize import build_int8_detector
 
-            images = calibration.images(range(min(quantize_images, len(calibration))))
-            save_onnx(build_int8_detector(classifier_path, config, images,
-                                          options=QuantizeOptions(
-                                              max_images=quantize_images,
-                                              calibrate_method=quantize_method)),  # type: ignore[arg-type]
+            images = calibration.images(sample)
+            save_onnx(build_int8_detector(classifier_path, config, images, options=quantize),
                       detector_path)
         else:
             save_onnx(build_detector(classifier_path, config), detector_path)
@@ -300,8 +317,7 @@ def evaluate(
     classifier_onnx: Path | None = None,
     on_row: Callable[[EvaluationResult], None] | None = None,
     precision: str = "fp32",
-    quantize_images: int = 100,
-    quantize_method: str = "minmax",
+    quantize: QuantizeOptions = QuantizeOptions(),
     positives: str = "attack",
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
@@ -311,17 +327,26 @@ def evaluate(
     (to write the table as it grows). ``classifier_onnx``: an already exported pixel-space ONNX
     of the same torch classifier, used instead of exporting. ``mode``: the rule compared with
     the paper's (``rpdetect.calibration.thresholds``). ``precision="int8"``: the detector's
-    classifier quantized (``rpdetect.export.quantize``) with the first ``quantize_images``
-    calibration images; the attacks (cached by the classifier, not the detector) are those of
+    classifier quantized (``rpdetect.export.quantize``) as ``quantize`` says, its ranges from
+    ``quantize.max_images`` calibration images (:func:`quantization_sample`); the attacks (cached by the classifier, not the detector) are those of
     the float32 run. ``positives="deployed"``: an adversarial example counts only where the
     detector's own classifier (for int8, the quantized one) misclassifies it too; the others
     join the failed attacks (an FP32 minimal attack sits on the FP32 boundary, which the INT8
-    classifier has moved)."""
+    classifier has moved). ``positives="both"``: only where the FP32 *and* the INT8 detector's
+    classifiers misclassify it, the same positives whichever ``precision`` is evaluated, so
+    the two detectors are compared on the same examples (the other detector is prepared and
+    its labels cached as its own run caches them)."""
     prepared = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
                                 kappas=kappas, seed=seed, progress=progress,
                                 classifier_onnx=classifier_onnx, precision=precision,
-                                quantize_images=quantize_images,
-                                quantize_method=quantize_method)
+                                quantize=quantize)
+    twin = None  # positives="both": the detector of the other precision
+    if positives == "both":
+        twin = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
+                                kappas=kappas, seed=seed, progress=progress,
+                                classifier_onnx=classifier_onnx,
+                                precision="int8" if precision == "fp32" else "fp32",
+                                quantize=quantize)
     fp, det_key, runner, calib = (prepared.fingerprint, prepared.key, prepared.runner,
                                   prepared.calibration)
     classifier_path = prepared.classifier_path
@@ -346,15 +371,17 @@ def evaluate(
                        cache_key=fp, progress=progress)
         used_pos = adv.successful_positions[:n]
         adv_images = adv.adversarial[:n]
-        adv_scores = cached_scores(
-            work_dir / f"{spec.name}-{spec.params_hash(fp)}-scores-{det_key}.npz",
-            f"{det_key}-{len(used_pos)}",
-            lambda: runner.score(adv_images, progress=progress, desc=f"detect {spec.name}"))
+        adv_scores = _attack_scores(work_dir, spec, fp, used_pos, adv_images, prepared,
+                                    progress)
         clean = clean_scores.get(used_pos, pool, runner, progress)
         attempted = _attempted_until(adv, n)
         l2, queries = adv.l2[adv.success][:n], adv.queries[adv.success][:n]
-        if positives == "deployed":
-            keep = adv_scores.label != np.asarray(pool.labels)[used_pos]
+        if positives in ("deployed", "both"):
+            truth = np.asarray(pool.labels)[used_pos]
+            keep = adv_scores.label != truth
+            if twin is not None:
+                keep &= _attack_scores(work_dir, spec, fp, used_pos, adv_images, twin,
+                                       progress).label != truth
             adv_scores = ScoreSet(*(np.asarray(v)[keep] for v in adv_scores))
             clean = ScoreSet(*(np.asarray(v)[keep] for v in clean))
             used_pos, l2, queries = used_pos[keep], l2[keep], queries[keep]
