@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -326,6 +327,7 @@ class Detector:
             threads=noise_threads)
         self._buffer = None if cut is None else BatchBuffer(self.info, self.noise_source,
                                                             images=cut.images)
+        self._bindings = threading.local()  # each thread's I/O binding of its buffer
 
     def close(self) -> None:
         """Stop the noise threads (prefetch and drawing, if any). The session is released with
@@ -480,10 +482,7 @@ class Detector:
                 feed = {self._batch_input: buf, **thresholds}
                 parts.append(self.session.run(list(self._outputs), feed))
             else:
-                io = self.session.io_binding()
-                io.bind_cpu_input(self._batch_input, buf)
-                for name in self._outputs:
-                    io.bind_output(name)
+                io = self._binding(buf)
                 self.session.run_with_iobinding(io)
                 parts.append(io.copy_outputs_to_cpu())
             self.noise_source.refill()  # a prefetched draw for the next image starts now
@@ -491,6 +490,18 @@ class Detector:
             return dict(zip(self._outputs, parts[0]))
         return {name: np.concatenate([p[i] for p in parts])
                 for i, name in enumerate(self._outputs)}
+
+    def _binding(self, buf: np.ndarray) -> Any:
+        """This thread's I/O binding of ``buf`` (its inner-batch buffer, bound without a copy:
+        refilled in place, it needs no rebinding) and of the outputs, made once per thread."""
+        bound = getattr(self._bindings, "bound", None)
+        if bound is None or bound[0] is not buf:
+            io = self.session.io_binding()
+            io.bind_cpu_input(self._batch_input, buf)
+            for name in self._outputs:
+                io.bind_output(name)
+            bound = self._bindings.bound = (buf, io)
+        return bound[1]
 
     def _thresholds(self, threshold1: float | Sequence[float] | None,
                     threshold2: float | Sequence[float] | None,
@@ -583,6 +594,10 @@ class Detector:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if noise is not None and total is not None and len(noise) != total:
             raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")
+        # images per run: the file's batch, or the engine front's (1 where the graph is cut per
+        # image: each image is prepared, run and answered before the next is read, so a large
+        # call streams its images through the caches one at a time)
+        run_size = self.batch if self._buffer is None else self._buffer.batch
         pending: tuple[list[np.ndarray], list[np.ndarray | None], list[str]] = ([], [], [])
         waiting: list[Failure | int] = []  # outcomes in input order; an int: a pending image
         bar = tqdm(total=total, unit="img", file=sys.stderr, desc="rpdetect",
@@ -603,7 +618,7 @@ class Detector:
                 for bucket, value in zip(pending, (image, draw, source)):
                     bucket.append(value)  # type: ignore[arg-type]
                 waiting.append(index)
-                if len(pending[0]) == self.batch:
+                if len(pending[0]) == run_size:
                     yield from _in_order(waiting, self._run(*pending, thresholds))
                     bar.update(len(pending[0]))
                     pending, waiting = ([], [], []), []
