@@ -149,9 +149,9 @@ def classifier_head(classifier: onnx.ModelProto) -> list[str]:
     passes a weighted layer (the whole model would be "head": nothing is kept in float).
 
     Why it stays float32: both scores are differences between the logits of an image and of its
-    noisy copies. Quantized to uint8, logits move in steps of (their range) / 255, about 0.1-0.2
-    on a CIFAR-10 or ImageNet classifier, which rounds the small differences of clean images
-    to 0 or one step and blurs what separates adversarial ones (measured in the README, section
+    noisy copies. Quantized to uint8, logits move in steps of (their calibrated range) / 255
+    (0.033 on our CIFAR-10 classifier) and, worse, are clipped at the range seen on clean
+    images, which is where adversarial examples put theirs (measured in the README, section
     INT8). The head is one small matrix product (0.3 % of EfficientNet-Lite0's multiply-adds)."""
     graph = classifier.graph
     constants = {t.name for t in graph.initializer}
