@@ -3,7 +3,8 @@
 Reads ``<results>/<dataset>/<run>/table.json`` as ``rpdetect evaluate --out`` writes it, for the
 runs ``fp32`` (the FP32 detector), ``int8`` (``--precision int8``: the head float32, the
 default), ``int8-head-int8`` where present (``--quantize-head int8``: every layer quantized, as
-rpdetect exported INT8 before), ``int8-deployed`` (``--precision int8 --positives deployed``)
+rpdetect exported INT8 before), ``int8-stem`` / ``fp32-stem-both`` / ``int8-stem-both`` where
+present (``--quantize-stem float``), ``int8-deployed`` (``--precision int8 --positives deployed``)
 and ``fp32-both`` / ``int8-both`` (``--positives both``: the examples both classifiers
 misclassify, the same positives for the two detectors), and writes ``<results>/summary.md``:
 each rule's combined F2 of the Total row with the clean false-positive rate it was measured at
@@ -23,9 +24,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from rpdetect._atomic import atomic_write_text  # noqa: E402
 
 RUNS = {"fp32": "FP32", "int8": "INT8 (head float32)", "int8-head-int8": "INT8, head int8 too",
-        "int8-deployed": "INT8, deployed positives", "fp32-both": "FP32, positives both",
-        "int8-both": "INT8, positives both"}
-BASE = {"int8": "fp32", "int8-head-int8": "fp32", "int8-both": "fp32-both"}  # INT8 - FP32
+        "int8-stem": "INT8, stem float32 too", "int8-deployed": "INT8, deployed positives",
+        "fp32-both": "FP32, positives both", "int8-both": "INT8, positives both",
+        "fp32-stem-both": "FP32, positives both (stem run)",
+        "int8-stem-both": "INT8 stem float32, positives both"}
+BASE = {"int8": "fp32", "int8-head-int8": "fp32", "int8-stem": "fp32", "int8-both": "fp32-both",
+        "int8-stem-both": "fp32-stem-both"}  # INT8 - FP32 on the same positives
 
 
 def _total(doc: dict, rule: str) -> tuple[float, float, int]:

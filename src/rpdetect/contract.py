@@ -171,6 +171,8 @@ def _float_nodes_text(quantization: Mapping[str, Any]) -> str:
     if nodes is None:
         return ""
     head = "head float32" if quantization.get("float_head") else "head int8"
+    if quantization.get("float_stem"):
+        head += ", stem float32"
     return f", {head}; float32 nodes: {', '.join(nodes) if nodes else 'none'}"
 
 

@@ -21,6 +21,7 @@ from rpdetect.export.quantize import (
     InnerBatchReader,
     QuantizeOptions,
     classifier_head,
+    classifier_stem,
     quantize_classifier,
 )
 from rpdetect.testing import channel_tint_images
@@ -257,3 +258,44 @@ def test_nodes_to_exclude_are_checked_by_name():
         quantize_classifier(_tint_cnn(), _Feeds(), QuantizeOptions(nodes_to_exclude=("nope",)))
     with pytest.raises(ValueError, match="nodes_to_exclude"):
         QuantizeOptions(nodes_to_exclude="gemm4")  # type: ignore[arg-type]
+
+
+def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` behind a folded normalisation: x -> Sub(0.45) -> Div(0.25) -> the model."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    for node in g.node:
+        node.input[:] = ["xn" if i == "x" else i for i in node.input]
+    g.node.insert(0, helper.make_node("Div", ["xs", "std"], ["xn"]))
+    g.node.insert(0, helper.make_node("Sub", ["x", "mean"], ["xs"]))
+    g.initializer.extend([numpy_helper.from_array(np.array(0.45, np.float32), "mean"),
+                          numpy_helper.from_array(np.array(0.25, np.float32), "std")])
+    return model
+
+
+def test_the_stem_is_the_first_weighted_layer_and_what_precedes_it():
+    assert classifier_stem(_named(_tint_cnn())) == ["conv0"]
+    assert classifier_stem(_named(_normalised(_tint_cnn()))) == ["sub0", "div1", "conv2"]
+    pool = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["logits"], name="gap")], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, 1, 1])])
+    assert classifier_stem(helper.make_model(pool)) == []
+
+
+def test_a_float_stem_reads_the_image_unrounded():
+    """With ``float_stem`` no QuantizeLinear reads the image or its normalised form (the noisy
+    copies reach the first convolution unrounded), the first convolution stays a float Conv, and
+    the logits still follow the FP32 classifier; without it the input is quantized."""
+    fp32 = _named(_normalised(_tint_cnn()))
+    stem = quantize_classifier(fp32, _Feeds(), QuantizeOptions(float_stem=True))
+    plain = quantize_classifier(fp32, _Feeds())
+    def reads_input_quantized(m: onnx.ModelProto) -> bool:
+        return any(n.op_type == "QuantizeLinear" and n.input[0] in ("x", "xs", "xn")
+                   for n in m.graph.node)
+    assert reads_input_quantized(plain) and not reads_input_quantized(stem)
+    names = {n.name for n in stem.graph.node if n.op_type == "Conv"}
+    assert "conv2" in names  # the float convolution kept its name (not fused into QLinearConv)
+    x = (channel_tint_images(1, 1, size=SIZE, seed=4).transpose(0, 3, 1, 2) / 255.0
+         ).astype(np.float32)
+    np.testing.assert_allclose(_logits(stem, x), _logits(fp32, x), atol=1.0)

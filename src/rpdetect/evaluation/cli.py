@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--quantize-head", choices=("float", "int8"), default="float",
                    help="--precision int8: keep the classifier's head (its last weighted layer "
                    "to the logits) in float32 (default), or quantize it too")
+    p.add_argument("--quantize-stem", choices=("float", "int8"), default="int8",
+                   help="--precision int8: quantize the layer that reads the image (default), "
+                   "or keep it in float32")
     p.add_argument("--positives", choices=("attack", "deployed", "both"), default="attack",
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
         positives=args.positives, quantize_method=args.quantize_method,
-        quantize_head=args.quantize_head, eot=args.eot,
+        quantize_head=args.quantize_head, quantize_stem=args.quantize_stem,
+        eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
         adaptive_epsilons=args.adaptive_epsilons, adaptive_keep=args.adaptive_keep,
     )

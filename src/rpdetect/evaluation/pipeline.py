@@ -100,6 +100,7 @@ class EvaluationConfig:
     # "both": only those the FP32 and the INT8 classifiers both get wrong
     quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
     quantize_head: str = "float"  # int8: the classifier's head kept float32, or "int8"
+    quantize_stem: str = "int8"  # int8: the layer reading the image quantized, or "float"
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
     adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
     adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
@@ -124,9 +125,10 @@ class EvaluationConfig:
             raise InputError(f"--n: expected >= 1, got {self.n}")
         if self.precision not in ("fp32", "int8"):
             raise InputError(f"--precision: expected fp32 or int8, got {self.precision!r}")
-        if self.quantize_head not in ("float", "int8"):
-            raise InputError(f"--quantize-head: expected float or int8, got "
-                             f"{self.quantize_head!r}")
+        for flag, value in (("--quantize-head", self.quantize_head),
+                            ("--quantize-stem", self.quantize_stem)):
+            if value not in ("float", "int8"):
+                raise InputError(f"{flag}: expected float or int8, got {value!r}")
         if self.positives not in ("attack", "deployed", "both"):
             raise InputError(f"--positives: expected attack, deployed or both, got "
                              f"{self.positives!r}")
@@ -374,6 +376,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
         if config.precision == "int8":
             head = ("its head (the last weighted layer to the logits) kept float32"
                     if config.quantize_head == "float" else "its head quantized too")
+            if config.quantize_stem == "float":
+                head += ", its stem (the layer reading the image) kept float32"
             notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
                          f"per-channel int8 weights, uint8 activations, "
                          f"{config.quantize_method} ranges from the "
@@ -410,7 +414,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                 classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
                 positives=config.positives, quantize=QuantizeOptions(
                     calibrate_method=config.quantize_method,  # type: ignore[arg-type]
-                    float_head=config.quantize_head == "float"))
+                    float_head=config.quantize_head == "float",
+                    float_stem=config.quantize_stem == "float"))
         adaptive = None
         if adaptive_specs:
             from .adaptive import evaluate_adaptive

@@ -120,6 +120,10 @@ def register(sub: Any) -> None:
                    "and what follows it to the logits) in float32: uint8 logits round away "
                    "the logit differences both scores are made of and clip logits beyond the "
                    "calibrated range; int8: quantize it too")
+    q.add_argument("--quantize-stem", choices=("float", "int8"), default="int8",
+                   help="int8 (default): quantize the layer that reads the image too; float: "
+                   "keep it (and a folded normalisation before it) in float32, so the noisy "
+                   "copies are not rounded to uint8 first (better scores, a little slower)")
     q.add_argument("--nodes-to-exclude", type=lambda v: tuple(x for x in v.split(",") if x),
                    default=(), metavar="NAME[,NAME...]",
                    help="more classifier nodes to keep in float32, by name (ONNX Runtime's "
@@ -169,7 +173,8 @@ def _export(args: argparse.Namespace) -> int:
         options = QuantizeOptions(
             quant_format=args.quant_format, calibrate_method=args.calibrate_method,
             reduce_range=args.reduce_range, max_images=args.calibration_limit,
-            float_head=args.quantize_head == "float", nodes_to_exclude=args.nodes_to_exclude)
+            float_head=args.quantize_head == "float", float_stem=args.quantize_stem == "float",
+            nodes_to_exclude=args.nodes_to_exclude)
         reader = FolderReader(args.calibration_images, limit=args.calibration_limit,
                               shuffle_seed=0)
         model = build_int8_detector(args.classifier, config, reader, options=options,

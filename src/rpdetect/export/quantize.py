@@ -39,7 +39,7 @@ from ..errors import InputError, ModelError
 from .intake import IntakeOptions
 
 __all__ = ["QuantizeOptions", "InnerBatchReader", "build_int8_detector", "classifier_head",
-           "quantize_classifier"]
+           "classifier_stem", "quantize_classifier"]
 
 CalibrateMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -57,6 +57,7 @@ class QuantizeOptions:
     max_images: int = 100  # calibration images used (each with its n noisy copies)
     seed: int = 0  # of the calibration copies' noise
     float_head: bool = True  # keep the classifier's head in float32 (see classifier_head)
+    float_stem: bool = False  # keep the layer that reads the image in float32 (classifier_stem)
     nodes_to_exclude: tuple[str, ...] = ()  # further nodes kept in float32, by name
 
     def __post_init__(self) -> None:
@@ -174,6 +175,39 @@ def classifier_head(classifier: onnx.ModelProto) -> list[str]:
     return [nd.name for nd in graph.node if id(nd) in seen]
 
 
+def classifier_stem(classifier: onnx.ModelProto) -> list[str]:
+    """The names of the classifier's *stem*, in graph order: the first weighted layer(s) (as in
+    :func:`classifier_head`) on every path from the image input, and the nodes before them (a
+    folded normalisation). [] when no path from the input reaches a weighted layer.
+
+    Kept float32 (``float_stem``), the image and its noisy copies are not rounded to uint8
+    before the first convolution: at kappa = 0.01 the noise is about one uint8 step of a [0, 1]
+    image. On ImageNette this raised the INT8 detector's score2 AUC on DDN examples from 0.907 to
+    0.947 (FP32: 0.985) for 2.3 ms of EfficientNet-Lite0's 31 ms (README, section INT8)."""
+    graph = classifier.graph
+    constants = {t.name for t in graph.initializer}
+    constants |= {o for nd in graph.node if nd.op_type == "Constant" for o in nd.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for nd in graph.node:
+        for name in nd.input:
+            consumers.setdefault(name, []).append(nd)
+    seen: set[int] = set()
+    found = False
+    stack = [graph.input[0].name]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
+                found = True  # the first weighted layer: what it feeds is the quantized body
+                continue
+            stack.extend(node.output)
+    if not found:
+        return []
+    return [nd.name for nd in graph.node if id(nd) in seen]
+
+
 def _name_nodes(model: onnx.ModelProto) -> None:
     """ONNX Runtime excludes nodes by name: give every unnamed node one."""
     taken = {nd.name for nd in model.graph.node}
@@ -190,8 +224,8 @@ def quantize_classifier(classifier: onnx.ModelProto, reader: Any,
                         options: QuantizeOptions = QuantizeOptions()) -> onnx.ModelProto:
     """``classifier`` ([N, C, H, W] -> [N, K]) statically quantized by ONNX Runtime with the
     activation ranges ``reader`` (a ``CalibrationDataReader``) gives; with
-    ``options.float_head`` its :func:`classifier_head` stays float32, and so do
-    ``options.nodes_to_exclude``. ModelError when ONNX Runtime cannot quantize it."""
+    ``options.float_head`` its :func:`classifier_head` stays float32, with ``options.float_stem``
+    its :func:`classifier_stem`, and so do ``options.nodes_to_exclude``. ModelError when ONNX Runtime cannot quantize it."""
     return _quantize(classifier, reader, options)[0]
 
 
@@ -221,6 +255,8 @@ def _quantize(classifier: onnx.ModelProto, reader: Any, options: QuantizeOptions
         exclude = list(options.nodes_to_exclude)
         if options.float_head:
             exclude += [n for n in classifier_head(prepared) if n not in exclude]
+        if options.float_stem:
+            exclude += [n for n in classifier_stem(prepared) if n not in exclude]
         try:
             quantize_static(str(pre), str(out), reader, per_channel=options.per_channel,
                             reduce_range=options.reduce_range, nodes_to_exclude=exclude,
