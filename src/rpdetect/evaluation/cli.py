@@ -66,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8: the detector's classifier quantized by ONNX Runtime "
-                   "(rpdetect export --quantize int8) on a random 100 of the calibration images, then "
-                   "calibrated on its own scores; the attacks still target the float model")
+                   "(rpdetect export --quantize int8) on a random 100 of the calibration "
+                   "images, then calibrated on its own scores; the attacks still target the "
+                   "float model")
     p.add_argument("--quantize-method", choices=("minmax", "entropy", "percentile"),
                    default="minmax", help="--precision int8: ONNX Runtime's range method")
     p.add_argument("--quantize-head", choices=("float", "int8"), default="float",

@@ -22,6 +22,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..export.quantize import QuantizeOptions
 from ..calibration.thresholds import CalibrationMode
 from .adaptive import AdaptiveEvaluation, AdaptiveSpec, adaptive_attacks, is_adaptive
 from .attacks import ATTACKS, AttackSpec, blackbox_attacks
@@ -38,7 +39,6 @@ from .datasets import (
 )
 from .figures import roc_figure, write_figures
 from .presets import PAPER_KAPPAS, PRESETS, Preset
-from ..export.quantize import QuantizeOptions
 from .protocol import Classifier, ClassifierFile, EvaluationResult, TargetClassifier, evaluate
 from .report import write_adaptive_report, write_report
 
@@ -374,14 +374,14 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
             _check_user_images(classifier_onnx, pool, config.n, config.images)  # type: ignore[arg-type]
         notes.append("Adversarial examples are kept as float32 (not re-quantised to 8 bits).")
         if config.precision == "int8":
-            head = ("its head (the last weighted layer to the logits) kept float32"
+            kept = ("its head (the last weighted layer to the logits) kept float32"
                     if config.quantize_head == "float" else "its head quantized too")
             if config.quantize_stem == "float":
-                head += ", its stem (the layer reading the image) kept float32"
+                kept += ", its stem (the layer reading the image) kept float32"
             notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
                          f"per-channel int8 weights, uint8 activations, "
                          f"{config.quantize_method} ranges from the "
-                         f"random 100 of the calibration images with their noisy copies; {head}); "
+                         f"random 100 of the calibration images with their noisy copies; {kept}); "
                          "thresholds from "
                          "its own scores on the calibration images. The attacks target the "
                          "float32 model, so the adversarial examples are the FP32 run's.")

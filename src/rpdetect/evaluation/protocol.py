@@ -328,14 +328,15 @@ def evaluate(
     of the same torch classifier, used instead of exporting. ``mode``: the rule compared with
     the paper's (``rpdetect.calibration.thresholds``). ``precision="int8"``: the detector's
     classifier quantized (``rpdetect.export.quantize``) as ``quantize`` says, its ranges from
-    ``quantize.max_images`` calibration images (:func:`quantization_sample`); the attacks (cached by the classifier, not the detector) are those of
-    the float32 run. ``positives="deployed"``: an adversarial example counts only where the
-    detector's own classifier (for int8, the quantized one) misclassifies it too; the others
-    join the failed attacks (an FP32 minimal attack sits on the FP32 boundary, which the INT8
-    classifier has moved). ``positives="both"``: only where the FP32 *and* the INT8 detector's
-    classifiers misclassify it, the same positives whichever ``precision`` is evaluated, so
-    the two detectors are compared on the same examples (the other detector is prepared and
-    its labels cached as its own run caches them)."""
+    ``quantize.max_images`` calibration images (:func:`quantization_sample`); the attacks
+    (cached by the classifier, not the detector) are those of the float32 run.
+    ``positives="deployed"``: an adversarial example counts only where the detector's own
+    classifier (for int8, the quantized one) misclassifies it too; the others join the failed
+    attacks (an FP32 minimal attack sits on the FP32 boundary, which the INT8 classifier has
+    moved). ``positives="both"``: only where the FP32 *and* the INT8 detector's classifiers
+    misclassify it, the same positives whichever ``precision`` is evaluated, so the two
+    detectors are compared on the same examples (the other detector is prepared and its labels
+    cached as its own run caches them)."""
     prepared = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
                                 kappas=kappas, seed=seed, progress=progress,
                                 classifier_onnx=classifier_onnx, precision=precision,

@@ -143,6 +143,32 @@ def _ort_enums(options: QuantizeOptions) -> dict[str, Any]:
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+def _weighted_end(graph: onnx.GraphProto, start: str, *, forward: bool) -> list[str]:
+    """The nodes met walking from tensor ``start`` (forward to its consumers, or back to its
+    producers) up to and including the first weighted layer (``WEIGHTED_OPS`` with a constant
+    weight) on every path, in graph order; [] when no path reaches one."""
+    constants = {t.name for t in graph.initializer}
+    constants |= {o for nd in graph.node if nd.op_type == "Constant" for o in nd.output}
+    nextnodes: dict[str, list[onnx.NodeProto]] = {}
+    for nd in graph.node:
+        for name in (nd.input if forward else nd.output):
+            nextnodes.setdefault(name, []).append(nd)
+    seen: set[int] = set()
+    found = False
+    stack = [start]
+    while stack:
+        for node in nextnodes.get(stack.pop(), []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
+                found = True  # the quantized body lies beyond it
+                continue
+            stack.extend(node.output if forward else
+                         (i for i in node.input if i and i not in constants))
+    return [nd.name for nd in graph.node if id(nd) in seen] if found else []
+
+
 def classifier_head(classifier: onnx.ModelProto) -> list[str]:
     """The names of the classifier's *head*, in graph order: the last weighted layer(s) (Conv,
     ConvTranspose, Gemm, MatMul with a constant weight) on every path to the first output, and
@@ -154,25 +180,7 @@ def classifier_head(classifier: onnx.ModelProto) -> list[str]:
     (0.033 on our CIFAR-10 classifier) and, worse, are clipped at the range seen on clean
     images, which is where adversarial examples put theirs (measured in the README, section
     INT8). The head is one small matrix product (0.3 % of EfficientNet-Lite0's multiply-adds)."""
-    graph = classifier.graph
-    constants = {t.name for t in graph.initializer}
-    constants |= {o for nd in graph.node if nd.op_type == "Constant" for o in nd.output}
-    producers = {out: nd for nd in graph.node for out in nd.output}
-    seen: set[int] = set()
-    found = False
-    stack = [graph.output[0].name]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
-            found = True  # the last weighted layer: what feeds it is the quantized body
-            continue
-        stack.extend(i for i in node.input if i and i not in constants)
-    if not found:
-        return []
-    return [nd.name for nd in graph.node if id(nd) in seen]
+    return _weighted_end(classifier.graph, classifier.graph.output[0].name, forward=False)
 
 
 def classifier_stem(classifier: onnx.ModelProto) -> list[str]:
@@ -184,28 +192,7 @@ def classifier_stem(classifier: onnx.ModelProto) -> list[str]:
     before the first convolution: at kappa = 0.01 the noise is about one uint8 step of a [0, 1]
     image. On ImageNette this raised the INT8 detector's score2 AUC on DDN examples from 0.907 to
     0.947 (FP32: 0.985) for 2.3 ms of EfficientNet-Lite0's 31 ms (README, section INT8)."""
-    graph = classifier.graph
-    constants = {t.name for t in graph.initializer}
-    constants |= {o for nd in graph.node if nd.op_type == "Constant" for o in nd.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for nd in graph.node:
-        for name in nd.input:
-            consumers.setdefault(name, []).append(nd)
-    seen: set[int] = set()
-    found = False
-    stack = [graph.input[0].name]
-    while stack:
-        for node in consumers.get(stack.pop(), []):
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
-                found = True  # the first weighted layer: what it feeds is the quantized body
-                continue
-            stack.extend(node.output)
-    if not found:
-        return []
-    return [nd.name for nd in graph.node if id(nd) in seen]
+    return _weighted_end(classifier.graph, classifier.graph.input[0].name, forward=True)
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
@@ -225,7 +212,8 @@ def quantize_classifier(classifier: onnx.ModelProto, reader: Any,
     """``classifier`` ([N, C, H, W] -> [N, K]) statically quantized by ONNX Runtime with the
     activation ranges ``reader`` (a ``CalibrationDataReader``) gives; with
     ``options.float_head`` its :func:`classifier_head` stays float32, with ``options.float_stem``
-    its :func:`classifier_stem`, and so do ``options.nodes_to_exclude``. ModelError when ONNX Runtime cannot quantize it."""
+    its :func:`classifier_stem`, and so do ``options.nodes_to_exclude``. ModelError when ONNX
+    Runtime cannot quantize it."""
     return _quantize(classifier, reader, options)[0]
 
 
