@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             "int8 QDQ u8s8, head int8 too": QuantizeOptions(float_head=False),
             "int8 QOperator u8s8": QuantizeOptions(quant_format="qoperator"),
             "int8 QDQ s8s8": QuantizeOptions(activation_type="int8"),
-            # the convolution that reads the image kept float32 too (its input is not quantized)
-            "int8 QDQ u8s8, head and first convolution float32": QuantizeOptions(
-                nodes_to_exclude=(next(n.name for n in fp32.graph.node if n.op_type == "Conv"),)),
+            # --quantize-stem float: the layer that reads the image kept float32 too
+            "int8 QDQ u8s8, head and stem float32": QuantizeOptions(float_stem=True),
     }.items():
         reader = InnerBatchReader(images, spec, fp32.graph.input[0].name, max_images=32)
         variants[name] = quantize_classifier(fp32, reader, options)

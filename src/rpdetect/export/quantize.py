@@ -191,7 +191,8 @@ def classifier_stem(classifier: onnx.ModelProto) -> list[str]:
     Kept float32 (``float_stem``), the image and its noisy copies are not rounded to uint8
     before the first convolution: at kappa = 0.01 the noise is about one uint8 step of a [0, 1]
     image. On ImageNette this raised the INT8 detector's score2 AUC on DDN examples from 0.907 to
-    0.947 (FP32: 0.985) for 2.3 ms of EfficientNet-Lite0's 31 ms (README, section INT8)."""
+    0.947 (FP32: 0.985) for 1.4-2.3 ms of EfficientNet-Lite0's ~30 ms (README, sections INT8 and
+    Latency)."""
     return _weighted_end(classifier.graph, classifier.graph.input[0].name, forward=True)
 
 
