@@ -7,6 +7,7 @@ import json
 import math
 import time
 
+import numpy as np
 import onnx
 import pytest
 
@@ -17,7 +18,8 @@ from rpdetect.bench import (
 from rpdetect.bench.cases import ROLES
 from rpdetect.bench.profile import GROUPS, group_of
 from rpdetect.bench.providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant
-from rpdetect.bench.report import compute_ratios
+from rpdetect.bench.report import Ratio, compute_ratios, throughput
+from rpdetect.bench.stats import median_interval
 from rpdetect.bench.runner import WorkerProcess
 from rpdetect.bench.worker import Worker
 from rpdetect.cli import main
@@ -229,6 +231,41 @@ def test_summarise_and_ratios():
     (r,) = compute_ratios([floor, det], Targets(detector_over_floor=1.03))
     assert r.name == "detector / floor" and r.value == pytest.approx(1.55 / 1.5)
     assert r.per_round == pytest.approx([1.1, 1.0]) and r.meets is False
+    assert r.interval_vs_target is None  # two rounds: no interval
+
+
+def test_per_round_interval_against_the_target():
+    lo, hi = median_interval([1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06])
+    assert 1.0 <= lo < 1.03 < hi <= 1.06
+    assert np.isnan(median_interval([1.0, 2.0])[0])
+
+    def ratio(per_round, target=1.05, kind="max"):
+        return Ratio("r", "cpu", "a", "b", float(np.median(per_round)), per_round, target, kind)
+
+    assert ratio([1.00, 1.01, 1.02, 1.01, 1.00]).interval_vs_target == "meets"
+    assert ratio([1.08, 1.09, 1.10, 1.07, 1.08]).interval_vs_target == "misses"
+    assert ratio([0.95, 1.00, 1.05, 1.10, 1.15]).interval_vs_target == "spans"
+    assert ratio([2.1, 2.2, 2.3], 2.0, "min").interval_vs_target == "meets"
+
+
+def test_throughput_cost_ratio_is_paired_per_round():
+    def outcome(role, batch, rounds):
+        case = Case(f"{role} B={batch}", role, "cpu", batch, 11 * batch, batch, {})
+        return CaseOutcome(case, times_s=[t for r in rounds for t in r], round_times_s=rounds)
+
+    # a slow second round hits both B alike: per round, B = 4 costs 0.9 of B = 1 per image
+    b1 = outcome("detector-graph", 1, [[1.0], [2.0], [1.0]])
+    b4 = outcome("detector-graph", 4, [[3.6], [7.2], [3.6]])
+    (row,) = throughput([b1, b4])
+    assert row["per_round_cost_ratio"] == pytest.approx([0.9, 0.9, 0.9])
+    assert row["per_round_cost_ratio_median"] == pytest.approx(0.9)
+    # sustained: images / total time, slow calls included (a median of B = 1's calls would
+    # leave out its slow one, which B = 4's single long call cannot)
+    b1 = outcome("detector-graph", 1, [[1.0, 1.0, 1.0, 5.0]])
+    b4 = outcome("detector-graph", 4, [[8.0]])
+    (row,) = throughput([b1, b4])
+    assert row["images_per_s"] == {"1": pytest.approx(4 / 8.0), "4": pytest.approx(4 / 8.0)}
+    assert row["per_image_cost_top_b_over_b1"] == pytest.approx(1.0)
 
 
 def test_profile_groups_follow_rpdetect_node_names():

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from rpdetect import Detector
 from rpdetect.contract import load
-from rpdetect.engine.front import BatchBuffer, split_front
+from rpdetect.engine.front import BatchBuffer, images_per_run, split_front
 from rpdetect.engine.noise import NoiseSource
 
 SIZE = 32
@@ -171,21 +171,48 @@ def test_threshold_overrides_reach_the_cut_graph(det_calibrated, tools):
     assert det.detect(image, noise=noise).is_adversarial == graph.is_adversarial
 
 
-def test_a_batched_file_runs_image_by_image_on_the_engine_front(det_input_b3, tools):
-    # B = 3 in the file; the cut graph answers for one image per run (no padding computed,
-    # and the per-image cost of B = 3 is that of B = 1); the file's interface is unchanged
+def test_a_batched_file_runs_b_images_per_run_and_never_computes_padding(det_input_b3, tools):
+    # B = 3 in the file, small images: the cut graph's batch axis is free, the engine puts
+    # the file's B images in a run and a last, part-filled run holds only its images (no
+    # padding computed; one image for detect()); the file's interface is unchanged
     det = Detector(det_input_b3)
     n = det.info.n
-    assert det._buffer.batch == 1
-    assert list(det.session.get_inputs()[0].shape) == [n + 1, 3, tools.SIZE, tools.SIZE]
+    assert det._buffer.batch == 3
+    assert list(det.session.get_inputs()[0].shape)[1:] == [3, tools.SIZE, tools.SIZE]
+    assert isinstance(det.session.get_inputs()[0].shape[0], str)
     assert [t.shape for t in det.outputs if t.name == "label"] == [(3,)]
     graph = Detector(det_input_b3, engine_noise=False)
     images = [tools.rgb_image(i) for i in range(5)]
     noise = np.stack([tools.noise_for(i) for i in range(5)])
+    fill, rows = det._buffer.fill, []
+    det._buffer.fill = lambda *a: rows.append(len(out := fill(*a))) or out  # type: ignore
+    single = det.detect(images[4], noise=noise[4])
+    assert rows == [n + 1]
     for over in ({}, {"threshold1": 0.0}):
+        rows.clear()
         a = det.detect_many(images, noise=noise, progress=False, **over).results
+        assert rows == [3 * (n + 1), 2 * (n + 1)]
         b = graph.detect_many(images, noise=noise, progress=False, **over).results
         assert [r.label for r in a] == [r.label for r in b]
         assert [r.is_adversarial for r in a] == [r.is_adversarial for r in b]
         for x, y in zip(a, b):
             np.testing.assert_allclose(x.score2, y.score2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(single.score1, a[4].score1, rtol=1e-4, atol=1e-6)
+
+
+def test_the_freed_cut_graph_leaves_the_files_model_intact(det_input_b3):
+    model, spec = load(det_input_b3)
+    before = model.SerializeToString()
+    cut = split_front(model, spec)
+    assert cut is not None and cut.images == 0
+    assert model.SerializeToString() == before
+    onnx.checker.check_model(cut.model, full_check=True)
+
+
+@pytest.mark.parametrize("size, batch, expected", [(32, 16, 16), (64, 16, 16), (224, 16, 1),
+                                                   (224, 1, 1)])
+def test_images_per_run_puts_a_batch_of_small_images_in_one_run(size, batch, expected):
+    # one image's inner batch (n + 1) x 3 x size x size float32: 135 KB at 32, 541 KB at 64,
+    # 6.6 MB at 224 (then one image per run)
+    spec = type("S", (), {"n": 10, "batch": batch, "input_shape": (3, size, size)})()
+    assert images_per_run(spec) == expected  # type: ignore[arg-type]

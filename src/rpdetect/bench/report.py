@@ -14,7 +14,7 @@ from ..engine.noise import default_generator
 from .cases import DETECTOR_MODES, OnnxWorkload
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
-from .stats import summarise
+from .stats import median_interval, summarise
 
 __all__ = ["PROFILED_RATIO", "SCHEMA", "Ratio", "Targets", "Report", "compute_ratios"]
 
@@ -56,6 +56,22 @@ class Ratio:
             return None
         return self.value <= self.target if self.target_kind == "max" else self.value >= self.target
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """90% bootstrap interval of the median of the per-round ratios."""
+        return median_interval(self.per_round)
+
+    @property
+    def interval_vs_target(self) -> str | None:
+        """Where the per-round interval lies against the target: "meets" (wholly on the
+        target's side), "misses" (wholly on the other) or "spans" (the noise cannot tell)."""
+        lo, hi = self.interval
+        if self.target is None or not np.isfinite(lo):
+            return None
+        good = (hi <= self.target, lo <= self.target) if self.target_kind == "max" else \
+            (lo >= self.target, hi >= self.target)
+        return "meets" if good[0] else ("spans" if good[1] else "misses")
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "provider": self.provider, "numerator": self.numerator,
                 "denominator": self.denominator, "value": self.value,
@@ -63,6 +79,8 @@ class Ratio:
                 "per_round_median": float(np.median(self.per_round)) if self.per_round else None,
                 "per_round_min": min(self.per_round) if self.per_round else None,
                 "per_round_max": max(self.per_round) if self.per_round else None,
+                "per_round_median_ci90": list(self.interval),
+                "ci90_vs_target": self.interval_vs_target,
                 "target": self.target, "target_kind": self.target_kind, "meets": self.meets}
 
 
@@ -114,22 +132,40 @@ def compute_ratios(outcomes: Sequence[CaseOutcome], targets: Targets) -> list[Ra
 
 
 def throughput(outcomes: Sequence[CaseOutcome]) -> list[dict[str, Any]]:
-    """Images per second of every detector configuration by provider, noise mode, precision
-    and B, and the per-image cost at the largest B over that at B = 1 (<= 1: batching pays)."""
+    """Sustained images per second (images / total time of the timed runs) of every detector
+    configuration by provider, noise mode, precision and B, and the per-image cost at the
+    largest B over that at B = 1 (<= 1: batching pays), over all runs and paired per round.
+    Totals, not medians: B = 1 makes many short calls and B = 16 a few long ones, and the
+    median of many calls leaves out the slow ones that a long call cannot, which would bias
+    the comparison against the larger B."""
     rows: dict[tuple[str, str, str], dict[int, float]] = {}
+    rounds: dict[tuple[str, str, str], dict[int, list[float]]] = {}
     for o in outcomes:
         mode = DETECTOR_MODES.get(o.case.role)
         if mode is None or o.status != "ok" or not o.times_s:
             continue
-        st = summarise(o.times_s, images_per_run=o.case.images_per_run)
-        rows.setdefault((o.case.variant, *mode), {})[o.case.batch] = st.images_per_s
+        per = o.case.images_per_run
+        rows.setdefault((o.case.variant, *mode), {})[o.case.batch] = \
+            per * len(o.times_s) / float(np.sum(o.times_s))
+        rounds.setdefault((o.case.variant, *mode), {})[o.case.batch] = [
+            float(np.sum(r)) / (per * len(r)) for r in o.round_times_s if r]
     out = []
-    for (provider, mode, precision), by_b in rows.items():
+    for key, by_b in rows.items():
+        provider, mode, precision = key
         top = max(by_b)
         ratio = by_b[1] / by_b[top] if 1 in by_b and top != 1 else None
+        # per round: the per-image cost at the top B over that at B = 1, measured in the same
+        # round (paired, so load that comes and goes between rounds cancels)
+        per = rounds[key]
+        paired = [t / o for t, o in zip(per.get(top, []), per.get(1, []))] \
+            if ratio is not None else []
         out.append({"provider": provider, "noise": mode, "precision": precision,
                     "images_per_s": {str(b): by_b[b] for b in sorted(by_b)},
-                    "per_image_cost_top_b_over_b1": ratio, "top_b": top})
+                    "per_image_cost_top_b_over_b1": ratio, "top_b": top,
+                    "per_round_cost_ratio": paired,
+                    "per_round_cost_ratio_median": float(np.median(paired)) if paired else None,
+                    "per_round_cost_ratio_ci90": list(median_interval(paired)) if paired
+                    else None})
     return out
 
 
@@ -221,33 +257,45 @@ class Report:
             "## Ratios (same run)",
             "",
             "value: median / median over all runs; per round: the median of the ratios within "
-            "each round [min, max]; targets are checked on the value.",
+            "each round (both measured in the same round), its 90% bootstrap interval, and "
+            "(min - max) of the rounds; targets are checked on the value, and the last column "
+            "says where the interval lies against the target (spans: this machine's noise "
+            "cannot tell).",
             "",
-            "| provider | ratio | value | per round | target | meets |",
-            "|---|---|---|---|---|---|",
+            "| provider | ratio | value | per round [90% interval] (min - max) | target | meets "
+            "| interval |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in self.ratios:
-            rng = (f"{np.median(r.per_round):.3f} [{min(r.per_round):.3f}, "
-                   f"{max(r.per_round):.3f}]" if r.per_round else "-")
+            lo, hi = r.interval
+            rng = (f"{np.median(r.per_round):.3f} [{lo:.3f}, {hi:.3f}] ({min(r.per_round):.3f} "
+                   f"- {max(r.per_round):.3f})" if r.per_round else "-")
             target = "-" if r.target is None else f"{'<=' if r.target_kind == 'max' else '>='} {r.target:g}"
             meets = "-" if r.meets is None else ("yes" if r.meets else "**no**")
-            lines.append(f"| {r.provider} | {r.name} | {r.value:.3f} | {rng} | {target} | {meets} |")
+            lines.append(f"| {r.provider} | {r.name} | {r.value:.3f} | {rng} | {target} | {meets} "
+                         f"| {r.interval_vs_target or '-'} |")
         tp = throughput(self.outcomes)
         if tp:
             batches = sorted({int(b) for row in tp for b in row["images_per_s"]})
-            lines += ["", "## Throughput (images/s; detector roles)", "",
+            lines += ["", "## Throughput (sustained images/s: images / total time; detector "
+                      "roles)", "",
                       "noise: graph = the file's own random op (session.run), input = the noise "
-                      "input fed, engine = rpdetect.Detector's default front. Last column: the "
-                      "per-image cost at the largest B over that at B = 1 (<= 1: batching pays).",
+                      "input fed, engine = rpdetect.Detector's default front. cost ratio: the "
+                      "per-image cost at the largest B over that at B = 1 (<= 1: batching "
+                      "pays), over all runs, then paired per round (each round's B = 1 and top B "
+                      "runs): the median of the rounds' ratios [90% bootstrap interval].",
                       "", "| provider | noise | precision | "
-                      + " | ".join(f"B={b}" for b in batches) + " | cost ratio |",
-                      "|---|---|---|" + "---|" * len(batches) + "---|"]
+                      + " | ".join(f"B={b}" for b in batches) + " | cost ratio | per round |",
+                      "|---|---|---|" + "---|" * len(batches) + "---|---|"]
             for row in tp:
                 cells = [f"{row['images_per_s'][str(b)]:.1f}" if str(b) in row["images_per_s"]
                          else "-" for b in batches]
                 r = row["per_image_cost_top_b_over_b1"]
+                pm, ci = row.get("per_round_cost_ratio_median"), row.get("per_round_cost_ratio_ci90")
+                paired = "-" if pm is None else f"{pm:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
                 lines.append(f"| {row['provider']} | {row['noise']} | {row['precision']} | "
-                             + " | ".join(cells) + f" | {'-' if r is None else f'{r:.3f}'} |")
+                             + " | ".join(cells) + f" | {'-' if r is None else f'{r:.3f}'} | "
+                             f"{paired} |")
         lines += [
             "",
             "## Configurations",

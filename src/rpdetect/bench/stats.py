@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Stats", "summarise"]
+__all__ = ["Stats", "median_interval", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,17 @@ def summarise(times_s: Sequence[float], *, images_per_run: int) -> Stats:
         mean_ms=float(t.mean()),
         images_per_s=images_per_run / (median / 1e3),
     )
+
+
+def median_interval(values: Sequence[float], *, level: float = 0.9, resamples: int = 4000,
+                    seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval (``level``, seeded) of the median of
+    ``values``, e.g. a ratio measured once per round: how far the median could move with other
+    rounds of the same noise. (nan, nan) for fewer than 3 values."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    medians = np.median(v[rng.integers(0, v.size, size=(resamples, v.size))], axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(medians, tail)), float(np.quantile(medians, 1.0 - tail))

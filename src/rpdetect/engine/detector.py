@@ -24,7 +24,7 @@ from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, Detector
 from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
-from .front import BatchBuffer, split_front
+from .front import BatchBuffer, images_per_run, split_front
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
@@ -210,6 +210,9 @@ class Detector:
       engine does it on any provider; False: the graph always does (its own random op for
       noise='graph' files). ``detector.front`` says which ("engine" or "graph"). With the
       engine's noise a graph-noise file is seeded by ``seed``, else by its own seed attribute.
+      For a file exported with B > 1 the engine's graph takes any number of images per run:
+      ``detect`` runs one image, ``detect_many`` the file's B together for small images and
+      one at a time for large ones (``front.images_per_run``), never computing padding.
     * ``session_builder``: a ``rpdetect.engine.SessionBuilder`` instead of ``providers``,
       ``threads``, ``provider_options`` and ``**options`` (which must then be left out): how
       the session is opened, and the rule for "did the provider start" (``session.py``).
@@ -325,8 +328,9 @@ class Detector:
             prefetch=0 if graph_draws else prefetch_noise,
             generator=noise_generator,
             threads=noise_threads)
-        self._buffer = None if cut is None else BatchBuffer(self.info, self.noise_source,
-                                                            images=cut.images)
+        self._buffer = None if cut is None else BatchBuffer(
+            self.info, self.noise_source, images=cut.images or images_per_run(self.info),
+            trim=cut.images == 0)
         self._bindings = threading.local()  # each thread's I/O binding of its buffer
 
     def close(self) -> None:
@@ -473,7 +477,7 @@ class Detector:
         without a copy (I/O binding; a plain run when thresholds are overridden), the outputs
         read back."""
         assert self._buffer is not None and self._batch_input is not None
-        step = self._buffer.batch  # images per run of the cut graph (1 when cut per image)
+        step = self._buffer.batch  # images per run of the cut graph (images_per_run)
         parts = []
         for start in range(0, len(images), step):
             buf = self._buffer.fill([self._pixels(i) for i in images[start:start + step]],
@@ -492,16 +496,21 @@ class Detector:
                 for i, name in enumerate(self._outputs)}
 
     def _binding(self, buf: np.ndarray) -> Any:
-        """This thread's I/O binding of ``buf`` (its inner-batch buffer, bound without a copy:
-        refilled in place, it needs no rebinding) and of the outputs, made once per thread."""
+        """This thread's I/O binding of ``buf`` (its inner-batch buffer, or the first rows of
+        it, bound without a copy: refilled in place, it needs no rebinding) and of the outputs,
+        made once per thread and number of rows."""
+        base = buf if buf.base is None else buf.base
         bound = getattr(self._bindings, "bound", None)
-        if bound is None or bound[0] is not buf:
+        if bound is None or bound[0] is not base:
+            bound = self._bindings.bound = (base, {})
+        io = bound[1].get(len(buf))
+        if io is None:
             io = self.session.io_binding()
             io.bind_cpu_input(self._batch_input, buf)
             for name in self._outputs:
                 io.bind_output(name)
-            bound = self._bindings.bound = (buf, io)
-        return bound[1]
+            bound[1][len(buf)] = io
+        return io
 
     def _thresholds(self, threshold1: float | Sequence[float] | None,
                     threshold2: float | Sequence[float] | None,
@@ -594,9 +603,9 @@ class Detector:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if noise is not None and total is not None and len(noise) != total:
             raise InputError(f"detect_many: noise holds {len(noise)} draws for {total} images")
-        # images per run: the file's batch, or the engine front's (1 where the graph is cut per
-        # image: each image is prepared, run and answered before the next is read, so a large
-        # call streams its images through the caches one at a time)
+        # images per run: the file's batch, or the engine front's (``images_per_run``: 1 for a
+        # large image, which is then prepared, run and answered before the next is read, so a
+        # large call streams its images through the caches one at a time)
         run_size = self.batch if self._buffer is None else self._buffer.batch
         pending: tuple[list[np.ndarray], list[np.ndarray | None], list[str]] = ([], [], [])
         waiting: list[Failure | int] = []  # outcomes in input order; an int: a pending image

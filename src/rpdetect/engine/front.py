@@ -33,16 +33,30 @@ from onnx import TensorProto, helper
 from ..contract import CLASSIFIER_INPUT_KEY, CLASSIFIER_OUTPUT_KEY, METADATA_PREFIX, DetectorSpec
 from .noise import NoiseSource, scale_add
 
-__all__ = ["BatchBuffer", "CutModel", "nodes_between", "split_front"]
+__all__ = ["BatchBuffer", "CutModel", "images_per_run", "nodes_between", "split_front"]
 
 MAX_PROTO_BYTES = 2**31 - 2**26  # a cut model is passed to ONNX Runtime as one protobuf
+RUN_TOGETHER_BYTES = 2**20  # one image's inner batch up to this: a file's B images per run
+
+
+def images_per_run(spec: DetectorSpec) -> int:
+    """How many images the engine puts in one run of a cut graph whose batch axis is free: the
+    file's B where one image's inner batch ((n + 1) x C x H x W float32) is at most 1 MiB, else
+    one. Small images gain from a larger batch (ResNet-9 at 32x32, 135 KB an image: 16 images
+    in one run of the graph-noise file cost 0.95 of B = 1 per image, `benchmarks/bench_latency.py`
+    on a 2-core AMD EPYC); large ones lose (EfficientNet-Lite0 at 224x224, 6.6 MB: 1.02), and
+    one image at a time streams each through the caches and answers it at once."""
+    c, h, w = spec.input_shape
+    one = (spec.n + 1) * c * h * w * 4
+    return spec.batch if one <= RUN_TOGETHER_BYTES else 1
 
 
 @dataclass(frozen=True)
 class CutModel:
     """The detector after its front: ``model`` takes ``batch_input`` [images * (n + 1), C, H, W]
-    float32 pixels in [0, 1] (the thresholds stay overridable inputs) and answers for
-    ``images`` images per run (1 when cut per image, else the file's B)."""
+    float32 pixels in [0, 1] (the thresholds stay overridable inputs). ``images``: the images
+    it answers for per run: 0 for any number (its batch axis freed), else that many (the file's
+    B, where the graph could not be changed)."""
 
     model: onnx.ModelProto
     batch_input: str
@@ -109,10 +123,11 @@ def _walk_to_reshape(producers: dict[str, onnx.NodeProto], spec: DetectorSpec) -
     return tensor
 
 
-def _per_image(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
-    """Make the cut graph answer for one image per run: the scores' Reshape of the logits to
-    [B, n + 1, K] becomes [1, n + 1, K] and the outputs' batch axis 1. False (nothing changed)
-    when the graph is not shaped that way."""
+def _free_batch(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
+    """Free the cut graph's batch axis: the scores' Reshape of the logits to [B, n + 1, K]
+    reshapes to [-1, n + 1, K] instead, K read from the logits' shape at run time (so any
+    number of images per run), and the outputs' batch axis becomes symbolic. False (nothing
+    changed) when the graph is not shaped that way."""
     y_name = spec.raw.get(CLASSIFIER_OUTPUT_KEY[len(METADATA_PREFIX):])
     reshape = next((nd for nd in graph.node if nd.op_type == "Reshape" and nd.input
                     and nd.input[0] == y_name), None)
@@ -124,23 +139,35 @@ def _per_image(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
         return False
     if sum(1 for nd in graph.node if reshape.input[1] in nd.input) != 1:
         return False  # the constant is shared: leave the graph alone
-    inits[reshape.input[1]].CopyFrom(onnx.numpy_helper.from_array(
-        np.array([1, spec.n + 1, -1], dtype=np.int64), reshape.input[1]))
+    p = "rpdetect/engine/free_batch/"
+    graph.initializer.extend([
+        onnx.numpy_helper.from_array(np.array([-1, spec.n + 1], np.int64), p + "lead"),
+        onnx.numpy_helper.from_array(np.array([1], np.int64), p + "one"),
+        onnx.numpy_helper.from_array(np.array([2], np.int64), p + "two")])
+    at = list(graph.node).index(reshape)
+    new = [helper.make_node("Shape", [y_name], [p + "y_shape"], name=p + "Shape"),
+           helper.make_node("Slice", [p + "y_shape", p + "one", p + "two"], [p + "k"],
+                            name=p + "Slice"),
+           helper.make_node("Concat", [p + "lead", p + "k"], [p + "shape"], axis=0,
+                            name=p + "Concat")]
+    for offset, node in enumerate(new):
+        graph.node.insert(at + offset, node)
+    reshape.input[1] = p + "shape"
     for out in graph.output:
         dims = out.type.tensor_type.shape.dim
         if dims:
-            dims[0].ClearField("dim_param")
-            dims[0].dim_value = 1
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "images"
     return True
 
 
-def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, per_image: bool = True
+def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, free_batch: bool = True
                 ) -> CutModel | None:
     """``model`` (a detector with its weights) without its front, or None when its graph does
     not have the front rpdetect's export writes (the caller then runs the file as it is).
-    ``per_image``: the cut graph answers for one image per run (the engine then runs a batch
-    image by image: at 224x224 an inner batch of B * 11 costs more per image than 11, and a
-    part-filled batch computes no padding), where the graph allows it."""
+    ``free_batch``: the cut graph of a file built for B > 1 images takes any number of images
+    per run, where the graph allows it, so a call on fewer images than the file's B computes no
+    padding and the engine chooses how many images go in one run."""
     graph = model.graph
     cut = _walk_to_reshape(_producers(graph), spec)
     if cut is None:
@@ -155,15 +182,15 @@ def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, per_image: bool =
     scratch.output.extend(graph.output)
     scratch.initializer.extend(t for t in graph.initializer if t.name in used)
     scratch.node.extend(nodes)
-    if per_image and spec.batch > 1 and _per_image(scratch, spec):
-        images = 1
-    inner = images * (spec.n + 1)
+    if free_batch and spec.batch > 1 and _free_batch(scratch, spec):
+        images = 0
+    inner: int | str = images * (spec.n + 1) if images else "images_x_copies"
     inputs = [helper.make_tensor_value_info(cut, TensorProto.FLOAT, [inner, c, h, w])]
     inputs += [i for i in graph.input if i.name in used and i.name not in ("image", "noise")]
     cut_graph = helper.make_graph(
-        nodes, graph.name, inputs, list(scratch.output),
+        list(scratch.node), graph.name, inputs, list(scratch.output),
         initializer=list(scratch.initializer),
-        # shapes inferred for the file's B would contradict a per-image graph
+        # shapes inferred for the file's B would contradict a freed batch axis
         value_info=[] if images != spec.batch else
         [v for v in graph.value_info if v.name in used])
     out = helper.make_model(cut_graph, opset_imports=list(model.opset_import),
@@ -179,15 +206,16 @@ class BatchBuffer:
     """The inner batch of one detector, preallocated once per thread, and how to fill it.
 
     ``fill(images, noises)``: images [C, H, W] float32 pixels (at most ``images``, the images
-    the cut graph answers for per run); ``noises``
-    per image: an [n, C, H, W] N(0, 1) array to use, or None to draw it from ``source``
-    straight into the buffer. Rows of the batch not filled (padding) keep old, finite values;
-    their results are dropped by the caller."""
+    one run takes); ``noises`` per image: an [n, C, H, W] N(0, 1) array to use, or None to draw
+    it from ``source`` straight into the buffer. With ``trim`` (a cut graph whose batch axis is
+    free) it returns the filled rows only, a view of the buffer; else the whole buffer, whose
+    rows not filled (padding) keep old, finite values, their results dropped by the caller."""
 
-    def __init__(self, spec: DetectorSpec, source: NoiseSource, *, images: int | None = None
-                 ) -> None:
+    def __init__(self, spec: DetectorSpec, source: NoiseSource, *, images: int | None = None,
+                 trim: bool = False) -> None:
         self.n = spec.n
         self.batch = spec.batch if images is None else images
+        self.trim = trim
         self.clip = spec.clip
         self.kappas = tuple(float(k) for k in spec.kappas)
         self.shape = (self.batch * (spec.n + 1), *spec.input_shape)
@@ -219,4 +247,4 @@ class BatchBuffer:
                     scale_add(copies[i], kappa, base)
             if self.clip:
                 np.clip(copies, 0.0, 1.0, out=copies)
-        return buf
+        return buf[:len(images) * (n + 1)] if self.trim else buf
