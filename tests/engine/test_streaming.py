@@ -191,3 +191,20 @@ def test_interrupted_json_is_one_valid_document(det_input, tmp_path, tools):
         proc.kill()
     doc = _strict(head)
     assert rc == 130 and doc["interrupted"] is True and 1 <= len(doc["results"]) < 40
+
+
+def test_finiteness_check_is_exact_on_huge_finite_values_and_names_what_is_not():
+    from types import SimpleNamespace
+
+    from rpdetect.engine.finite import nonfinite_message
+
+    def result(**over):
+        base = dict(logits=np.full(4, 3e38, np.float32), score1=np.ones(3, np.float32),
+                    score2=np.ones(3, np.float32), score1_max=1.0, score2_max=1.0, source="x")
+        return SimpleNamespace(**{**base, **over})
+
+    assert nonfinite_message(result()) is None  # sums to 1.2e39 in float64: still finite
+    # float64 values whose sum overflows are finite too: the exact check says so
+    assert nonfinite_message(result(logits=np.full(2, 1.5e308))) is None
+    msg = nonfinite_message(result(score2=np.array([1.0, np.nan, np.inf], np.float32)))
+    assert msg is not None and "score2 2 of 3 NaN/+inf" in msg and "logits" not in msg
