@@ -200,6 +200,27 @@ def test_a_batched_file_runs_b_images_per_run_and_never_computes_padding(det_inp
     np.testing.assert_allclose(single.score1, a[4].score1, rtol=1e-4, atol=1e-6)
 
 
+def test_large_images_of_a_batched_file_run_one_per_run(det_input_b3, tools, monkeypatch):
+    # as for 224x224 images: the freed graph run one image at a time gives the graph's results
+    import rpdetect.engine.front as front
+
+    monkeypatch.setattr(front, "RUN_TOGETHER_BYTES", 0)
+    det = Detector(det_input_b3)
+    assert det._buffer.batch == 1
+    n = det.info.n
+    fill, rows = det._buffer.fill, []
+    det._buffer.fill = lambda *a: rows.append(len(out := fill(*a))) or out  # type: ignore
+    images = [tools.rgb_image(i) for i in range(4)]
+    noise = np.stack([tools.noise_for(i) for i in range(4)])
+    a = det.detect_many(images, noise=noise, progress=False).results
+    assert rows == [n + 1] * 4
+    b = Detector(det_input_b3, engine_noise=False).detect_many(images, noise=noise,
+                                                             progress=False).results
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.score1, y.score1, rtol=1e-4, atol=1e-6)
+        assert (x.label, x.is_adversarial) == (y.label, y.is_adversarial)
+
+
 def test_the_freed_cut_graph_leaves_the_files_model_intact(det_input_b3):
     model, spec = load(det_input_b3)
     before = model.SerializeToString()
