@@ -140,6 +140,7 @@ def _free_batch(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
     if sum(1 for nd in graph.node if reshape.input[1] in nd.input) != 1:
         return False  # the constant is shared: leave the graph alone
     p = "rpdetect/engine/free_batch/"
+    graph.initializer.remove(inits[reshape.input[1]])  # read by that Reshape alone
     graph.initializer.extend([
         onnx.numpy_helper.from_array(np.array([-1, spec.n + 1], np.int64), p + "lead"),
         onnx.numpy_helper.from_array(np.array([1], np.int64), p + "one"),
