@@ -25,7 +25,6 @@ import argparse
 import json
 import sys
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,13 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _preset import open_preset  # noqa: E402  (benchmarks/, the script's folder)
 from rpdetect._atomic import atomic_write_text  # noqa: E402
-from rpdetect.evaluation.datasets import TarImages, TarPool  # noqa: E402
-from rpdetect.evaluation.pipeline import (  # noqa: E402
-    _preset_classifier,
-    default_cache_dir,
-    preset_split,
-)
 from rpdetect.evaluation.presets import PRESETS  # noqa: E402
 from rpdetect.evaluation.protocol import prepare_detector, quantization_sample  # noqa: E402
 from rpdetect.export.quantize import QuantizeOptions  # noqa: E402
@@ -97,19 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    preset = PRESETS[args.dataset]
-    cache = args.cache or default_cache_dir()
-    work = cache / preset.name / "full"
-    split = preset_split(preset, args.data / preset.tar, 0)
-    classifier = _preset_classifier(preset)
     rows: dict[str, dict] = {}
-    with ExitStack() as stack:
-        tar = stack.enter_context(TarImages(args.data / preset.tar, classifier.input_shape))
-        calibration = TarPool(tar, split.calibration)
-        onnx_path = classifier.onnx(work)
-        common = dict(calibration=calibration, work_dir=work, kappas=preset.kappas, seed=0,
-                      progress=False, classifier_onnx=onnx_path)
-        fp32 = prepare_detector(classifier, **common).calibration  # type: ignore[arg-type]
+    with open_preset(args.dataset, args.data, args.cache) as run:
+        preset, classifier, calibration = run.preset, run.classifier, run.calibration
+        fp32 = prepare_detector(classifier, **run.common).calibration
         # the same images for every variant: none in any variant's quantization sample
         used = {i for v in names
                 for i in quantization_sample(len(calibration), VARIANTS[v].max_images)}
@@ -118,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             options = VARIANTS[name]
             start = time.perf_counter()
             prepared = prepare_detector(classifier, precision="int8", quantize=options,
-                                        **common)  # type: ignore[arg-type]
+                                        **run.common)
             rows[name] = {"options": asdict(options), "detector": prepared.path.name,
                           "seconds": round(time.perf_counter() - start, 1),
                           **compare(fp32, prepared.calibration, held)}

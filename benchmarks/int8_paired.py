@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _preset import open_preset  # noqa: E402  (benchmarks/, the script's folder)
 from rpdetect._atomic import atomic_write_text  # noqa: E402
 from rpdetect.evaluation.attacks import generate  # noqa: E402
-from rpdetect.evaluation.datasets import TarImages, TarPool  # noqa: E402
 from rpdetect.evaluation.metrics import f_beta, precision, recall  # noqa: E402
-from rpdetect.evaluation.pipeline import (  # noqa: E402
-    _preset_classifier,
-    attack_table,
-    default_cache_dir,
-    preset_split,
-)
+from rpdetect.evaluation.pipeline import attack_table  # noqa: E402
 from rpdetect.evaluation.presets import PRESETS  # noqa: E402
 from rpdetect.evaluation.scoring import DetectorRunner  # noqa: E402
 from rpdetect.evaluation.protocol import (  # noqa: E402
@@ -88,22 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     rules = {run: _thresholds(doc) for run, doc in docs.items()}
     names = [row["attack"] for row in docs[args.int8_run]["rows"]]
     n = args.n
-    work = (args.cache or default_cache_dir()) / preset.name / "full"
-    split = preset_split(preset, args.data / preset.tar, 0)
-    classifier = _preset_classifier(preset)
-    table = attack_table(classifier.input_shape, whitebox=True, preset=preset)
     options = QuantizeOptions(float_stem=args.quantize_stem == "float")
     # per example (an adversarial example or a clean image, once per attack that used it):
     # its evaluation-pool position, whether it is a positive, and each run's verdict per rule
     pos, positive = [], []
     flags: dict[str, dict[str, list[np.ndarray]]] = {run: {r: [] for r in rules[run]}
                                                      for run in rules}
-    with ExitStack() as stack:
-        tar = stack.enter_context(TarImages(args.data / preset.tar, classifier.input_shape))
-        calibration, pool = TarPool(tar, split.calibration), TarPool(tar, split.evaluation)
-        common = dict(calibration=calibration, work_dir=work, kappas=preset.kappas, seed=0,
-                      progress=False, classifier_onnx=classifier.onnx(work))
-        fp32 = prepare_detector(classifier, **common)  # type: ignore[arg-type]
+    with open_preset(args.dataset, args.data, args.cache) as inputs:
+        classifier, pool, work = inputs.classifier, inputs.pool, inputs.work
+        table = attack_table(classifier.input_shape, whitebox=True, preset=preset)
+        fp32 = prepare_detector(classifier, **inputs.common)
         if args.int8_key:
             key = f"{fp32.key}-int8-{args.int8_key}"
             path = work / f"detector-{key}.onnx"
@@ -112,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             int8 = fp32._replace(path=path, key=key, runner=DetectorRunner(path))
         else:
             int8 = prepare_detector(classifier, precision="int8", quantize=options,
-                                    **common)  # type: ignore[arg-type]
+                                    **inputs.common)
         prepared = {args.fp32_run: fp32, args.int8_run: int8}
         fp = prepared[args.fp32_run].fingerprint
         models: dict = {}
@@ -145,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                               size=args.resamples)[:, unit_of]  # [resamples, examples]
     out: dict[str, dict] = {}
     for rule in rules[args.int8_run]:
-        f2s, point = {}, {}
+        f2s, point, fpr = {}, {}, {}
         for run in rules:
             flag = np.concatenate(flags[run][rule])
             tp, fn = is_pos & flag, is_pos & ~flag
             fp_ = ~is_pos & flag
             counts = [int(v.sum()) for v in (tp, fp_, fn)]
             point[run] = float(_f2(*counts))
+            fpr[run] = counts[1] / int((~is_pos).sum())
             recorded = docs[run]["totals"][rule]["combined"]
             if [recorded["tp"], recorded["fp"], recorded["fn"]] != counts:
                 raise SystemExit(f"{run} {rule}: rebuilt counts {counts} differ from table.json "
@@ -161,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = f2s[args.int8_run] - f2s[args.fp32_run]
         lo, hi = np.quantile(diff, [0.05, 0.95])
         out[rule] = {"fp32_f2": point[args.fp32_run], "int8_f2": point[args.int8_run],
+                     "fp32_clean_fpr": fpr[args.fp32_run], "int8_clean_fpr": fpr[args.int8_run],
                      "difference": point[args.int8_run] - point[args.fp32_run],
                      "ci90": [float(lo), float(hi)],
                      "share_within_0.01": float(np.mean(diff >= -0.01))}
@@ -170,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `{command}`; runs `{args.fp32_run}` and `{args.int8_run}`; "
              f"{int(is_pos.sum())} positives and as many clean-image entries over "
              f"{len(units)} evaluation images; {args.resamples} resamples of the images.", "",
+             "F2 (clean false-positive rate of the Total row, FP / clean-image entries).", "",
              "| rule | FP32 F2 | INT8 F2 | INT8 - FP32 | 90% interval | resamples within 0.01 |",
              "|---|---|---|---|---|---|"]
     for rule, r in out.items():
-        lines.append(f"| {rule} | {r['fp32_f2']:.3f} | {r['int8_f2']:.3f} | "
+        lines.append(f"| {rule} | {r['fp32_f2']:.3f} ({r['fp32_clean_fpr']:.3f}) | "
+                     f"{r['int8_f2']:.3f} ({r['int8_clean_fpr']:.3f}) | "
                      f"{r['difference']:+.3f} | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | "
                      f"{r['share_within_0.01']:.2f} |")
     target = args.results / preset.name / f"paired-{args.int8_run}"
