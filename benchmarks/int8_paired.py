@@ -1,6 +1,6 @@
-"""INT8 - FP32 Table 1 Total F2 on the same positives, with a paired bootstrap interval:
+"""INT8 - FP32 Table 1 Total F2, with a paired bootstrap interval:
 `python benchmarks/int8_paired.py --dataset cifar10 [--fp32-run fp32-both --int8-run int8-both]
-[--quantize-stem float]`.
+[--quantize-stem float] [--attack-target int8]`.
 
 ``rpdetect evaluate --positives both`` gives the INT8 and the FP32 detectors the same positives
 (the adversarial examples both classifiers misclassify) and the same clean images; the F2 of
@@ -12,6 +12,11 @@ both Total rows exactly, and then resamples the evaluation images (an image with
 adversarial examples, across all attacks, is one unit; 4000 resamples, seeded) to give a 90%
 interval of INT8 F2 - FP32 F2 for each rule. Writes ``<results>/<dataset>/paired-<int8 run>.md``
 and ``.json``. Nothing is attacked or re-scored when the caches are complete.
+
+``--attack-target int8`` compares the two detectors each under attacks on its own classifier
+(``rpdetect evaluate --positives deployed``, the INT8 run with ``--attack-target int8``; default
+runs ``fp32-deployed`` and ``int8-target-int8``): the adversarial examples differ between the
+runs, so the pairing is by evaluation image only (the same images are attacked in both).
 """
 
 from __future__ import annotations
@@ -62,8 +67,11 @@ def _f2(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS))
-    p.add_argument("--fp32-run", default="fp32-both")
-    p.add_argument("--int8-run", default="int8-both")
+    p.add_argument("--fp32-run", default=None, help="default: fp32-both (fp32-deployed with "
+                   "--attack-target int8)")
+    p.add_argument("--int8-run", default=None, help="default: int8-both (int8-target-int8)")
+    p.add_argument("--attack-target", choices=("fp32", "int8"), default="fp32",
+                   help="the INT8 run's --attack-target (module doc)")
     p.add_argument("--quantize-stem", choices=("int8", "float"), default="int8",
                    help="how the INT8 run was exported (its --quantize-stem)")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "int8")
@@ -76,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                         "options key differs from today's)")
     p.add_argument("--resamples", type=int, default=4000)
     args = p.parse_args(argv)
+    own = args.attack_target == "int8"
+    args.fp32_run = args.fp32_run or ("fp32-deployed" if own else "fp32-both")
+    args.int8_run = args.int8_run or ("int8-target-int8" if own else "int8-both")
     preset = PRESETS[args.dataset]
     docs = {run: json.loads((args.results / preset.name / run / "table.json").read_text())
             for run in (args.fp32_run, args.int8_run)}
@@ -83,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [row["attack"] for row in docs[args.int8_run]["rows"]]
     n = args.n
     options = QuantizeOptions(float_stem=args.quantize_stem == "float")
-    # per example (an adversarial example or a clean image, once per attack that used it):
-    # its evaluation-pool position, whether it is a positive, and each run's verdict per rule
-    pos, positive = [], []
+    # per run and example (an adversarial example or a clean image, once per attack that used
+    # it): its evaluation-pool position, whether it is a positive, and the verdict per rule
+    pos: dict[str, list[np.ndarray]] = {run: [] for run in rules}
+    positive: dict[str, list[np.ndarray]] = {run: [] for run in rules}
     flags: dict[str, dict[str, list[np.ndarray]]] = {run: {r: [] for r in rules[run]}
                                                      for run in rules}
     with open_preset(args.dataset, args.data, args.cache) as inputs:
@@ -102,39 +114,50 @@ def main(argv: list[str] | None = None) -> int:
             int8 = prepare_detector(classifier, precision="int8", quantize=options,
                                     **inputs.common)
         prepared = {args.fp32_run: fp32, args.int8_run: int8}
-        fp = prepared[args.fp32_run].fingerprint
-        models: dict = {}
+        # the detector whose classifier each run's attacks ran on, and what they are cached by
+        attacked = {args.fp32_run: (None, fp32.fingerprint),
+                    args.int8_run: (int8.path, int8.key) if own else (None, fp32.fingerprint)}
+        models: dict[str, dict] = {run: {} for run in rules}
         for name in names:
             spec = table[name]
-            adv = generate(_attack_model(classifier, spec, prepared[args.fp32_run].classifier_path,
-                                         models), pool, spec, n=n, classes=classifier.classes,
-                           seed=0, cache_file=work / f"{spec.name}-{spec.params_hash(fp)}.npz",
-                           cache_key=fp, progress=False)
-            used = adv.successful_positions[:n]
-            truth = np.asarray(pool.labels)[used]
-            scores = {run: (_attack_scores(work, spec, fp, used, adv.adversarial[:n], d, False),
-                            _PositionScores(work / f"clean-scores-{d.key}.npz", d.key).get(
-                                used, pool, d.runner, False))
-                      for run, d in prepared.items()}
-            keep = np.ones(len(used), bool)
-            for a, _ in scores.values():
-                keep &= a.label != truth
-            pos += [used[keep], used[keep]]
-            positive += [np.ones(keep.sum(), bool), np.zeros(keep.sum(), bool)]
-            for run, (a, c) in scores.items():
+            scores, keep = {}, {}
+            for run, d in prepared.items():
+                target, afp = attacked[run]
+                adv = generate(_attack_model(classifier, spec, fp32.classifier_path, models[run],
+                                             int8_detector=target),
+                               pool, spec, n=n, classes=classifier.classes, seed=0,
+                               cache_file=work / f"{spec.name}-{spec.params_hash(afp)}.npz",
+                               cache_key=afp, progress=False)
+                used = adv.successful_positions[:n]
+                truth = np.asarray(pool.labels)[used]
+                scores[run] = (used, _attack_scores(work, spec, afp, used, adv.adversarial[:n],
+                                                    d, False),
+                               _PositionScores(work / f"clean-scores-{d.key}.npz", d.key).get(
+                                   used, pool, d.runner, False))
+                keep[run] = scores[run][1].label != truth
+            if not own:  # the same examples: the positives both classifiers get wrong
+                both = np.logical_and.reduce(list(keep.values()))
+                keep = {run: both for run in keep}
+            for run, (used, a, c) in scores.items():
+                k = keep[run]
+                pos[run] += [used[k], used[k]]
+                positive[run] += [np.ones(k.sum(), bool), np.zeros(k.sum(), bool)]
                 for rule, t in rules[run].items():
                     flags[run][rule] += [
-                        t.statistic_flags(a.score1[keep], a.score2[keep], a.flips[keep]).any(0),
-                        t.statistic_flags(c.score1[keep], c.score2[keep], c.flips[keep]).any(0)]
-    positions, is_pos = np.concatenate(pos), np.concatenate(positive)
-    units, unit_of = np.unique(positions, return_inverse=True)
+                        t.statistic_flags(a.score1[k], a.score2[k], a.flips[k]).any(0),
+                        t.statistic_flags(c.score1[k], c.score2[k], c.flips[k]).any(0)]
+    positions = {run: np.concatenate(pos[run]) for run in rules}
+    is_pos_of = {run: np.concatenate(positive[run]) for run in rules}
+    units = np.unique(np.concatenate(list(positions.values())))
     rng = np.random.default_rng(0)
-    weights = rng.multinomial(len(units), np.full(len(units), 1 / len(units)),
-                              size=args.resamples)[:, unit_of]  # [resamples, examples]
+    unit_weights = rng.multinomial(len(units), np.full(len(units), 1 / len(units)),
+                                   size=args.resamples)  # [resamples, images]
     out: dict[str, dict] = {}
     for rule in rules[args.int8_run]:
         f2s, point, fpr = {}, {}, {}
         for run in rules:
+            is_pos = is_pos_of[run]
+            weights = unit_weights[:, np.searchsorted(units, positions[run])]
             flag = np.concatenate(flags[run][rule])
             tp, fn = is_pos & flag, is_pos & ~flag
             fp_ = ~is_pos & flag
@@ -156,10 +179,14 @@ def main(argv: list[str] | None = None) -> int:
                      "share_within_0.01": float(np.mean(diff >= -0.01))}
     command = "python benchmarks/int8_paired.py " + " ".join(argv if argv is not None
                                                               else sys.argv[1:])
-    lines = [f"# INT8 - FP32 on the same positives, paired bootstrap: {preset.name}", "",
-             f"Command: `{command}`; runs `{args.fp32_run}` and `{args.int8_run}`; "
-             f"{int(is_pos.sum())} positives and as many clean-image entries over "
-             f"{len(units)} evaluation images; {args.resamples} resamples of the images.", "",
+    counts = {run: int(v.sum()) for run, v in is_pos_of.items()}
+    how = ("each detector under attacks on its own classifier (positives: what that classifier "
+           "misclassifies), paired by evaluation image" if own else "on the same positives")
+    lines = [f"# INT8 - FP32, {how}, paired bootstrap: {preset.name}", "",
+             f"Command: `{command}`; runs `{args.fp32_run}` ({counts[args.fp32_run]} positives) "
+             f"and `{args.int8_run}` ({counts[args.int8_run]} positives), each with as many "
+             f"clean-image entries, over {len(units)} evaluation images; {args.resamples} "
+             "resamples of the images.", "",
              "F2 (clean false-positive rate of the Total row, FP / clean-image entries).", "",
              "| rule | FP32 F2 | INT8 F2 | INT8 - FP32 | 90% interval | resamples within 0.01 |",
              "|---|---|---|---|---|---|"]

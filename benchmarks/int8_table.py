@@ -5,8 +5,10 @@ runs ``fp32`` (the FP32 detector), ``int8`` (``--precision int8``: the head floa
 default), ``int8-head-int8`` where present (``--quantize-head int8``: every layer quantized, as
 rpdetect exported INT8 before), ``int8-stem`` / ``fp32-stem-both`` / ``int8-stem-both`` where
 present (``--quantize-stem float``), ``int8-deployed`` (``--precision int8 --positives deployed``)
-and ``fp32-both`` / ``int8-both`` (``--positives both``: the examples both classifiers
-misclassify, the same positives for the two detectors), and writes ``<results>/summary.md``:
+``fp32-both`` / ``int8-both`` (``--positives both``: the examples both classifiers
+misclassify, the same positives for the two detectors), and ``fp32-deployed`` /
+``int8-target-int8`` (each detector under attacks on its own classifier: ``--positives
+deployed``, the INT8 run with ``--attack-target int8``), and writes ``<results>/summary.md``:
 each rule's combined F2 of the Total row with the clean false-positive rate it was measured at
 (FP / clean images of the Total row), and INT8 - FP32 on the same positives.
 """
@@ -27,9 +29,12 @@ RUNS = {"fp32": "FP32", "int8": "INT8 (head float32)", "int8-head-int8": "INT8, 
         "int8-stem": "INT8, stem float32 too", "int8-deployed": "INT8, deployed positives",
         "fp32-both": "FP32, positives both", "int8-both": "INT8, positives both",
         "fp32-stem-both": "FP32, positives both (stem run)",
-        "int8-stem-both": "INT8 stem float32, positives both"}
+        "int8-stem-both": "INT8 stem float32, positives both",
+        "fp32-deployed": "FP32, attacks on FP32, deployed positives",
+        "int8-target-int8": "INT8, attacks on INT8, deployed positives"}
 BASE = {"int8": "fp32", "int8-head-int8": "fp32", "int8-stem": "fp32", "int8-both": "fp32-both",
-        "int8-stem-both": "fp32-stem-both"}  # INT8 - FP32 on the same positives
+        "int8-stem-both": "fp32-stem-both",
+        "int8-target-int8": "fp32-deployed"}  # INT8 - FP32 (same positives, or same protocol)
 
 
 def _total(doc: dict, rule: str) -> tuple[float, float, int]:

@@ -188,6 +188,32 @@ def test_int8_detector_is_evaluated_on_the_float_models_attacks(tree: Path,
     assert "both the FP32 and the INT8" in (both["fp32"] / "table.md").read_text()
 
 
+def test_int8_detector_under_attacks_on_its_own_classifier(tree: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    # --attack-target int8: the white-box attack runs on the INT8 classifier's torch twin (its
+    # cache is keyed by the INT8 detector, apart from the float model's attacks), and what
+    # fooled the twin is checked on the INT8 classifier ONNX Runtime runs (--positives deployed)
+    attacks = ["ddn-t"]
+    torch_model = ["--torch", "rpdetect.testing:channel_mean_classifier", "--input-shape",
+                   "3,16,16", "--precision", "int8", "--positives", "deployed"]
+    fp32_target = _evaluate(tree, tmp_path, torch_model, attacks).rename(
+        tmp_path / "fp32-target")
+    before = set((tmp_path / "cache").rglob("ddn-t-*.npz"))
+    out = _evaluate(tree, tmp_path, [*torch_model, "--attack-target", "int8"], attacks)
+    new = set((tmp_path / "cache").rglob("ddn-t-*.npz")) - before
+    assert any("scores" not in p.name for p in new)  # its own adversarial examples
+    doc = _table(out)
+    _check_detection(doc, attacks)
+    assert "The attacks target the INT8 classifier itself" in (out / "table.md").read_text()
+    assert "transfer to the INT8 one" in (fp32_target / "table.md").read_text()
+    # refused where it has no meaning, with the flag named
+    assert _run(tree, tmp_path, tree / "images", "--attack-target", "int8") == 2
+    assert "--attack-target int8" in capsys.readouterr().err
+    assert _run(tree, tmp_path, tree / "images", "--attack-target", "int8", "--precision",
+                "int8", "--positives", "both") == 2
+    assert "--positives both" in capsys.readouterr().err
+
+
 def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:
     return main(["evaluate", "--classifier", str(tree / "clf.onnx"),
                  "--calibration-images", str(tree / "calibration"), "--images", str(images),

@@ -77,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--quantize-stem", choices=("float", "int8"), default="int8",
                    help="--precision int8: quantize the layer that reads the image (default), "
                    "or keep it in float32")
+    p.add_argument("--attack-target", choices=("fp32", "int8"), default="fp32",
+                   help="the classifier the attacks run on: fp32 (default; with --precision "
+                   "int8 the examples transfer to the INT8 detector), or int8: the INT8 "
+                   "detector's own classifier (white-box through its torch twin with "
+                   "straight-through rounding, black-box through ONNX Runtime); needs "
+                   "--precision int8")
     p.add_argument("--positives", choices=("attack", "deployed", "both"), default="attack",
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "
@@ -143,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, data_dir=args.data, calib_limit=args.calib_limit, quick=args.quick,
         seed=args.seed, fpr=args.fpr, figures=not args.no_figures,
         progress=not args.no_progress, command=_command_line(), precision=args.precision,
-        positives=args.positives, quantize_method=args.quantize_method,
+        positives=args.positives, attack_target=args.attack_target,
+        quantize_method=args.quantize_method,
         quantize_head=args.quantize_head, quantize_stem=args.quantize_stem,
         eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,

@@ -101,6 +101,8 @@ class EvaluationConfig:
     quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
     quantize_head: str = "float"  # int8: the classifier's head kept float32, or "int8"
     quantize_stem: str = "int8"  # int8: the layer reading the image quantized, or "float"
+    attack_target: str = "fp32"  # the classifier the attacks run on: fp32, or (with
+    # --precision int8) int8, the deployed INT8 classifier (evaluation.quantized_twin)
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
     adaptive_steps: int | None = None  # adaptive attacks: steps (default: the spec's, 100)
     adaptive_target: str = "strictest"  # the thresholds adaptive PGD attacks, or a rule name
@@ -132,6 +134,16 @@ class EvaluationConfig:
         if self.positives not in ("attack", "deployed", "both"):
             raise InputError(f"--positives: expected attack, deployed or both, got "
                              f"{self.positives!r}")
+        if self.attack_target not in ("fp32", "int8"):
+            raise InputError(f"--attack-target: expected fp32 or int8, got "
+                             f"{self.attack_target!r}")
+        if self.attack_target == "int8" and self.precision != "int8":
+            raise InputError("--attack-target int8 attacks the INT8 detector's classifier: "
+                             "add --precision int8")
+        if self.attack_target == "int8" and self.positives == "both":
+            raise InputError("--positives both compares the FP32 and INT8 detectors on the "
+                             "FP32 attacks' examples; with --attack-target int8 use "
+                             "--positives deployed (or attack)")
         if not 0 < self.fpr < 1:
             raise InputError(f"--fpr: expected a rate in (0, 1), got {self.fpr}")
         for flag, v in (("--eot", self.eot), ("--adaptive-steps", self.adaptive_steps)):
@@ -383,8 +395,15 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                          f"{config.quantize_method} ranges from the "
                          f"random 100 of the calibration images with their noisy copies; {kept}); "
                          "thresholds from "
-                         "its own scores on the calibration images. The attacks target the "
-                         "float32 model, so the adversarial examples are the FP32 run's.")
+                         "its own scores on the calibration images. " + (
+                             "The attacks target the INT8 classifier itself: white-box ones "
+                             "through its torch twin (ONNX Runtime's integer arithmetic in the "
+                             "forward pass, straight-through rounding in the backward pass; "
+                             "rpdetect.evaluation.quantized_twin), black-box ones query it "
+                             "through ONNX Runtime (--attack-target int8)."
+                             if config.attack_target == "int8" else
+                             "The attacks target the float32 model, so the adversarial "
+                             "examples are the FP32 run's (they transfer to the INT8 one)."))
         if config.positives == "deployed":
             notes.append("Positives: only the adversarial examples that the detector's own "
                          "classifier misclassifies too; the others are counted as failed "
@@ -412,7 +431,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                 kappas=kappas, n=config.n, fpr=config.fpr, seed=config.seed,
                 figure_images=16 if config.figures else 0, progress=config.progress,
                 classifier_onnx=classifier_onnx, on_row=on_row, precision=config.precision,
-                positives=config.positives, quantize=QuantizeOptions(
+                positives=config.positives, attack_target=config.attack_target,
+                quantize=QuantizeOptions(
                     calibrate_method=config.quantize_method,  # type: ignore[arg-type]
                     float_head=config.quantize_head == "float",
                     float_stem=config.quantize_stem == "float"))

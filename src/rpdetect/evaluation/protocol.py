@@ -119,17 +119,32 @@ TargetClassifier = Union[Classifier, ClassifierFile]
 
 
 def _attack_model(classifier: TargetClassifier, spec: AttackSpec, classifier_path: Path,
-                  models: dict[str, Any]) -> Any:
+                  models: dict[str, Any], *, int8_detector: Path | None = None) -> Any:
     """The model ``spec`` attacks: the Foolbox model (white-box) or the ONNX file run by ONNX
-    Runtime (black-box), each made once."""
+    Runtime (black-box), each made once. ``int8_detector``: attack that detector's INT8
+    classifier instead, white-box through its torch twin (:mod:`.quantized_twin`), black-box
+    through ONNX Runtime."""
     kind = "blackbox" if spec.blackbox else "whitebox"
     if kind not in models:
         if spec.blackbox:
             from ..engine.session import SessionBuilder
             from .blackbox import OnnxClassifier
 
-            models[kind] = OnnxClassifier(SessionBuilder.cpu().build(classifier_path).session,
+            path = classifier_path
+            if int8_detector is not None:
+                from ..export.graph import extract_classifier
+
+                path = int8_detector.with_name(int8_detector.stem + "-classifier.onnx")
+                if not path.is_file():
+                    save_onnx(extract_classifier(load_onnx(int8_detector)), path)
+            models[kind] = OnnxClassifier(SessionBuilder.cpu().build(path).session,
                                           input_shape=classifier.input_shape)
+        elif int8_detector is not None:
+            import foolbox as fb
+
+            from .quantized_twin import twin_from_detector
+
+            models[kind] = fb.PyTorchModel(twin_from_detector(int8_detector), bounds=(0, 1))
         else:
             models[kind] = classifier.whitebox_model()
     return models[kind]
@@ -319,6 +334,7 @@ def evaluate(
     precision: str = "fp32",
     quantize: QuantizeOptions = QuantizeOptions(),
     positives: str = "attack",
+    attack_target: str = "fp32",
 ) -> EvaluationResult:
     """Run the whole protocol; every intermediate (ONNX files, adversarial sets, scores) is
     cached under ``work_dir`` so an interrupted run resumes. ``classifier``: a torch
@@ -336,7 +352,14 @@ def evaluate(
     moved). ``positives="both"``: only where the FP32 *and* the INT8 detector's classifiers
     misclassify it, the same positives whichever ``precision`` is evaluated, so the two
     detectors are compared on the same examples (the other detector is prepared and its labels
-    cached as its own run caches them)."""
+    cached as its own run caches them). ``attack_target="int8"`` (with ``precision="int8"``):
+    the attacks run on the INT8 detector's own classifier (:func:`_attack_model`), cached by
+    that detector's key."""
+    if attack_target not in ("fp32", "int8"):
+        raise InputError(f"attack_target: expected fp32 or int8, got {attack_target!r}")
+    if attack_target == "int8" and (precision != "int8" or positives == "both"):
+        raise InputError("attack_target int8: needs precision int8 and positives attack or "
+                         "deployed")
     prepared = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
                                 kappas=kappas, seed=seed, progress=progress,
                                 classifier_onnx=classifier_onnx, precision=precision,
@@ -366,13 +389,17 @@ def evaluate(
                 CalibrationMode.parse(mode)}
     roc: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {f: {} for f in families}
     result = EvaluationResult(rules, len(calibration), rows, None, roc)
+    int8_detector = prepared.path if attack_target == "int8" else None
+    attack_fp = fp if int8_detector is None else det_key  # what the attacks are cached by
     for spec in attacks:
-        adv = generate(_attack_model(classifier, spec, classifier_path, models), pool, spec, n=n, classes=classifier.classes, seed=seed,
-                       cache_file=work_dir / f"{spec.name}-{spec.params_hash(fp)}.npz",
-                       cache_key=fp, progress=progress)
+        adv = generate(_attack_model(classifier, spec, classifier_path, models,
+                                     int8_detector=int8_detector),
+                       pool, spec, n=n, classes=classifier.classes, seed=seed,
+                       cache_file=work_dir / f"{spec.name}-{spec.params_hash(attack_fp)}.npz",
+                       cache_key=attack_fp, progress=progress)
         used_pos = adv.successful_positions[:n]
         adv_images = adv.adversarial[:n]
-        adv_scores = _attack_scores(work_dir, spec, fp, used_pos, adv_images, prepared,
+        adv_scores = _attack_scores(work_dir, spec, attack_fp, used_pos, adv_images, prepared,
                                     progress)
         clean = clean_scores.get(used_pos, pool, runner, progress)
         attempted = _attempted_until(adv, n)

@@ -1,0 +1,344 @@
+"""The INT8 classifier of a detector as a differentiable torch module, for white-box attacks on
+the model that is actually deployed.
+
+ONNX Runtime runs a QDQ classifier with integer kernels (``QuantizeLinear`` -> ``Conv`` ->
+``QuantizeLinear`` fused into ``QLinearConv`` ...) and gives no gradients. :func:`quantized_twin`
+interprets the same graph in torch: weights and biases are the file's int8 / int32 values
+dequantized, and every activation ``QuantizeLinear`` rounds and saturates exactly as ONNX
+Runtime does (round half to even, clamp to the zero point type's range), so its forward pass
+is the INT8 model's up to float summation order. Its backward pass treats the rounding as the
+identity (the straight-through estimator, as quantization-aware training does) and the
+saturation as a clamp (zero gradient outside the range, as ReLU6 has). This is the gradient an
+adaptive attacker of the INT8 model uses (BPDA, Athalye et al. 2018); attacks on the FP32 model
+instead *transfer* to the INT8 one, and minimal ones (DDN, CW) then stop at the FP32 decision
+boundary, which quantization has moved.
+
+``twin_from_detector(path)`` builds it from an rpdetect INT8 detector file: the classifier is
+taken out of the file (``extract_classifier``), with the detector's own normalisation in front
+when the detector folds one in, so the module maps pixels in [0, 1] to the classifier's logits.
+Only the operators quantized classifiers are made of are interpreted; others raise ModelError
+naming the node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import ModelError
+
+__all__ = ["quantized_twin", "twin_from_detector"]
+
+_QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
+           np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767)}
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _module_class() -> type:
+    import torch
+    import torch.nn.functional as F
+
+    class _Twin(torch.nn.Module):
+        """A QDQ ONNX classifier interpreted in torch (module doc)."""
+
+        def __init__(self, model: onnx.ModelProto, mean: Any = None, std: Any = None) -> None:
+            super().__init__()
+            g = model.graph
+            if len(g.input) != 1 or len(g.output) < 1:
+                raise ModelError("quantized twin: expected a classifier with one input")
+            self.input_name = g.input[0].name
+            self.output_name = g.output[0].name
+            consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t)
+                                             for t in g.initializer}
+            folded: dict[str, onnx.NodeProto] = {}  # constant DequantizeLinear outputs
+            nodes: list[onnx.NodeProto] = []
+            for node in g.node:
+                if node.op_type == "Constant":
+                    consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+                elif node.op_type == "DequantizeLinear" and all(
+                        i in consts for i in node.input if i):
+                    consts[node.output[0]] = _dequantize_np(node, consts)
+                    folded[node.output[0]] = node
+                elif node.op_type not in _OPS:
+                    raise ModelError(f"quantized twin: node {node.name!r}: operator "
+                                     f"{node.op_type} is not interpreted")
+                else:
+                    nodes.append(node)
+            self._np_consts = consts
+            self.consts: dict[str, Any] = {
+                k: torch.from_numpy(np.array(v, np.float32 if v.dtype.kind == "f" else v.dtype))
+                for k, v in consts.items() if v.dtype.kind in "fiu"}
+            self.steps = _plan(nodes, folded, consts, self.output_name)
+            self.mean = None if mean is None else torch.tensor(
+                np.asarray(mean, np.float32).reshape(1, -1, 1, 1))
+            self.std = None if std is None else torch.tensor(
+                np.asarray(std, np.float32).reshape(1, -1, 1, 1))
+
+        def forward(self, x: Any) -> Any:
+            if self.mean is not None and self.std is not None:
+                x = (x - self.mean) / self.std
+            if x.ndim == 4:  # oneDNN's NHWC convolutions: faster forward and backward on CPU
+                x = x.contiguous(memory_format=torch.channels_last)
+            env: dict[str, Any] = {self.input_name: x}
+            for fn, inputs, output in self.steps:
+                env[output] = fn([(env[i] if i in env else self.consts[i]) if i else None
+                                  for i in inputs])
+            return env[self.output_name]
+
+    def _plan(nodes: list[onnx.NodeProto], folded: dict[str, onnx.NodeProto],
+              consts: dict[str, np.ndarray], output: str) -> list[tuple[Callable, list, str]]:
+        """The steps that compute ``output``: ``DequantizeLinear -> Conv -> QuantizeLinear``
+        and ``DequantizeLinear x2 -> Add -> QuantizeLinear`` fused as ONNX Runtime fuses them
+        (QLinearConv, QLinearAdd: integer products, one float requantization), the other nodes
+        one by one."""
+        producer = {o: nd for nd in nodes for o in nd.output}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for nd in nodes:
+            for i in nd.input:
+                consumers.setdefault(i, []).append(nd)
+        steps: dict[str, tuple[Callable, list, str]] = {}
+        for nd in nodes:
+            fused = _fuse(nd, producer, consumers, folded, consts, output)
+            if fused is not None:
+                steps[fused[2]] = fused
+            elif nd.output[0] not in steps:
+                a = _attrs(nd)
+                steps[nd.output[0]] = (
+                    lambda ins, nd=nd, a=a: _OPS[nd.op_type](ins, a, consts, nd),
+                    list(nd.input), nd.output[0])
+        # keep what the output needs, in graph order
+        order = [o for nd in nodes for o in nd.output if o in steps]
+        need, stack = set(), [output]
+        while stack:
+            name = stack.pop()
+            if name in steps and name not in need:
+                need.add(name)
+                stack.extend(i for i in steps[name][1] if i)
+        return [steps[o] for o in order if o in need]
+
+    def _qparams(dq: onnx.NodeProto, consts: dict[str, np.ndarray]) -> tuple[Any, Any] | None:
+        """(scale, zero point) of a per-tensor DequantizeLinear with constant parameters."""
+        if dq.input[1] not in consts or (len(dq.input) > 2 and dq.input[2]
+                                         and dq.input[2] not in consts):
+            return None
+        scale = np.asarray(consts[dq.input[1]], np.float32)
+        zp = consts[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+        return (scale, zp) if scale.size == 1 else None
+
+    def _fuse(nd: onnx.NodeProto, producer: dict, consumers: dict, folded: dict,
+              consts: dict, output: str) -> tuple[Callable, list, str] | None:
+        users = consumers.get(nd.output[0], [])
+        if nd.op_type not in ("Conv", "Add") or len(users) != 1 \
+                or users[0].op_type != "QuantizeLinear" or nd.output[0] == output:
+            return None
+        q_out = users[0]
+        out_q = _qparams(q_out, consts)
+        sources = [producer.get(i) for i in nd.input[:2]]
+        if out_q is None or any(s is None or s.op_type != "DequantizeLinear"
+                                for s in sources[:1 if nd.op_type == "Conv" else 2]):
+            return None
+        s_y, zp_y = out_q
+        lo, hi = _QRANGE[zp_y.dtype]
+        zp_y = float(zp_y)
+        if nd.op_type == "Add":
+            params = [_qparams(s, consts) for s in sources]
+            if any(p is None for p in params):
+                return None
+            (s_a, zp_a), (s_b, zp_b) = params
+            ra, rb = np.float32(s_a / s_y), np.float32(s_b / s_y)
+            c = np.float32(zp_y - ra * np.float32(zp_a) - rb * np.float32(zp_b))
+            ra, rb, c = float(ra), float(rb), float(c)
+
+            def add(ins: list) -> Any:
+                v = ra * ins[0] + rb * ins[1] + c
+                return torch.clamp(_round_ste(v), lo, hi)
+            return add, [sources[0].input[0], sources[1].input[0]], q_out.output[0]
+        x_q = _qparams(sources[0], consts)
+        w_dq = folded.get(nd.input[1])
+        b_dq = folded.get(nd.input[2]) if len(nd.input) > 2 and nd.input[2] else None
+        if x_q is None or w_dq is None or (len(nd.input) > 2 and nd.input[2] and b_dq is None):
+            return None
+        s_x, zp_x = x_q
+        w_int = consts[w_dq.input[0]]
+        w_zp = consts[w_dq.input[2]] if len(w_dq.input) > 2 and w_dq.input[2] else None
+        if w_int.dtype != np.int8 or (w_zp is not None and np.any(w_zp != 0)):
+            return None
+        s_w = np.asarray(consts[w_dq.input[1]], np.float32).reshape(-1)
+        mult = torch.from_numpy(((np.float32(s_x) * s_w) / np.float32(s_y)).astype(
+            np.float32).reshape(1, -1, 1, 1))
+        w = torch.from_numpy(w_int.astype(np.float32))
+        if w.ndim == 4:
+            w = w.contiguous(memory_format=torch.channels_last)
+        bias = None if b_dq is None else torch.from_numpy(
+            consts[b_dq.input[0]].astype(np.float32).reshape(1, -1, 1, 1))
+        a = _attrs(nd)
+        zp_x = float(zp_x)
+
+        def qconv(ins: list) -> Any:
+            acc = conv([ins[0] - zp_x, w], a, consts, nd)
+            if bias is not None:
+                acc = acc + bias
+            return torch.clamp(_round_ste(acc * mult) + zp_y, lo, hi)
+        return qconv, [sources[0].input[0]], q_out.output[0]
+
+    def _round_ste(v: Any) -> Any:
+        return v + (torch.round(v) - v).detach()
+
+    def _per_axis(x: Any, scale: Any, zp: Any, axis: int) -> tuple[Any, Any]:
+        """``scale`` and ``zp`` shaped to broadcast along ``axis`` of ``x`` (per-channel)."""
+        if scale.ndim == 1 and scale.numel() > 1:
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zp = zp.reshape(shape) if isinstance(zp, torch.Tensor) else zp
+        return scale, zp
+
+    def quantize(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        zp_np = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        lo, hi = _QRANGE[np.dtype(np.uint8) if zp_np is None else zp_np.dtype]
+        zp = 0.0 if zp_np is None else torch.from_numpy(np.array(zp_np, np.float32))
+        scale, zp = _per_axis(ins[0], ins[1], zp, attrs.get("axis", 1))
+        return torch.clamp(_round_ste(ins[0] / scale) + zp, lo, hi)
+
+    def dequantize(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        q = ins[0].float()
+        zp = ins[2].float() if len(ins) > 2 and ins[2] is not None else 0.0
+        scale, zp = _per_axis(q, ins[1], zp, attrs.get("axis", 1))
+        return (q - zp) * scale
+
+    def conv(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise ModelError(f"quantized twin: node {node.name!r}: auto_pad is not interpreted")
+        pads = list(attrs.get("pads", [0] * 4))
+        half = len(pads) // 2
+        begin, end = pads[:half], pads[half:]
+        if begin != end:
+            x = F.pad(x, [p for pair in zip(reversed(begin), reversed(end)) for p in pair])
+            padding: Any = 0
+        else:
+            padding = tuple(begin)
+        return F.conv2d(x, w, b, stride=tuple(attrs.get("strides", [1, 1])), padding=padding,
+                        dilation=tuple(attrs.get("dilations", [1, 1])),
+                        groups=int(attrs.get("group", 1)))
+
+    def gemm(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        a, b = ins[0], ins[1]
+        if attrs.get("transA", 0):
+            a = a.t()
+        if attrs.get("transB", 0):
+            b = b.t()
+        y = attrs.get("alpha", 1.0) * (a @ b)
+        if len(ins) > 2 and ins[2] is not None:
+            y = y + attrs.get("beta", 1.0) * ins[2]
+        return y
+
+    def _axes(ins: list, attrs: dict) -> list[int] | None:
+        if len(ins) > 1 and ins[1] is not None:
+            return [int(a) for a in ins[1].tolist()]
+        return attrs.get("axes")
+
+    def reduce(fn: Callable) -> Callable:
+        def run(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+            axes = _axes(ins, attrs)
+            keep = bool(attrs.get("keepdims", 1))
+            x = ins[0]
+            if not axes:
+                axes = list(range(x.ndim))
+            return fn(x, axes, keep)
+        return run
+
+    def reduce_max(x: Any, axes: list[int], keep: bool) -> Any:
+        for a in sorted((a % x.ndim for a in axes), reverse=True):
+            x = x.amax(dim=a, keepdim=keep)
+        return x
+
+    def reshape(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x, shape = ins[0], [int(s) for s in ins[1].tolist()]
+        shape = [x.shape[i] if s == 0 and not attrs.get("allowzero", 0) else s
+                 for i, s in enumerate(shape)]
+        return x.reshape(shape)
+
+    def maxpool(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if pads[:2] != pads[2:] or attrs.get("ceil_mode", 0):
+            raise ModelError(f"quantized twin: node {node.name!r}: asymmetric or ceil-mode "
+                             "pooling is not interpreted")
+        return F.max_pool2d(ins[0], tuple(attrs["kernel_shape"]),
+                            stride=tuple(attrs.get("strides", attrs["kernel_shape"])),
+                            padding=tuple(pads[:2]),
+                            dilation=tuple(attrs.get("dilations", [1, 1])))
+
+    def clip(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        lo = ins[1] if len(ins) > 1 and ins[1] is not None else attrs.get("min")
+        hi = ins[2] if len(ins) > 2 and ins[2] is not None else attrs.get("max")
+        return torch.clamp(ins[0], None if lo is None else float(lo),
+                           None if hi is None else float(hi))
+
+    _OPS.update({
+        "QuantizeLinear": quantize,
+        "DequantizeLinear": dequantize,
+        "Conv": conv,
+        "Gemm": gemm,
+        "MatMul": lambda i, a, c, n: i[0] @ i[1],
+        "Add": lambda i, a, c, n: i[0] + i[1],
+        "Sub": lambda i, a, c, n: i[0] - i[1],
+        "Mul": lambda i, a, c, n: i[0] * i[1],
+        "Div": lambda i, a, c, n: i[0] / i[1],
+        "Relu": lambda i, a, c, n: torch.relu(i[0]),
+        "Clip": clip,
+        "Identity": lambda i, a, c, n: i[0],
+        "Flatten": lambda i, a, c, n: i[0].flatten(a.get("axis", 1)),
+        "ReduceMean": reduce(lambda x, axes, keep: x.mean(dim=axes, keepdim=keep)),
+        "ReduceMax": reduce(reduce_max),
+        "GlobalAveragePool": lambda i, a, c, n: i[0].mean(dim=(2, 3), keepdim=True),
+        "Reshape": reshape,
+        "MaxPool": maxpool,
+        "Concat": lambda i, a, c, n: torch.cat(i, dim=a["axis"]),
+    })
+    return _Twin
+
+
+_OPS: dict[str, Callable] = {}
+_CLASS: list[type] = []
+
+
+def _dequantize_np(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.ndarray:
+    """A constant ``DequantizeLinear`` (weights, biases) folded once, in float32."""
+    q = consts[node.input[0]].astype(np.float64)
+    scale = consts[node.input[1]].astype(np.float64)
+    zp = consts[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] \
+        else np.zeros(())
+    axis = _attrs(node).get("axis", 1)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), (zp.reshape(shape) if zp.ndim else zp)
+    return ((q - zp) * scale).astype(np.float32)
+
+
+def quantized_twin(classifier: onnx.ModelProto, *, mean: Any = None, std: Any = None) -> Any:
+    """``classifier`` (a QDQ ONNX model, [N, C, H, W] -> [N, K]) as a torch module in eval
+    mode; ``mean`` / ``std``: a normalisation applied first (per channel)."""
+    if not _CLASS:
+        _CLASS.append(_module_class())
+    return _CLASS[0](classifier, mean, std).eval()
+
+
+def twin_from_detector(path: str | Path) -> Any:
+    """The classifier of the rpdetect detector at ``path`` (typically INT8) as a torch module on
+    pixels in [0, 1] (module doc)."""
+    from ..contract import read_spec
+    from ..export.graph import extract_classifier, load_onnx
+
+    model = load_onnx(path)
+    spec = read_spec(model)
+    return quantized_twin(extract_classifier(model), mean=spec.mean, std=spec.std)
