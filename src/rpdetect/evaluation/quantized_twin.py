@@ -22,6 +22,7 @@ naming the node.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +42,9 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+@functools.cache
 def _module_class() -> type:
+    """The module class, made once on first use (torch is imported lazily)."""
     import torch
     import torch.nn.functional as F
 
@@ -66,7 +69,7 @@ def _module_class() -> type:
                         i in consts for i in node.input if i):
                     consts[node.output[0]] = _dequantize_np(node, consts)
                     folded[node.output[0]] = node
-                elif node.op_type not in _OPS:
+                elif node.op_type not in ops:
                     raise ModelError(f"quantized twin: node {node.name!r}: operator "
                                      f"{node.op_type} is not interpreted")
                 else:
@@ -111,7 +114,7 @@ def _module_class() -> type:
             elif nd.output[0] not in steps:
                 a = _attrs(nd)
                 steps[nd.output[0]] = (
-                    lambda ins, nd=nd, a=a: _OPS[nd.op_type](ins, a, consts, nd),
+                    lambda ins, nd=nd, a=a: ops[nd.op_type](ins, a, consts, nd),
                     list(nd.input), nd.output[0])
         # keep what the output needs, in graph order
         order = [o for nd in nodes for o in nd.output if o in steps]
@@ -283,7 +286,7 @@ def _module_class() -> type:
         return torch.clamp(ins[0], None if lo is None else float(lo),
                            None if hi is None else float(hi))
 
-    _OPS.update({
+    ops: dict[str, Callable] = {
         "QuantizeLinear": quantize,
         "DequantizeLinear": dequantize,
         "Conv": conv,
@@ -303,12 +306,8 @@ def _module_class() -> type:
         "Reshape": reshape,
         "MaxPool": maxpool,
         "Concat": lambda i, a, c, n: torch.cat(i, dim=a["axis"]),
-    })
+    }
     return _Twin
-
-
-_OPS: dict[str, Callable] = {}
-_CLASS: list[type] = []
 
 
 def _dequantize_np(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.ndarray:
@@ -328,9 +327,7 @@ def _dequantize_np(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.nd
 def quantized_twin(classifier: onnx.ModelProto, *, mean: Any = None, std: Any = None) -> Any:
     """``classifier`` (a QDQ ONNX model, [N, C, H, W] -> [N, K]) as a torch module in eval
     mode; ``mean`` / ``std``: a normalisation applied first (per channel)."""
-    if not _CLASS:
-        _CLASS.append(_module_class())
-    return _CLASS[0](classifier, mean, std).eval()
+    return _module_class()(classifier, mean, std).eval()
 
 
 def twin_from_detector(path: str | Path) -> Any:
