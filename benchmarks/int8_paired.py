@@ -64,6 +64,23 @@ def _f2(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda a, b, c: f_beta(precision(a, b), recall(a, c)))(tp, fp, fn)
 
 
+STATISTICS = ("score1", "score2", "flips")
+
+
+def weighted_auc(stat: np.ndarray, is_pos: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC of ``stat`` (positives against the rest, ties counted half) with example
+    ``weights`` [resamples, examples] (or [examples]): one AUC per row."""
+    order = np.argsort(stat, kind="stable")
+    s, p = stat[order], is_pos[order]
+    w = np.atleast_2d(weights)[:, order].astype(np.float64)
+    wn, wp = np.where(p, 0.0, w), np.where(p, w, 0.0)
+    _, start = np.unique(s, return_index=True)
+    below = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wn, axis=1)], axis=1)[:, start]
+    group_neg = np.add.reduceat(wn, start, axis=1)
+    group_pos = np.add.reduceat(wp, start, axis=1)
+    return (group_pos * (below + 0.5 * group_neg)).sum(1) / (wp.sum(1) * wn.sum(1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS))
@@ -99,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     pos: dict[str, list[np.ndarray]] = {run: [] for run in rules}
     positive: dict[str, list[np.ndarray]] = {run: [] for run in rules}
     flags: dict[str, dict[str, list[np.ndarray]]] = {run: {r: [] for r in rules[run]}
+                                                     for run in rules}
+    stats: dict[str, dict[str, list[np.ndarray]]] = {run: {k: [] for k in STATISTICS}
                                                      for run in rules}
     with open_preset(args.dataset, args.data, args.cache) as inputs:
         classifier, pool, work = inputs.classifier, inputs.pool, inputs.work
@@ -142,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 k = keep[run]
                 pos[run] += [used[k], used[k]]
                 positive[run] += [np.ones(k.sum(), bool), np.zeros(k.sum(), bool)]
+                for stat, (va, vc) in zip(STATISTICS, (
+                        (a.score1[k].max(1), c.score1[k].max(1)),
+                        (a.score2[k].max(1), c.score2[k].max(1)), (a.flips[k], c.flips[k]))):
+                    stats[run][stat] += [va, vc]
                 for rule, t in rules[run].items():
                     flags[run][rule] += [
                         t.statistic_flags(a.score1[k], a.score2[k], a.flips[k]).any(0),
@@ -177,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
                      "difference": point[args.int8_run] - point[args.fp32_run],
                      "ci90": [float(lo), float(hi)],
                      "share_within_0.01": float(np.mean(diff >= -0.01))}
+    aucs: dict[str, dict] = {}
+    for stat in STATISTICS:
+        point_auc, boot = {}, {}
+        for run in rules:
+            v = np.concatenate(stats[run][stat]).astype(np.float64)
+            idx = np.searchsorted(units, positions[run])
+            point_auc[run] = float(weighted_auc(v, is_pos_of[run], np.ones(len(v)))[0])
+            boot[run] = weighted_auc(v, is_pos_of[run], unit_weights[:, idx])
+        d = boot[args.int8_run] - boot[args.fp32_run]
+        aucs[stat] = {"fp32": point_auc[args.fp32_run], "int8": point_auc[args.int8_run],
+                      "difference": point_auc[args.int8_run] - point_auc[args.fp32_run],
+                      "ci90": [float(x) for x in np.quantile(d, [0.05, 0.95])]}
     command = "python benchmarks/int8_paired.py " + " ".join(argv if argv is not None
                                                               else sys.argv[1:])
     counts = {run: int(v.sum()) for run, v in is_pos_of.items()}
@@ -195,10 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['int8_f2']:.3f} ({r['int8_clean_fpr']:.3f}) | "
                      f"{r['difference']:+.3f} | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | "
                      f"{r['share_within_0.01']:.2f} |")
+    lines += ["", "Without thresholds: ROC-AUC of each statistic (max score1, max score2, flips) "
+              "over the Total's examples (every attack's positives against their clean-image "
+              "entries), with the same resamples:", "",
+              "| statistic | FP32 AUC | INT8 AUC | INT8 - FP32 | 90% interval |",
+              "|---|---|---|---|---|"]
+    for stat, r in aucs.items():
+        lines.append(f"| {stat} | {r['fp32']:.3f} | {r['int8']:.3f} | {r['difference']:+.3f} | "
+                     f"[{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] |")
     target = args.results / preset.name / f"paired-{args.int8_run}"
     atomic_write_text(target.with_suffix(".md"), "\n".join(lines) + "\n")
     atomic_write_text(target.with_suffix(".json"), json.dumps(
-        {"command": command, "rules": out}, indent=1) + "\n")
+        {"command": command, "rules": out, "auc": aucs}, indent=1) + "\n")
     print("\n".join(lines))
     return 0
 
