@@ -8,7 +8,9 @@ present (``--quantize-stem float``), ``int8-deployed`` (``--precision int8 --pos
 ``fp32-both`` / ``int8-both`` (``--positives both``: the examples both classifiers
 misclassify, the same positives for the two detectors), and ``fp32-deployed`` /
 ``int8-target-int8`` (each detector under attacks on its own classifier: ``--positives
-deployed``, the INT8 run with ``--attack-target int8``), and writes ``<results>/summary.md``:
+deployed``, the INT8 run with ``--attack-target int8``; where present also
+``int8-stem-target-int8`` with ``--quantize-stem float`` and ``fp32-deployed-n500`` /
+``int8-target-int8-n500`` with ``--n 500``), and writes ``<results>/summary.md``:
 each rule's combined F2 of the Total row with the clean false-positive rate it was measured at
 (FP / clean images of the Total row), and INT8 - FP32 on the same positives.
 """
@@ -31,10 +33,14 @@ RUNS = {"fp32": "FP32", "int8": "INT8 (head float32)", "int8-head-int8": "INT8, 
         "fp32-stem-both": "FP32, positives both (stem run)",
         "int8-stem-both": "INT8 stem float32, positives both",
         "fp32-deployed": "FP32, attacks on FP32, deployed positives",
-        "int8-target-int8": "INT8, attacks on INT8, deployed positives"}
+        "int8-target-int8": "INT8, attacks on INT8, deployed positives",
+        "int8-stem-target-int8": "INT8 stem float32, attacks on it, deployed positives",
+        "fp32-deployed-n500": "FP32, attacks on FP32, deployed positives, n = 500",
+        "int8-target-int8-n500": "INT8, attacks on INT8, deployed positives, n = 500"}
 BASE = {"int8": "fp32", "int8-head-int8": "fp32", "int8-stem": "fp32", "int8-both": "fp32-both",
         "int8-stem-both": "fp32-stem-both",
-        "int8-target-int8": "fp32-deployed"}  # INT8 - FP32 (same positives, or same protocol)
+        "int8-target-int8": "fp32-deployed", "int8-stem-target-int8": "fp32-deployed",
+        "int8-target-int8-n500": "fp32-deployed-n500"}  # INT8 - FP32 (same positives, or same protocol)
 
 
 def _total(doc: dict, rule: str) -> tuple[float, float, int]:
@@ -43,9 +49,17 @@ def _total(doc: dict, rule: str) -> tuple[float, float, int]:
     return m["f2"], m["fp"] / (m["fp"] + m["tn"]), m["tp"] + m["fn"]
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the repository where it is inside it (no home folder in results)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def summary(results: Path) -> str:
     lines = ["# INT8 against FP32: combined F2 of the Table 1 Total (clean false-positive rate)",
-             "", f"Written by `python benchmarks/int8_table.py --results {results}` from the "
+             "", f"Written by `python benchmarks/int8_table.py --results {_shown(results)}` from the "
              "`table.json` of each run; each run's command is in its `table.md`.", ""]
     for dataset in sorted(p.name for p in results.iterdir() if (p / "fp32").is_dir()):
         docs = {run: json.loads((results / dataset / run / "table.json").read_text())
@@ -64,7 +78,7 @@ def summary(results: Path) -> str:
                 cell = f"{f2:.3f} ({fpr:.3f})"
                 if run in BASE and BASE[run] in docs:
                     cell += f" {f2 - _total(docs[BASE[run]], rule)[0]:+.3f}"
-                if run.endswith(("deployed", "both")):
+                if "deployed" in run or "both" in run or "target" in run:
                     cell += f", {used} used"
                 cells.append(cell)
             lines.append(f"| {rule} | " + " | ".join(cells) + " |")
