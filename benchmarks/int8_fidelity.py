@@ -50,6 +50,10 @@ VARIANTS = {
     # their 10 noisy copies passed 24 GiB (killed); fine for small models
     "percentile": QuantizeOptions(calibrate_method="percentile"),
     "entropy": QuantizeOptions(calibrate_method="entropy"),
+    # the same on 20 images (220 feeds), which fits the machine at 224x224
+    "percentile-20": QuantizeOptions(calibrate_method="percentile", max_images=20),
+    "entropy-20": QuantizeOptions(calibrate_method="entropy", max_images=20),
+    "minmax-20": QuantizeOptions(max_images=20),
 }
 
 
