@@ -214,6 +214,19 @@ def test_int8_detector_under_attacks_on_its_own_classifier(tree: Path, tmp_path:
     assert "--positives both" in capsys.readouterr().err
 
 
+def test_int8_detector_of_an_onnx_file_under_white_box_attacks(tree: Path, tmp_path: Path):
+    # an ONNX file has no gradients of its own, but its INT8 classifier has a torch twin: with
+    # --attack-target int8 the white-box attacks run on it (black-box ones otherwise)
+    attacks = ["ddn-t"]
+    model = ["--classifier", str(tree / "clf.onnx"), "--precision", "int8", "--positives",
+             "deployed", "--attack-target", "int8"]
+    doc = _table(_evaluate(tree, tmp_path, model, attacks))
+    _check_detection(doc, attacks)
+    assert doc["rows"][0]["mean_queries"] is None  # white-box: no queries counted
+    # without it the file gets the black-box attacks, and a white-box one is refused by name
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "ddn-t") == 2
+
+
 def _run(tree: Path, tmp_path: Path, images: Path, *extra: str) -> int:
     return main(["evaluate", "--classifier", str(tree / "clf.onnx"),
                  "--calibration-images", str(tree / "calibration"), "--images", str(images),

@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--fpr", type=finite_float, default=0.05,
                    help="false-positive budget the rules are calibrated for (0.05)")
     p.add_argument("--attacks", nargs="+", metavar="NAME",
-                   help="attack names (default: the white-box table for --dataset/--torch, "
-                   "the black-box one for --classifier)")
+                   help="attack names (default: the white-box table for --dataset/--torch "
+                   "and for --attack-target int8, the black-box one for --classifier)")
     p.add_argument("--cache", type=Path,
                    help="cache folder (default $XDG_CACHE_HOME/rpdetect/evaluate)")
     p.add_argument("--out", type=Path, help="results folder (default <cache>/results/<name>)")
@@ -81,8 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="the classifier the attacks run on: fp32 (default; with --precision "
                    "int8 the examples transfer to the INT8 detector), or int8: the INT8 "
                    "detector's own classifier (white-box through its torch twin with "
-                   "straight-through rounding, black-box through ONNX Runtime); needs "
-                   "--precision int8")
+                   "straight-through rounding, also for a --classifier ONNX file, black-box "
+                   "through ONNX Runtime); needs --precision int8")
     p.add_argument("--positives", choices=("attack", "deployed", "both"), default="attack",
                    help="attack (default): every successful attack on the float model is a "
                    "positive; deployed: only those the detector's own classifier (the quantized "

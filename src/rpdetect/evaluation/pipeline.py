@@ -370,7 +370,9 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                      f"{len(pool)} evaluation images in {len(classes)} classes from "
                      f"{config.images}, prepared as `rpdetect detect` prepares them."]
         kappas = config.kappas or kappas
-        whitebox = isinstance(classifier, Classifier)
+        # gradients: the torch module's, or (attacks on the INT8 classifier) its torch twin's,
+        # which an ONNX file has as well
+        whitebox = isinstance(classifier, Classifier) or config.attack_target == "int8"
         specs = select_attacks(attack_table(classifier.input_shape, whitebox=whitebox,
                                             preset=preset), config.attacks,
                                whitebox=whitebox, quick=config.quick)

@@ -92,7 +92,8 @@ class Classifier:
 @dataclass(frozen=True)
 class ClassifierFile:
     """A classifier known only as an ONNX file ([N, C, H, W] pixels in [0, 1] -> [N, K]
-    logits): black-box attacks query it through ONNX Runtime."""
+    logits): black-box attacks query it through ONNX Runtime (white-box ones can run on its INT8
+    detector's torch twin: ``attack_target="int8"``)."""
 
     path: Path
     input_shape: tuple[int, int, int]

@@ -16,8 +16,11 @@ boundary, which quantization has moved.
 ``twin_from_detector(path)`` builds it from an rpdetect INT8 detector file: the classifier is
 taken out of the file (``extract_classifier``), with the detector's own normalisation in front
 when the detector folds one in, so the module maps pixels in [0, 1] to the classifier's logits.
-Only the operators quantized classifiers are made of are interpreted; others raise ModelError
-naming the node.
+Only the operators image classifiers are commonly made of are interpreted (convolutions,
+Gemm/MatMul, batch norm, the usual activations, pooling, softmax, the reshapes of a flatten,
+``DequantizeLinear -> AveragePool -> QuantizeLinear`` fused as ONNX Runtime's
+``QLinearAveragePool`` rounds it); others raise ModelError naming the node. With no QDQ nodes
+the same interpreter runs a float32 graph as it is.
 """
 
 from __future__ import annotations
@@ -138,29 +141,50 @@ def _module_class() -> type:
     def _fuse(nd: onnx.NodeProto, producer: dict, consumers: dict, folded: dict,
               consts: dict, output: str) -> tuple[Callable, list, str] | None:
         users = consumers.get(nd.output[0], [])
-        if nd.op_type not in ("Conv", "Add") or len(users) != 1 \
+        if nd.op_type not in ("Conv", "Add", "AveragePool") or len(users) != 1 \
                 or users[0].op_type != "QuantizeLinear" or nd.output[0] == output:
             return None
         q_out = users[0]
         out_q = _qparams(q_out, consts)
         sources = [producer.get(i) for i in nd.input[:2]]
         if out_q is None or any(s is None or s.op_type != "DequantizeLinear"
-                                for s in sources[:1 if nd.op_type == "Conv" else 2]):
+                                for s in sources[:2 if nd.op_type == "Add" else 1]):
             return None
         s_y, zp_y = out_q
         lo, hi = _QRANGE[zp_y.dtype]
         zp_y = float(zp_y)
+        if nd.op_type == "AveragePool":  # QLinearAveragePool: float average, then
+            x_q = _qparams(sources[0], consts)  # nearbyint(y / y_scale + y_zero_point)
+            if x_q is None:
+                return None
+            s_x, zp_x = float(x_q[0]), float(x_q[1])
+            s_y_f, a_pool = float(s_y), _attrs(nd)
+
+            def qavg(ins: list) -> Any:
+                v = avgpool([(ins[0] - zp_x) * s_x], a_pool, consts, nd)
+                return torch.clamp(_round_ste(v / s_y_f + zp_y), lo, hi)
+            return qavg, [sources[0].input[0]], q_out.output[0]
         if nd.op_type == "Add":
             params = [_qparams(s, consts) for s in sources]
             if any(p is None for p in params):
                 return None
             (s_a, zp_a), (s_b, zp_b) = params
-            ra, rb = np.float32(s_a / s_y), np.float32(s_b / s_y)
-            c = np.float32(zp_y - ra * np.float32(zp_a) - rb * np.float32(zp_b))
-            ra, rb, c = float(ra), float(rb), float(c)
+            # MLAS's AVX2 QLinearAdd: fma(a, ra, fma(b, rb, fixed)) in float32, with
+            # fixed = zp_y - fma(ra, zp_a, rb * zp_b) as its compiler contracts it; a fused
+            # multiply-add rounds once, which float64 products and sums then one rounding to
+            # float32 reproduce (8-bit integers times float32 ratios); another order rounds
+            # some ties the other way (the ImageNette and Dogs vs Cats classifiers' residual
+            # adds: benchmarks/int8_twin_fidelity.py)
+            ra, rb = np.float32(np.float32(s_a) / np.float32(s_y)), \
+                np.float32(np.float32(s_b) / np.float32(s_y))
+            rb_zb = np.float32(rb * np.float32(zp_b))
+            fixed = np.float32(np.float32(zp_y) - np.float32(
+                np.float64(ra) * float(zp_a) + np.float64(rb_zb)))
+            ra_d, rb_d, fixed_d = float(ra), float(rb), float(fixed)
 
             def add(ins: list) -> Any:
-                v = ra * ins[0] + rb * ins[1] + c
+                t = (ins[1].double() * rb_d + fixed_d).float()
+                v = (ins[0].double() * ra_d + t.double()).float()
                 return torch.clamp(_round_ste(v), lo, hi)
             return add, [sources[0].input[0], sources[1].input[0]], q_out.output[0]
         x_q = _qparams(sources[0], consts)
@@ -286,6 +310,52 @@ def _module_class() -> type:
         return torch.clamp(ins[0], None if lo is None else float(lo),
                            None if hi is None else float(hi))
 
+    def avgpool(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if pads[:2] != pads[2:] or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET",
+                                                                            "NOTSET"):
+            raise ModelError(f"quantized twin: node {node.name!r}: asymmetric or automatic "
+                             "padding of AveragePool is not interpreted")
+        return F.avg_pool2d(ins[0], tuple(attrs["kernel_shape"]),
+                            stride=tuple(attrs.get("strides", attrs["kernel_shape"])),
+                            padding=tuple(pads[:2]), ceil_mode=bool(attrs.get("ceil_mode", 0)),
+                            count_include_pad=bool(attrs.get("count_include_pad", 0)))
+
+    def batchnorm(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x, scale, bias, mean, var = ins[:5]
+        return F.batch_norm(x, mean, var, scale, bias, training=False,
+                            eps=float(attrs.get("epsilon", 1e-5)))
+
+    def squeeze(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        axes = _axes(ins, attrs)
+        x = ins[0]
+        if axes is None:
+            return x.squeeze()
+        for a in sorted((a % x.ndim for a in axes), reverse=True):
+            x = x.squeeze(a)
+        return x
+
+    def unsqueeze(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        axes = _axes(ins, attrs) or []
+        x = ins[0]
+        rank = x.ndim + len(axes)
+        for a in sorted(a % rank for a in axes):
+            x = x.unsqueeze(a)
+        return x
+
+    def shape(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        dims = list(ins[0].shape)[attrs.get("start", 0):attrs.get("end", None)]
+        return torch.tensor(dims, dtype=torch.int64)
+
+    def gather(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x, idx = ins[0], ins[1].long()
+        axis = attrs.get("axis", 0) % x.ndim
+        idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+        return x[(slice(None),) * axis + (idx,)]
+
+    def _hard_sigmoid(x: Any, alpha: float, beta: float) -> Any:
+        return torch.clamp(alpha * x + beta, 0.0, 1.0)
+
     ops: dict[str, Callable] = {
         "QuantizeLinear": quantize,
         "DequantizeLinear": dequantize,
@@ -306,6 +376,21 @@ def _module_class() -> type:
         "Reshape": reshape,
         "MaxPool": maxpool,
         "Concat": lambda i, a, c, n: torch.cat(i, dim=a["axis"]),
+        "Sigmoid": lambda i, a, c, n: torch.sigmoid(i[0]),
+        "Tanh": lambda i, a, c, n: torch.tanh(i[0]),
+        "LeakyRelu": lambda i, a, c, n: F.leaky_relu(i[0], a.get("alpha", 0.01)),
+        "HardSigmoid": lambda i, a, c, n: _hard_sigmoid(i[0], a.get("alpha", 0.2),
+                                                         a.get("beta", 0.5)),
+        "HardSwish": lambda i, a, c, n: i[0] * _hard_sigmoid(i[0], 1.0 / 6.0, 0.5),
+        "Softmax": lambda i, a, c, n: torch.softmax(i[0], dim=a.get("axis", -1)),
+        "Transpose": lambda i, a, c, n: i[0].permute(
+            *a.get("perm", range(i[0].ndim - 1, -1, -1))),
+        "AveragePool": avgpool,
+        "BatchNormalization": batchnorm,
+        "Squeeze": squeeze,
+        "Unsqueeze": unsqueeze,
+        "Shape": shape,
+        "Gather": gather,
     }
     return _Twin
 
