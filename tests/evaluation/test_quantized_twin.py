@@ -296,3 +296,26 @@ def test_a_quantized_residual_add_rounds_as_onnx_runtime_does(seed):
     with torch.no_grad():
         got = quantized_twin(model)(torch.from_numpy(x)).numpy()
     assert np.array_equal(got, want), np.flatnonzero(got != want)[:10]
+
+
+def test_a_float_classifier_file_interpreted_has_the_modules_logits_and_gradients(
+        quantized, tiny_cifar, tmp_path: Path):
+    # white-box attacks on a classifier known only as ONNX run on its graph interpreted in
+    # torch: the logits are ONNX Runtime's and the gradients are the torch module's it was
+    # exported from (pixels in [0, 1], the normalisation folded into the file)
+    from rpdetect.evaluation.quantized_twin import twin_from_onnx
+
+    fp32, _, images, labels = quantized
+    _, _, module = tiny_cifar
+    path = tmp_path / "clf.onnx"
+    onnx.save(fp32, str(path))
+    twin = twin_from_onnx(path)
+    x = torch.from_numpy(images[:8]).requires_grad_()
+    y = torch.as_tensor(labels[:8])
+    z = twin(x)
+    np.testing.assert_allclose(z.detach().numpy(), _ort(fp32, images[:8]), atol=1e-4)
+    torch.nn.functional.cross_entropy(z, y).backward()
+    x_ref = torch.from_numpy(images[:8]).requires_grad_()
+    torch.nn.functional.cross_entropy(module((x_ref - 0.5) / 0.25), y).backward()
+    np.testing.assert_allclose(x.grad.numpy(), x_ref.grad.numpy(), rtol=1e-3,
+                               atol=1e-4 * float(x_ref.grad.abs().max()))

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="false-positive budget the rules are calibrated for (0.05)")
     p.add_argument("--attacks", nargs="+", metavar="NAME",
                    help="attack names (default: the white-box table for --dataset/--torch "
-                   "and for --attack-target int8, the black-box one for --classifier)")
+                   "and for --attack-target int8, the black-box one for --classifier, whose "
+                   "white-box attacks, when named, run on its graph interpreted in torch)")
     p.add_argument("--cache", type=Path,
                    help="cache folder (default $XDG_CACHE_HOME/rpdetect/evaluate)")
     p.add_argument("--out", type=Path, help="results folder (default <cache>/results/<name>)")

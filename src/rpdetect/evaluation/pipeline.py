@@ -370,14 +370,19 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                      f"{len(pool)} evaluation images in {len(classes)} classes from "
                      f"{config.images}, prepared as `rpdetect detect` prepares them."]
         kappas = config.kappas or kappas
-        # gradients: the torch module's, or (attacks on the INT8 classifier) its torch twin's,
-        # which an ONNX file has as well
-        whitebox = isinstance(classifier, Classifier) or config.attack_target == "int8"
-        specs = select_attacks(attack_table(classifier.input_shape, whitebox=whitebox,
+        # gradients: the torch module's, or an ONNX file's graph interpreted in torch
+        # (evaluation.quantized_twin): its INT8 classifier's with --attack-target int8, where the
+        # white-box attacks are the default, and its float graph's when they are asked by name
+        torch_module = isinstance(classifier, Classifier)
+        specs = select_attacks(attack_table(classifier.input_shape, whitebox=True,
                                             preset=preset), config.attacks,
-                               whitebox=whitebox, quick=config.quick)
+                               whitebox=torch_module or config.attack_target == "int8",
+                               quick=config.quick)
+        if not torch_module and config.attack_target == "fp32" and any(
+                not s.blackbox for s in specs):
+            classifier.whitebox_model()  # an operator it cannot interpret is named now
         adaptive_specs = select_adaptive(
-            classifier.input_shape, config.attacks, whitebox=whitebox, quick=config.quick,
+            classifier.input_shape, config.attacks, whitebox=torch_module, quick=config.quick,
             eot=config.eot, steps=config.adaptive_steps, epsilons=config.adaptive_epsilons,
             keep=config.adaptive_keep, where=str(config.classifier))
         work = cache / name / ("quick" if config.quick else "full")

@@ -26,7 +26,7 @@ from ..contract import DetectorConfig, Provenance, with_thresholds
 from ..export.graph import build_detector, load_onnx, save_onnx
 from ..export.quantize import QuantizeOptions
 from ..rule import Thresholds
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .attacks import BLACKBOX_ATTACKS, AdversarialSet, AttackSpec, ImagePool, generate
 from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
 from .scoring import ClassifierRunner, DetectorRunner, cached_scores, label_consistency
@@ -92,8 +92,8 @@ class Classifier:
 @dataclass(frozen=True)
 class ClassifierFile:
     """A classifier known only as an ONNX file ([N, C, H, W] pixels in [0, 1] -> [N, K]
-    logits): black-box attacks query it through ONNX Runtime (white-box ones can run on its INT8
-    detector's torch twin: ``attack_target="int8"``)."""
+    logits): black-box attacks query it through ONNX Runtime; white-box ones run on its graph
+    interpreted in torch (or, with ``attack_target="int8"``, its INT8 detector's classifier's)."""
 
     path: Path
     input_shape: tuple[int, int, int]
@@ -110,10 +110,20 @@ class ClassifierFile:
         return Path(self.path)
 
     def whitebox_model(self) -> Any:
-        raise InputError(
-            f"{self.path}: white-box attacks need the classifier's gradients; give it as a torch "
-            f"module (--torch pkg.module:factory) or choose black-box attacks ("
-            f"{', '.join(BLACKBOX_ATTACKS)})")
+        """The Foolbox model white-box attacks run on: the file's graph interpreted in torch
+        (:func:`.quantized_twin.twin_from_onnx`); InputError naming an operator it lacks."""
+        import foolbox as fb
+
+        from .quantized_twin import twin_from_onnx
+
+        try:
+            module = twin_from_onnx(self.path)
+        except ModelError as exc:
+            raise InputError(
+                f"{self.path}: white-box attacks run on the file's graph interpreted in torch, "
+                f"and {exc}; give the classifier as a torch module (--torch pkg.module:factory) "
+                f"or choose black-box attacks ({', '.join(BLACKBOX_ATTACKS)})") from exc
+        return fb.PyTorchModel(module, bounds=(0, 1))
 
 
 TargetClassifier = Union[Classifier, ClassifierFile]

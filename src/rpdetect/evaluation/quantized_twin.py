@@ -13,7 +13,8 @@ adaptive attacker of the INT8 model uses (BPDA, Athalye et al. 2018); attacks on
 instead *transfer* to the INT8 one, and minimal ones (DDN, CW) then stop at the FP32 decision
 boundary, which quantization has moved.
 
-``twin_from_detector(path)`` builds it from an rpdetect INT8 detector file: the classifier is
+``twin_from_onnx(path)`` interprets a classifier file (float32 or QDQ) the same way, for
+white-box attacks on a classifier known only as ONNX. ``twin_from_detector(path)`` builds it from an rpdetect INT8 detector file: the classifier is
 taken out of the file (``extract_classifier``), with the detector's own normalisation in front
 when the detector folds one in, so the module maps pixels in [0, 1] to the classifier's logits.
 Only the operators image classifiers are commonly made of are interpreted (convolutions,
@@ -35,7 +36,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelError
 
-__all__ = ["quantized_twin", "twin_from_detector"]
+__all__ = ["quantized_twin", "twin_from_detector", "twin_from_onnx"]
 
 _QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
            np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767)}
@@ -413,6 +414,14 @@ def quantized_twin(classifier: onnx.ModelProto, *, mean: Any = None, std: Any = 
     """``classifier`` (a QDQ ONNX model, [N, C, H, W] -> [N, K]) as a torch module in eval
     mode; ``mean`` / ``std``: a normalisation applied first (per channel)."""
     return _module_class()(classifier, mean, std).eval()
+
+
+def twin_from_onnx(path: str | Path) -> Any:
+    """The classifier ONNX file at ``path`` (pixels in [0, 1] -> logits; float32 or QDQ) as a
+    torch module: white-box attacks on a classifier known only as a file."""
+    from ..export.graph import load_onnx
+
+    return quantized_twin(load_onnx(path))
 
 
 def twin_from_detector(path: str | Path) -> Any:
