@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      for run in rules}
     with open_preset(args.dataset, args.data, args.cache) as inputs:
         classifier, pool, work = inputs.classifier, inputs.pool, inputs.work
-        table = attack_table(classifier.input_shape, whitebox=True, preset=preset)
+        table = attack_table(classifier.input_shape, preset=preset)
         fp32 = prepare_detector(classifier, **inputs.common)
         if args.int8_key:
             key = f"{fp32.key}-int8-{args.int8_key}"

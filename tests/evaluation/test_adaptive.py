@@ -84,9 +84,9 @@ def test_budgets_eot_and_steps_can_be_chosen() -> None:
     from rpdetect.evaluation.pipeline import select_adaptive
 
     default = A.adaptive_attacks((3, 32, 32))["adaptive-pgd-linf"]
-    (same,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], whitebox=True, quick=False)
+    (same,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], quick=False)
     assert same.params_hash() == default.params_hash()  # the cache of a default run is reused
-    (spec,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], whitebox=True, quick=False,
+    (spec,) = select_adaptive((3, 32, 32), ["adaptive-pgd-linf"], quick=False,
                               eot=4, steps=50, epsilons=budget_list("4/255, 0.0314"))
     assert spec.epsilons == (4 / 255, 0.0314) and (spec.eot, spec.steps) == (4, 50)
     assert spec.params_hash() != default.params_hash()

@@ -1,6 +1,7 @@
 """``rpdetect evaluate`` on a user's own classifier and images: an ONNX file (black-box attacks
-through ONNX Runtime) and a torch module (white-box Foolbox attacks), end to end on a synthetic
-ImageFolder tree, and every bad input named through the CLI.
+through ONNX Runtime; white-box and adaptive ones on its graph interpreted in torch) and a
+torch module (white-box Foolbox attacks), end to end on a synthetic ImageFolder tree, and every
+bad input named through the CLI.
 
 The classifier (``rpdetect.testing.channel_mean_classifier``) labels an image by its brightest
 colour channel, so minimal attacks stop just across a known boundary: their noisy copies flip
@@ -64,6 +65,18 @@ def _check_detection(doc: dict, attacks: list[str]) -> None:
     assert combined["recall"] >= 0.5
 
 
+def _odd_onnx(tmp_path: Path) -> Path:
+    """The channel-mean classifier with an operator the torch interpreter lacks (node 'odd':
+    logits = Softplus(mean)); ONNX Runtime runs it."""
+    odd = channel_mean_onnx()
+    node = odd.graph.node[2]
+    node.op_type, node.name = "Softplus", "odd"
+    del node.input[1:]
+    path = tmp_path / "odd.onnx"
+    onnx.save(odd, str(path))
+    return path
+
+
 def _evaluate(tree: Path, tmp_path: Path, model: list[str], attacks: list[str]) -> Path:
     out = tmp_path / "out"
     assert main(["evaluate", *model, "--calibration-images", str(tree / "calibration"),
@@ -117,11 +130,27 @@ def test_torch_module_adaptive_attacks(tree: Path, tmp_path: Path) -> None:
     assert "## The budget an attacker needs" in text and "## Rule: per-kappa" in text
 
 
+def test_adaptive_attacks_on_an_onnx_file(tree: Path, tmp_path: Path) -> None:
+    # attacks that know the detector differentiate the file's graph interpreted in torch
+    out = tmp_path / "out"
+    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf", "--eot", "1",
+                "--adaptive-steps", "3", "--out", str(out)) == 0
+    doc = json.loads((out / "adaptive.json").read_text())
+    assert set(doc["attacks"]) == {"adaptive-pgd-linf"}
+    rows = doc["rows"]
+    assert rows and all(r["attacked"] == 2 for r in rows)
+    # the largest budget fools the classifier on every attacked image (its margin is small)
+    assert max(r["classifier_success"] for r in rows) == 2
+
+
 def test_adaptive_attacks_are_refused_where_they_cannot_run(tree: Path, tmp_path: Path,
                                                             capsys) -> None:
-    assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf") == 2
+    assert main(["evaluate", "--classifier", str(_odd_onnx(tmp_path)), "--calibration-images",
+                 str(tree / "calibration"), "--images", str(tree / "images"), "--n", "2",
+                 "--attacks", "adaptive-pgd-linf", "--cache", str(tmp_path / "c2"), "--out",
+                 str(tmp_path / "o2"), "--no-figures", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "adaptive attacks need the classifier's gradients" in err and "--torch" in err
+    assert "operator Softplus is not interpreted" in err and "--torch" in err
     assert _run(tree, tmp_path, tree / "images", "--attacks", "adaptive-pgd-linf",
                 "--precision", "int8") == 2
     assert "adaptive attacks are measured on the float32 detector" in capsys.readouterr().err
@@ -233,12 +262,7 @@ def test_onnx_classifier_under_white_box_attacks_asked_by_name(tree: Path, tmp_p
     _check_detection(doc, attacks)
     assert all(r["mean_queries"] is None for r in doc["rows"])
     # an operator the interpreter lacks is named before any work, with the way out
-    odd = channel_mean_onnx()
-    odd.graph.node[2].op_type = "Softplus"  # logits = softplus(mean), one input
-    del odd.graph.node[2].input[1:]
-    odd.graph.node[2].name = "odd"
-    onnx.save(odd, str(tmp_path / "odd.onnx"))
-    assert main(["evaluate", "--classifier", str(tmp_path / "odd.onnx"), "--calibration-images",
+    assert main(["evaluate", "--classifier", str(_odd_onnx(tmp_path)), "--calibration-images",
                  str(tree / "calibration"), "--images", str(tree / "images"), "--n", "2",
                  "--attacks", "ddn-t", "--cache", str(tmp_path / "c2"), "--out",
                  str(tmp_path / "o2"), "--no-figures", "--no-progress"]) == 2

@@ -610,13 +610,14 @@ def evaluate_adaptive(
     classifier_onnx: Path | None = None,
     on_result: Any = None,
 ) -> AdaptiveEvaluation:
-    """The detector of ``classifier`` (a torch :class:`~.protocol.Classifier`: the attacks need
-    its gradients) calibrated at ``fpr`` with every rule it offers, then every spec on the
+    """The detector of ``classifier`` (the attacks need its gradients: a torch
+    :class:`~.protocol.Classifier`'s, or a :class:`~.protocol.ClassifierFile`'s graph
+    interpreted in torch) calibrated at ``fpr`` with every rule it offers, then every spec on the
     first ``n`` correctly classified pool images. ``on_result`` is called with the partial
     evaluation after every attack."""
     from ..export.graph import load_onnx
     from .attacks import draw_targets
-    from .protocol import _attack_module, calibrate_modes, prepare_detector
+    from .protocol import calibrate_modes, prepare_detector
     from .scoring import ClassifierRunner
 
     prepared = prepare_detector(classifier, calibration=calibration, work_dir=work_dir,
@@ -633,7 +634,7 @@ def evaluate_adaptive(
                          "right, and only correctly classified images are attacked")
     labels = np.asarray(pool.labels)[positions]
     targets = draw_targets(labels, positions, classifier.classes, seed)
-    module = _attack_module(classifier.module)
+    module, mean, std = classifier.gradient_module()
     for p in module.parameters():
         p.requires_grad_(False)
     side = min(classifier.input_shape[1:])
@@ -644,7 +645,7 @@ def evaluate_adaptive(
         xt = (_target_images(runner, pool, targets, set(int(p) for p in positions))
               if spec.kind == "logit-match" else None)
         res = run_adaptive(
-            spec, module=module, mean=classifier.mean, std=classifier.std, kappas=kappas,
+            spec, module=module, mean=mean, std=std, kappas=kappas,
             rules={k: (r.thresholds, r.detector_path) for k, r in rules.items()}, pool=pool,
             positions=positions, targets=targets, target_images=xt, work_dir=work_dir / "adaptive",
             cache_key=prepared.key, seed=seed, target_rule=target_rule, chunk=chunk,

@@ -170,25 +170,23 @@ class EvaluationConfig:
                              f"{self.adaptive_target!r}")
 
 
-def attack_table(input_shape: Sequence[int], *, whitebox: bool, preset: Preset | None = None
+def attack_table(input_shape: Sequence[int], *, preset: Preset | None = None
                  ) -> dict[str, AttackSpec]:
     """Every attack a classifier of ``input_shape`` (C, H, W) can be evaluated with, by name:
-    the preset's (or, for a user's torch model, the Table 1 settings for its image size)
-    white-box attacks where there are gradients (``whitebox``), and the black-box ones for its
-    image size always."""
-    table: dict[str, AttackSpec] = {}
-    if whitebox:
-        side = min(input_shape[1:])
-        key = preset.name if preset is not None else [
-            name for start, name in _WHITEBOX_TABLE_BY_SIDE if side >= start][-1]
-        table.update({s.name: s for s in ATTACKS[key]})
+    the preset's white-box attacks (for a user's model, the Table 1 settings for its image
+    size; their gradients: the torch module's, or an ONNX file's graph interpreted in torch)
+    and the black-box ones for its image size."""
+    side = min(input_shape[1:])
+    key = preset.name if preset is not None else [
+        name for start, name in _WHITEBOX_TABLE_BY_SIDE if side >= start][-1]
+    table: dict[str, AttackSpec] = {s.name: s for s in ATTACKS[key]}
     table.update(blackbox_attacks(input_shape))
     return table
 
 
 def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None, *,
                    whitebox: bool, quick: bool) -> list[AttackSpec]:
-    """The attacks asked for (default: the white-box ones where there are gradients, else the
+    """The attacks asked for (default: the white-box ones where ``whitebox``, else the
     black-box ones); InputError naming unknown ones and what is known."""
     if names:
         names = [n for n in names if not is_adaptive(n)]
@@ -204,13 +202,13 @@ def select_attacks(table: Mapping[str, AttackSpec], names: Sequence[str] | None,
     return [s.quick() if quick else s for s in chosen]
 
 
-def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, whitebox: bool,
+def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *,
                     quick: bool, eot: int | None = None, steps: int | None = None,
-                    epsilons: Sequence[float] | None = None, keep: str = "last",
-                    where: str = "this classifier") -> list[AdaptiveSpec]:
+                    epsilons: Sequence[float] | None = None, keep: str = "last"
+                    ) -> list[AdaptiveSpec]:
     """The adaptive attacks among ``names`` (:mod:`.adaptive`), with ``eot``, ``steps`` and
-    ``epsilons`` where given and adaptive PGD's ``keep``; InputError for unknown ones, or
-    where there are no gradients."""
+    ``epsilons`` where given and adaptive PGD's ``keep``; InputError for unknown ones (their
+    gradients: the torch module's, or an ONNX file's graph interpreted in torch)."""
     asked = [n for n in names or () if is_adaptive(n)]
     if not asked:
         return []
@@ -226,10 +224,6 @@ def select_adaptive(input_shape: Sequence[int], names: Sequence[str] | None, *, 
         if norms == ["linf"] and max(epsilons) > 1:
             raise InputError(f"--adaptive-epsilons: L-inf budgets are in [0, 1] pixels "
                              f"(8/255 = 0.0314), got {max(epsilons)}")
-    if not whitebox:
-        raise InputError(f"--attacks {' '.join(asked)}: adaptive attacks need the classifier's "
-                         f"gradients; give {where} as a torch module (--torch "
-                         f"pkg.module:factory)")
     out = []
     for n in asked:
         spec = table[n]
@@ -338,10 +332,10 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
     with ExitStack() as stack:
         if preset is not None:
             # the attack names first: a typo is named before any data or weights are needed
-            select_attacks(attack_table(_zoo(preset.zoo).INPUT_SHAPE, whitebox=True,
-                                        preset=preset), config.attacks, whitebox=True,
+            select_attacks(attack_table(_zoo(preset.zoo).INPUT_SHAPE, preset=preset),
+                           config.attacks, whitebox=True,
                            quick=config.quick)
-            select_adaptive(_zoo(preset.zoo).INPUT_SHAPE, config.attacks, whitebox=True,
+            select_adaptive(_zoo(preset.zoo).INPUT_SHAPE, config.attacks,
                             quick=config.quick)
             tar_path = (config.data_dir or default_data_dir()) / preset.tar
             if not tar_path.is_file():
@@ -374,17 +368,17 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
         # (evaluation.quantized_twin): its INT8 classifier's with --attack-target int8, where the
         # white-box attacks are the default, and its float graph's when they are asked by name
         torch_module = isinstance(classifier, Classifier)
-        specs = select_attacks(attack_table(classifier.input_shape, whitebox=True,
-                                            preset=preset), config.attacks,
+        specs = select_attacks(attack_table(classifier.input_shape, preset=preset),
+                               config.attacks,
                                whitebox=torch_module or config.attack_target == "int8",
                                quick=config.quick)
-        if not torch_module and config.attack_target == "fp32" and any(
-                not s.blackbox for s in specs):
-            classifier.whitebox_model()  # an operator it cannot interpret is named now
         adaptive_specs = select_adaptive(
-            classifier.input_shape, config.attacks, whitebox=torch_module, quick=config.quick,
+            classifier.input_shape, config.attacks, quick=config.quick,
             eot=config.eot, steps=config.adaptive_steps, epsilons=config.adaptive_epsilons,
-            keep=config.adaptive_keep, where=str(config.classifier))
+            keep=config.adaptive_keep)
+        if not torch_module and (adaptive_specs or (config.attack_target == "fp32" and any(
+                not s.blackbox for s in specs))):
+            classifier.gradient_module()  # an operator it cannot interpret is named now
         work = cache / name / ("quick" if config.quick else "full")
         out = config.out_dir or cache / "results" / (name + ("-quick" if config.quick else ""))
         work.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,11 @@ class Classifier:
         return fb.PyTorchModel(_attack_module(self.module), bounds=(0, 1), preprocessing=dict(
             mean=list(self.mean), std=list(self.std), axis=-3))
 
+    def gradient_module(self) -> tuple[Any, tuple[float, ...], tuple[float, ...]]:
+        """(module, mean, std): the torch module attacks that know the detector differentiate,
+        on input normalised by mean and std."""
+        return _attack_module(self.module), self.mean, self.std
+
 
 @dataclass(frozen=True)
 class ClassifierFile:
@@ -116,6 +121,14 @@ class ClassifierFile:
 
         from .quantized_twin import twin_from_onnx
 
+        return fb.PyTorchModel(self.gradient_module()[0], bounds=(0, 1))
+
+    def gradient_module(self) -> tuple[Any, tuple[float, ...], tuple[float, ...]]:
+        """(module, mean, std) as :meth:`Classifier.gradient_module`: the file's graph
+        interpreted in torch (:func:`.quantized_twin.twin_from_onnx`) on pixels (mean 0, std
+        1); InputError naming an operator it lacks."""
+        from .quantized_twin import twin_from_onnx
+
         try:
             module = twin_from_onnx(self.path)
         except ModelError as exc:
@@ -123,7 +136,8 @@ class ClassifierFile:
                 f"{self.path}: white-box attacks run on the file's graph interpreted in torch, "
                 f"and {exc}; give the classifier as a torch module (--torch pkg.module:factory) "
                 f"or choose black-box attacks ({', '.join(BLACKBOX_ATTACKS)})") from exc
-        return fb.PyTorchModel(module, bounds=(0, 1))
+        c = self.input_shape[0]
+        return module, (0.0,) * c, (1.0,) * c
 
 
 TargetClassifier = Union[Classifier, ClassifierFile]
