@@ -145,6 +145,9 @@ def _single_op(op: str, x_shape: tuple, y_shape: tuple, inits: dict | None = Non
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+_W = np.random.default_rng(7).normal(0, 1, (3, 4, 3, 3)).astype(np.float32)
+
+
 @pytest.mark.parametrize("op, y_shape, inits, extra, attrs", [
     ("Sigmoid", (2, 4, 6, 6), None, (), {}),
     ("Tanh", (2, 4, 6, 6), None, (), {}),
@@ -163,6 +166,22 @@ def _single_op(op: str, x_shape: tuple, y_shape: tuple, inits: dict | None = Non
       "v": np.array([0.5, 2.0, 1.0, 0.1], np.float32)}, ("s", "b", "m", "v"), {}),
     ("Squeeze", (2, 4, 6, 6), {"a": np.array([4], np.int64)}, ("a",), {}),
     ("Unsqueeze", (2, 4, 6, 6), {"a": np.array([-1], np.int64)}, ("a",), {}),
+    ("Conv", (2, 3, 3, 3), {"w": _W}, ("w",), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ("Conv", (2, 3, 3, 3), {"w": _W}, ("w",), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    ("Conv", (2, 3, 4, 4), {"w": _W}, ("w",), {"auto_pad": "VALID"}),
+    ("Pad", (2, 4, 9, 7), {"p": np.array([0, 0, 1, 0, 0, 0, 2, 1], np.int64),
+                           "v": np.array(0.5, np.float32)}, ("p", "v"), {}),
+    ("Pad", (2, 4, 8, 8), {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, ("p",),
+     {"mode": "reflect"}),
+    ("Pad", (2, 4, 8, 7), {"p": np.array([0, 0, 2, 0, 0, 0, 0, 1], np.int64)}, ("p",),
+     {"mode": "edge"}),
+    ("Slice", (2, 2, 5, 2), {"s": np.array([1, -5, 1], np.int64),
+                             "e": np.array([3, 2 ** 40, -1], np.int64),
+                             "a": np.array([1, 2, -1], np.int64),
+                             "t": np.array([1, 1, 2], np.int64)}, ("s", "e", "a", "t"), {}),
+    ("Cast", (2, 4, 6, 6), None, (), {"to": TensorProto.FLOAT}),
+    ("Dropout", (2, 4, 6, 6), None, (), {}),
+    ("GlobalMaxPool", (2, 4, 1, 1), None, (), {}),
 ])
 def test_each_further_operator_computes_what_onnx_runtime_computes(op, y_shape, inits, extra,
                                                                    attrs):
@@ -175,7 +194,7 @@ def test_each_further_operator_computes_what_onnx_runtime_computes(op, y_shape, 
     with torch.no_grad():
         got = quantized_twin(model)(torch.from_numpy(x)).contiguous().numpy()
     want = _ort(model, x)
-    assert got.shape == want.shape
+    assert got.shape == want.shape == out_shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

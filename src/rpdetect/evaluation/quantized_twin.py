@@ -18,7 +18,8 @@ white-box attacks on a classifier known only as ONNX. ``twin_from_detector(path)
 taken out of the file (``extract_classifier``), with the detector's own normalisation in front
 when the detector folds one in, so the module maps pixels in [0, 1] to the classifier's logits.
 Only the operators image classifiers are commonly made of are interpreted (convolutions,
-Gemm/MatMul, batch norm, the usual activations, pooling, softmax, the reshapes of a flatten,
+Gemm/MatMul, batch norm, the usual activations, pooling, softmax, Pad, Slice, Cast, Dropout,
+the reshapes of a flatten,
 ``DequantizeLinear -> AveragePool -> QuantizeLinear`` fused as ONNX Runtime's
 ``QLinearAveragePool`` rounds it); others raise ModelError naming the node. With no QDQ nodes
 the same interpreter runs a float32 graph as it is.
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from ..errors import ModelError
 
@@ -241,14 +242,30 @@ def _module_class() -> type:
         scale, zp = _per_axis(q, ins[1], zp, attrs.get("axis", 1))
         return (q - zp) * scale
 
+    def _auto_pads(x: Any, kernel: Any, attrs: dict) -> tuple[list[int], list[int]]:
+        """The explicit (begin, end) pads of ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID."""
+        auto = attrs["auto_pad"].decode() if isinstance(attrs["auto_pad"], bytes) \
+            else attrs["auto_pad"]
+        spatial = list(x.shape[2:])
+        strides = list(attrs.get("strides", [1] * len(spatial)))
+        dilations = list(attrs.get("dilations", [1] * len(spatial)))
+        begin, end = [], []
+        for n, k, s, d in zip(spatial, kernel, strides, dilations):
+            total = 0 if auto == "VALID" else max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            small, large = total // 2, total - total // 2
+            begin.append(large if auto == "SAME_LOWER" else small)
+            end.append(small if auto == "SAME_LOWER" else large)
+        return begin, end
+
     def conv(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
         x, w = ins[0], ins[1]
         b = ins[2] if len(ins) > 2 else None
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise ModelError(f"quantized twin: node {node.name!r}: auto_pad is not interpreted")
-        pads = list(attrs.get("pads", [0] * 4))
-        half = len(pads) // 2
-        begin, end = pads[:half], pads[half:]
+            begin, end = _auto_pads(x, list(w.shape[2:]), attrs)
+        else:
+            pads = list(attrs.get("pads", [0] * 4))
+            half = len(pads) // 2
+            begin, end = pads[:half], pads[half:]
         if begin != end:
             x = F.pad(x, [p for pair in zip(reversed(begin), reversed(end)) for p in pair])
             padding: Any = 0
@@ -354,6 +371,49 @@ def _module_class() -> type:
         idx = torch.where(idx < 0, idx + x.shape[axis], idx)
         return x[(slice(None),) * axis + (idx,)]
 
+    def pad(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x = ins[0]
+        pads = [int(p) for p in (ins[1].tolist() if len(ins) > 1 and ins[1] is not None
+                                 else attrs.get("pads", []))]
+        value = float(ins[2]) if len(ins) > 2 and ins[2] is not None \
+            else float(attrs.get("value", 0.0))
+        axes = [int(a) % x.ndim for a in ins[3].tolist()] if len(ins) > 3 and ins[3] is not None \
+            else list(range(x.ndim))
+        begin, end = [0] * x.ndim, [0] * x.ndim
+        for i, a in enumerate(axes):
+            begin[a], end[a] = pads[i], pads[len(axes) + i]
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(mode)
+        if torch_mode is None or (torch_mode != "constant" and any(begin[:2] + end[:2])):
+            raise ModelError(f"quantized twin: node {node.name!r}: Pad mode {mode!r} on these "
+                             "axes is not interpreted")
+        flat = [p for a in reversed(range(x.ndim)) for p in (begin[a], end[a])]
+        if torch_mode != "constant":
+            return F.pad(x, flat[:2 * (x.ndim - 2)], mode=torch_mode)
+        return F.pad(x, flat, value=value)
+
+    def slice_(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        x = ins[0]
+        starts, ends = ins[1].tolist(), ins[2].tolist()
+        axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else range(len(starts))
+        steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+        index = [slice(None)] * x.ndim
+        for start, stop, axis, step in zip(starts, ends, axes, steps):
+            if step < 1:
+                raise ModelError(f"quantized twin: node {node.name!r}: Slice with step {step} "
+                                 "is not interpreted")
+            index[axis] = slice(int(start), int(stop), int(step))  # clamped as ONNX clamps
+        return x[tuple(index)]
+
+    def cast(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
+        to = {TensorProto.FLOAT: torch.float32, TensorProto.INT64: torch.int64,
+              TensorProto.INT32: torch.int32}.get(attrs["to"])
+        if to is None:
+            raise ModelError(f"quantized twin: node {node.name!r}: Cast to "
+                             f"{TensorProto.DataType.Name(attrs['to'])} is not interpreted")
+        return ins[0].to(to)
+
     def _hard_sigmoid(x: Any, alpha: float, beta: float) -> Any:
         return torch.clamp(alpha * x + beta, 0.0, 1.0)
 
@@ -392,6 +452,11 @@ def _module_class() -> type:
         "Unsqueeze": unsqueeze,
         "Shape": shape,
         "Gather": gather,
+        "Pad": pad,
+        "Slice": slice_,
+        "Cast": cast,
+        "Dropout": lambda i, a, c, n: i[0],  # inference: the identity
+        "GlobalMaxPool": lambda i, a, c, n: i[0].amax(dim=(2, 3), keepdim=True),
     }
     return _Twin
 
