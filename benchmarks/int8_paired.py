@@ -38,12 +38,15 @@ from rpdetect.evaluation.attacks import generate  # noqa: E402
 from rpdetect.evaluation.metrics import f_beta, precision, recall  # noqa: E402
 from rpdetect.evaluation.pipeline import attack_table  # noqa: E402
 from rpdetect.evaluation.presets import PRESETS  # noqa: E402
-from rpdetect.evaluation.scoring import DetectorRunner  # noqa: E402
+from rpdetect.evaluation.scoring import DetectorRunner, cached_scores  # noqa: E402
+from rpdetect.calibration.thresholds import CalibrationMode  # noqa: E402
 from rpdetect.evaluation.protocol import (  # noqa: E402
     _attack_model,
     _attack_scores,
     _PositionScores,
+    _score_pool,
     prepare_detector,
+    table_rules,
 )
 from rpdetect.export.quantize import QuantizeOptions  # noqa: E402
 from rpdetect.rule import Thresholds  # noqa: E402
@@ -81,7 +84,58 @@ def weighted_auc(stat: np.ndarray, is_pos: np.ndarray, weights: np.ndarray) -> n
     return (group_pos * (below + 0.5 * group_neg)).sum(1) / (wp.sum(1) * wn.sum(1))
 
 
+def _with_calibration(out: dict, docs: dict, rules: dict, calibration: dict, raw: dict,
+                      is_pos_of: dict, entry_units: dict, unit_weights: np.ndarray,
+                      resamples: int, int8_run: str, fp32_run: str) -> None:
+    """Adds to each rule of ``out`` the 90% interval of INT8 F2 - FP32 F2 when the calibration
+    images are resampled too (paired: the same draw for both runs, whose calibration scores are
+    of the same images), every rule recalibrated on each draw by ``table_rules`` as ``rpdetect
+    evaluate`` calibrates it; the evaluation images are resampled as before."""
+    setup = {}
+    for run in rules:
+        doc_rules = docs[run]["rules"]
+        fpr = float(doc_rules["paper"]["fpr"])
+        mode = CalibrationMode(next(r["mode"] for name, r in doc_rules.items() if name != "paper"))
+        cal = calibration[run]
+        # the recorded thresholds come back from the whole calibration set, or the caches differ
+        again = table_rules(cal.score1, cal.score2, cal.flips, fpr=fpr, mode=mode)
+        for name, t in rules[run].items():
+            got = again[name][2]
+            if not (np.array_equal(np.float32(got.threshold1), np.float32(t.threshold1))
+                    and np.array_equal(np.float32(got.threshold2), np.float32(t.threshold2))
+                    and np.float32(got.threshold3) == np.float32(t.threshold3)):
+                raise SystemExit(f"{run} {name}: the calibration cache does not give the "
+                                 "thresholds in table.json")
+        setup[run] = (fpr, mode, cal, {k: np.concatenate(v) for k, v in raw[run].items()})
+    sizes = {len(cal.flips) for _, _, cal, _ in setup.values()}
+    if len(sizes) != 1:
+        raise SystemExit(f"the two runs' calibration sets differ in size: {sorted(sizes)}")
+    n = sizes.pop()
+    rng = np.random.default_rng(1)
+    diffs: dict[str, list[float]] = {rule: [] for rule in out}
+    for b in range(resamples):
+        idx = rng.integers(0, n, n)
+        w_units = unit_weights[b % len(unit_weights)]
+        f2: dict[str, dict[str, float]] = {}
+        for run, (fpr, mode, cal, r) in setup.items():
+            t_b = table_rules(cal.score1[idx], cal.score2[idx], cal.flips[idx], fpr=fpr,
+                              mode=mode)
+            w = w_units[entry_units[run]]
+            is_pos = is_pos_of[run]
+            f2[run] = {}
+            for rule in out:
+                flag = t_b[rule][2].flags(r["score1"], r["score2"], r["flips"])
+                f2[run][rule] = float(_f2(w @ (is_pos & flag), w @ (~is_pos & flag),
+                                          w @ (is_pos & ~flag)))
+        for rule in out:
+            diffs[rule].append(f2[int8_run][rule] - f2[fp32_run][rule])
+    for rule, d in diffs.items():
+        out[rule]["ci90_with_calibration"] = [float(x) for x in np.quantile(d, [0.05, 0.95])]
+        out[rule]["calibration_resamples"] = resamples
+
+
 def main(argv: list[str] | None = None) -> int:
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS))
     p.add_argument("--fp32-run", default=None, help="default: fp32-both (fp32-deployed with "
@@ -100,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                         "cached file name, where it was made by an earlier rpdetect (whose "
                         "options key differs from today's)")
     p.add_argument("--resamples", type=int, default=4000)
+    p.add_argument("--calibration-resamples", type=int, default=1000,
+                   help="resamples that redraw the calibration images too (thresholds "
+                   "recalibrated on each, as rpdetect evaluate calibrates them); 0: none")
     args = p.parse_args(argv)
     own = args.attack_target == "int8"
     args.fp32_run = args.fp32_run or ("fp32-deployed" if own else "fp32-both")
@@ -119,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      for run in rules}
     stats: dict[str, dict[str, list[np.ndarray]]] = {run: {k: [] for k in STATISTICS}
                                                      for run in rules}
+    raw: dict[str, dict[str, list[np.ndarray]]] = {run: {k: [] for k in ("score1", "score2",
+                                                                          "flips")}
+                                                   for run in rules}  # for recalibration
     with open_preset(args.dataset, args.data, args.cache) as inputs:
         classifier, pool, work = inputs.classifier, inputs.pool, inputs.work
         table = attack_table(classifier.input_shape, preset=preset)
@@ -128,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             path = work / f"detector-{key}.onnx"
             if not path.is_file():
                 raise SystemExit(f"--int8-key: {path} not found")
-            int8 = fp32._replace(path=path, key=key, runner=DetectorRunner(path))
+            runner = DetectorRunner(path)
+            n_cal = len(inputs.calibration)
+            int8 = fp32._replace(path=path, key=key, runner=runner, calibration=cached_scores(
+                work / f"calibration-scores-{key}-{n_cal}.npz", f"{key}-{n_cal}",
+                lambda: _score_pool(runner, inputs.calibration, chunk=32, progress=False,
+                                    desc="calibration")))
         else:
             int8 = prepare_detector(classifier, precision="int8", quantize=options,
                                     **inputs.common)
         prepared = {args.fp32_run: fp32, args.int8_run: int8}
+        calibration = {run: d.calibration for run, d in prepared.items()}
         # the detector whose classifier each run's attacks ran on, and what they are cached by
         attacked = {args.fp32_run: (None, fp32.fingerprint),
                     args.int8_run: (int8.path, int8.key) if own else (None, fp32.fingerprint)}
@@ -165,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                         (a.score1[k].max(1), c.score1[k].max(1)),
                         (a.score2[k].max(1), c.score2[k].max(1)), (a.flips[k], c.flips[k]))):
                     stats[run][stat] += [va, vc]
+                for name in raw[run]:
+                    raw[run][name] += [getattr(a, name)[k], getattr(c, name)[k]]
                 for rule, t in rules[run].items():
                     flags[run][rule] += [
                         t.statistic_flags(a.score1[k], a.score2[k], a.flips[k]).any(0),
@@ -200,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                      "difference": point[args.int8_run] - point[args.fp32_run],
                      "ci90": [float(lo), float(hi)],
                      "share_within_0.01": float(np.mean(diff >= -0.01))}
+    if args.calibration_resamples:
+        _with_calibration(out, docs, rules, calibration, raw, is_pos_of,
+                          {run: np.searchsorted(units, positions[run]) for run in rules},
+                          unit_weights, args.calibration_resamples, args.int8_run,
+                          args.fp32_run)
     aucs: dict[str, dict] = {}
     for stat in STATISTICS:
         point_auc, boot = {}, {}
@@ -223,13 +296,23 @@ def main(argv: list[str] | None = None) -> int:
              f"clean-image entries, over {len(units)} evaluation images; {args.resamples} "
              "resamples of the images.", "",
              "F2 (clean false-positive rate of the Total row, FP / clean-image entries).", "",
-             "| rule | FP32 F2 | INT8 F2 | INT8 - FP32 | 90% interval | resamples within 0.01 |",
-             "|---|---|---|---|---|---|"]
+             "| rule | FP32 F2 | INT8 F2 | INT8 - FP32 | 90% interval | resamples within 0.01 "
+             "| 90% interval, calibration images resampled too |",
+             "|---|---|---|---|---|---|---|"]
     for rule, r in out.items():
+        cal = r.get("ci90_with_calibration")
         lines.append(f"| {rule} | {r['fp32_f2']:.3f} ({r['fp32_clean_fpr']:.3f}) | "
                      f"{r['int8_f2']:.3f} ({r['int8_clean_fpr']:.3f}) | "
                      f"{r['difference']:+.3f} | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | "
-                     f"{r['share_within_0.01']:.2f} |")
+                     f"{r['share_within_0.01']:.2f} | "
+                     + (f"[{cal[0]:+.3f}, {cal[1]:+.3f}] |" if cal else "- |"))
+    if args.calibration_resamples:
+        lines += ["", f"The last column: {args.calibration_resamples} resamples that also redraw "
+                  "the calibration images (the same draw for both detectors, whose calibration "
+                  "scores are of the same images) and recalibrate every rule on them as "
+                  "`rpdetect evaluate` does (`protocol.table_rules`): the thresholds' own "
+                  "sampling error, which a repeat of the evaluation on other calibration images "
+                  "would show, comes in."]
     lines += ["", "Without thresholds: ROC-AUC of each statistic (max score1, max score2, flips) "
               "over the Total's examples (every attack's positives against their clean-image "
               "entries), with the same resamples:", "",

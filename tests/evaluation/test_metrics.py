@@ -95,3 +95,33 @@ def test_attack_metrics_combined_is_or_and_strictly_greater() -> None:
     total = total_metrics([row, row], "paper")
     assert (total.combined.tp, total.combined.fp, total.combined.tn) == (4, 2, 6)
     assert 0 <= row.auc_flips <= 1 and row.used == 4
+
+
+def test_attack_scores_of_different_n_share_one_file_without_redrawing(tmp_path):
+    # the detector is random: a run with --n 100 after one with --n 500 must reuse the first
+    # 100 scores, and a larger run must keep the smaller one's and score only the rest
+    from rpdetect.evaluation.scoring import cached_prefix_scores
+
+    calls: list[int] = []
+    rng = np.random.default_rng(0)
+
+    def score(x: np.ndarray) -> ScoreSet:
+        calls.append(len(x))
+        k = len(x)
+        return ScoreSet(rng.random((k, 3)), rng.random((k, 3)), rng.integers(0, 3, k),
+                        rng.integers(0, 10, k))
+
+    images = np.zeros((8, 3, 4, 4), np.float32)
+    path = tmp_path / "a-scores.npz"
+    five = cached_prefix_scores(path, "det", images[:5], score)
+    three = cached_prefix_scores(path, "det", images[:3], score)
+    eight = cached_prefix_scores(path, "det", images, score)
+    again = cached_prefix_scores(path, "det", images[:5], score)
+    assert calls == [5, 3]  # the 3 come from the file, the 8 add only 3 draws
+    for a, b, c, d in zip(five, three, eight, again):
+        np.testing.assert_array_equal(a[:3], b)
+        np.testing.assert_array_equal(a, c[:5])
+        np.testing.assert_array_equal(a, d)
+    # another detector's key does not match: scored afresh
+    cached_prefix_scores(path, "other", images[:2], score)
+    assert calls == [5, 3, 2]

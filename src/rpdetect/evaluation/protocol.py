@@ -29,7 +29,8 @@ from ..rule import Thresholds
 from ..errors import InputError, ModelError
 from .attacks import BLACKBOX_ATTACKS, AdversarialSet, AttackSpec, ImagePool, generate
 from .metrics import AttackMetrics, ScoreSet, attack_metrics, detection_metrics
-from .scoring import ClassifierRunner, DetectorRunner, cached_scores, label_consistency
+from .scoring import (ClassifierRunner, DetectorRunner, cached_prefix_scores, cached_scores,
+                      label_consistency)
 
 __all__ = ["ArrayPool", "Classifier", "ClassifierFile", "EvaluationResult", "FigureData",
            "PreparedDetector", "RuleCalibration", "calibrate_modes", "evaluate",
@@ -289,11 +290,12 @@ def quantization_sample(size: int, count: int, *, seed: int = 0) -> list[int]:
 
 def _attack_scores(work_dir: Path, spec: AttackSpec, fingerprint: str, used_pos: np.ndarray,
                    images: np.ndarray, detector: PreparedDetector, progress: bool) -> ScoreSet:
-    """``detector``'s scores of one attack's adversarial examples, cached by both."""
-    return cached_scores(
+    """``detector``'s scores of one attack's adversarial examples, cached by both (the first n
+    of a larger run's: one file for every ``--n``)."""
+    return cached_prefix_scores(
         work_dir / f"{spec.name}-{spec.params_hash(fingerprint)}-scores-{detector.key}.npz",
-        f"{detector.key}-{len(used_pos)}",
-        lambda: detector.runner.score(images, progress=progress, desc=f"detect {spec.name}"))
+        detector.key, images[:len(used_pos)],
+        lambda x: detector.runner.score(x, progress=progress, desc=f"detect {spec.name}"))
 
 
 def prepare_detector(
@@ -465,20 +467,26 @@ def evaluate(
     return result
 
 
-def calibrate_rules(calib: ScoreSet, *, fpr: float, mode: CalibrationMode,
-                    detector: Any, work_dir: Path, key: str) -> dict[str, RuleCalibration]:
-    """The paper's rule at ``fpr`` per score, and ``mode`` at two operating points: the combined
-    rate the paper's rule reached on the calibration images (the same budget), and ``fpr``.
-    Each is written into a calibrated copy of ``detector``."""
-    stats = (calib.score1, calib.score2, calib.flips)
+def table_rules(score1: np.ndarray, score2: np.ndarray, flips: np.ndarray, *, fpr: float,
+                mode: CalibrationMode) -> dict[str, tuple[CalibrationMode, float, Thresholds]]:
+    """Table 1's rules from clean calibration scores, by name -> (mode, target rate,
+    thresholds): the paper's rule at ``fpr`` per score, and ``mode`` at two operating points:
+    the combined rate the paper's rule reached on these images (the same budget), and ``fpr``."""
+    stats = (score1, score2, flips)
     paper = rule_thresholds(CalibrationMode.PER_SCORE, *stats, fpr=fpr)
     paper_rate = rule_rates(paper, *stats).combined
-    targets = {PAPER_RULE: (CalibrationMode.PER_SCORE, fpr, paper),
-               f"{mode.value} @ paper's rate": (mode, paper_rate, None),
-               f"{mode.value} @ {fpr:g}": (mode, fpr, None)}
-    return {name: _calibrated(name, m, rate, t or rule_thresholds(m, *stats, fpr=rate), calib,
-                              detector, work_dir, key)
-            for name, (m, rate, t) in targets.items()}
+    return {PAPER_RULE: (CalibrationMode.PER_SCORE, fpr, paper),
+            f"{mode.value} @ paper's rate": (mode, paper_rate,
+                                             rule_thresholds(mode, *stats, fpr=paper_rate)),
+            f"{mode.value} @ {fpr:g}": (mode, fpr, rule_thresholds(mode, *stats, fpr=fpr))}
+
+
+def calibrate_rules(calib: ScoreSet, *, fpr: float, mode: CalibrationMode,
+                    detector: Any, work_dir: Path, key: str) -> dict[str, RuleCalibration]:
+    """:func:`table_rules` on ``calib``, each written into a calibrated copy of ``detector``."""
+    return {name: _calibrated(name, m, rate, t, calib, detector, work_dir, key)
+            for name, (m, rate, t) in table_rules(calib.score1, calib.score2, calib.flips,
+                                                  fpr=fpr, mode=mode).items()}
 
 
 def calibrate_modes(calib: ScoreSet, *, fpr: float, detector: Any, work_dir: Path, key: str

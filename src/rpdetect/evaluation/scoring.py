@@ -84,6 +84,32 @@ def label_consistency(classifier: ClassifierRunner, images: np.ndarray, kappas: 
     return np.asarray(out)
 
 
+def cached_prefix_scores(path: Path, key: str, images: np.ndarray,
+                         score: Callable[[np.ndarray], ScoreSet]) -> ScoreSet:
+    """``score(images)`` kept at ``path`` for a sequence whose shorter runs are prefixes of the
+    longer ones (an attack's first n examples): a file holding more entries serves the first
+    ``len(images)``, one holding fewer is extended by scoring only the rest, so runs with
+    different ``--n`` share one file and never re-draw each other's (random) scores."""
+    n = len(images)
+    prefix = f"{SCORES_FORMAT}-{key}-"
+    have: ScoreSet | None = None
+    if path.is_file():
+        with np.load(path) as z:
+            stored = str(z["key"])
+            if stored.startswith(prefix) and stored[len(prefix):].isdigit():
+                have = ScoreSet(*(z[f] for f in ScoreSet._fields))
+    count = 0 if have is None else len(have.flips)
+    if have is not None and count >= n:
+        return ScoreSet(*(np.asarray(a)[:n] for a in have))
+    rest = score(images[count:])
+    scores = rest if have is None else ScoreSet(
+        *(np.concatenate([a, b]) for a, b in zip(have, rest)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, key=np.array(f"{prefix}{n}"), **scores._asdict())
+    return scores
+
+
 def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) -> ScoreSet:
     """``compute()`` once; with a ``path`` the result is kept there, reused when ``key``
     matches."""
