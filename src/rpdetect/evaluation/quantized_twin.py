@@ -102,10 +102,10 @@ def _module_class() -> type:
 
     def _plan(nodes: list[onnx.NodeProto], folded: dict[str, onnx.NodeProto],
               consts: dict[str, np.ndarray], output: str) -> list[tuple[Callable, list, str]]:
-        """The steps that compute ``output``: ``DequantizeLinear -> Conv -> QuantizeLinear``
-        and ``DequantizeLinear x2 -> Add -> QuantizeLinear`` fused as ONNX Runtime fuses them
-        (QLinearConv, QLinearAdd: integer products, one float requantization), the other nodes
-        one by one."""
+        """The steps that compute ``output``: ``DequantizeLinear -> Conv / AveragePool ->
+        QuantizeLinear`` and ``DequantizeLinear x2 -> Add -> QuantizeLinear`` fused as ONNX
+        Runtime fuses them (QLinearConv, QLinearAveragePool, QLinearAdd: one rounding each,
+        in ONNX Runtime's order), the other nodes one by one."""
         producer = {o: nd for nd in nodes for o in nd.output}
         consumers: dict[str, list[onnx.NodeProto]] = {}
         for nd in nodes:
