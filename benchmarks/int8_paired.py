@@ -38,13 +38,13 @@ from rpdetect.evaluation.attacks import generate  # noqa: E402
 from rpdetect.evaluation.metrics import f_beta, precision, recall  # noqa: E402
 from rpdetect.evaluation.pipeline import attack_table  # noqa: E402
 from rpdetect.evaluation.presets import PRESETS  # noqa: E402
-from rpdetect.evaluation.scoring import DetectorRunner, cached_scores  # noqa: E402
+from rpdetect.evaluation.scoring import DetectorRunner  # noqa: E402
 from rpdetect.calibration.thresholds import CalibrationMode  # noqa: E402
 from rpdetect.evaluation.protocol import (  # noqa: E402
     _attack_model,
     _attack_scores,
     _PositionScores,
-    _score_pool,
+    calibration_scores,
     prepare_detector,
     table_rules,
 )
@@ -189,11 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise SystemExit(f"--int8-key: {path} not found")
             runner = DetectorRunner(path)
-            n_cal = len(inputs.calibration)
-            int8 = fp32._replace(path=path, key=key, runner=runner, calibration=cached_scores(
-                work / f"calibration-scores-{key}-{n_cal}.npz", f"{key}-{n_cal}",
-                lambda: _score_pool(runner, inputs.calibration, chunk=32, progress=False,
-                                    desc="calibration")))
+            int8 = fp32._replace(path=path, key=key, runner=runner, calibration=(
+                calibration_scores(runner, inputs.calibration, work, key)))
         else:
             int8 = prepare_detector(classifier, precision="int8", quantize=options,
                                     **inputs.common)

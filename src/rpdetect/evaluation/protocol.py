@@ -12,6 +12,7 @@ wires it to the shared datasets and the zoo models.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ from .scoring import (ClassifierRunner, DetectorRunner, cached_prefix_scores, ca
                       label_consistency)
 
 __all__ = ["ArrayPool", "Classifier", "ClassifierFile", "EvaluationResult", "FigureData",
-           "PreparedDetector", "RuleCalibration", "calibrate_modes", "evaluate",
-           "prepare_detector", "roc_curve"]
+           "PreparedDetector", "RuleCalibration", "calibrate_modes", "calibration_scores",
+           "evaluate", "prepare_detector", "roc_curve", "table_rules"]
 
 PAPER_RULE = "paper"
 
@@ -120,25 +121,27 @@ class ClassifierFile:
         (:func:`.quantized_twin.twin_from_onnx`); InputError naming an operator it lacks."""
         import foolbox as fb
 
-        from .quantized_twin import twin_from_onnx
-
-        return fb.PyTorchModel(self.gradient_module()[0], bounds=(0, 1))
+        return fb.PyTorchModel(self._twin, bounds=(0, 1))
 
     def gradient_module(self) -> tuple[Any, tuple[float, ...], tuple[float, ...]]:
         """(module, mean, std) as :meth:`Classifier.gradient_module`: the file's graph
-        interpreted in torch (:func:`.quantized_twin.twin_from_onnx`) on pixels (mean 0, std
-        1); InputError naming an operator it lacks."""
+        interpreted in torch on pixels (mean 0, std 1); InputError naming an operator it
+        lacks."""
+        c = self.input_shape[0]
+        return self._twin, (0.0,) * c, (1.0,) * c
+
+    @functools.cached_property
+    def _twin(self) -> Any:
+        """The file read and interpreted once (it has no parameters to share state through)."""
         from .quantized_twin import twin_from_onnx
 
         try:
-            module = twin_from_onnx(self.path)
+            return twin_from_onnx(self.path)
         except ModelError as exc:
             raise InputError(
                 f"{self.path}: white-box attacks run on the file's graph interpreted in torch, "
                 f"and {exc}; give the classifier as a torch module (--torch pkg.module:factory) "
                 f"or choose black-box attacks ({', '.join(BLACKBOX_ATTACKS)})") from exc
-        c = self.input_shape[0]
-        return module, (0.0,) * c, (1.0,) * c
 
 
 TargetClassifier = Union[Classifier, ClassifierFile]
@@ -333,11 +336,18 @@ def prepare_detector(
         else:
             save_onnx(build_detector(classifier_path, config), detector_path)
     runner = DetectorRunner(detector_path)
-    calib = cached_scores(work_dir / f"calibration-scores-{det_key}-{len(calibration)}.npz",
-                          f"{det_key}-{len(calibration)}",
-                          lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
-                                              desc="calibration"))
+    calib = calibration_scores(runner, calibration, work_dir, det_key, progress=progress)
     return PreparedDetector(detector_path, det_key, fp, classifier_path, runner, calib)
+
+
+def calibration_scores(runner: DetectorRunner, calibration: ImagePool, work_dir: Path,
+                       det_key: str, *, progress: bool = False) -> ScoreSet:
+    """The detector's (``runner``, keyed ``det_key``) scores of the calibration images, cached
+    in ``work_dir`` as :func:`prepare_detector` caches them."""
+    n = len(calibration)
+    return cached_scores(work_dir / f"calibration-scores-{det_key}-{n}.npz", f"{det_key}-{n}",
+                         lambda: _score_pool(runner, calibration, chunk=32, progress=progress,
+                                             desc="calibration"))
 
 
 def evaluate(

@@ -47,6 +47,12 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _text(attrs: dict[str, Any], name: str, default: str) -> str:
+    """A string attribute (ONNX stores them as bytes)."""
+    value = attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @functools.cache
 def _module_class() -> type:
     """The module class, made once on first use (torch is imported lazily)."""
@@ -244,8 +250,7 @@ def _module_class() -> type:
 
     def _auto_pads(x: Any, kernel: Any, attrs: dict) -> tuple[list[int], list[int]]:
         """The explicit (begin, end) pads of ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID."""
-        auto = attrs["auto_pad"].decode() if isinstance(attrs["auto_pad"], bytes) \
-            else attrs["auto_pad"]
+        auto = _text(attrs, "auto_pad", "NOTSET")
         spatial = list(x.shape[2:])
         strides = list(attrs.get("strides", [1] * len(spatial)))
         dilations = list(attrs.get("dilations", [1] * len(spatial)))
@@ -260,7 +265,7 @@ def _module_class() -> type:
     def conv(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
         x, w = ins[0], ins[1]
         b = ins[2] if len(ins) > 2 else None
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        if _text(attrs, "auto_pad", "NOTSET") != "NOTSET":
             begin, end = _auto_pads(x, list(w.shape[2:]), attrs)
         else:
             pads = list(attrs.get("pads", [0] * 4))
@@ -330,8 +335,7 @@ def _module_class() -> type:
 
     def avgpool(ins: list, attrs: dict, consts: dict, node: onnx.NodeProto) -> Any:
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if pads[:2] != pads[2:] or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET",
-                                                                            "NOTSET"):
+        if pads[:2] != pads[2:] or _text(attrs, "auto_pad", "NOTSET") != "NOTSET":
             raise ModelError(f"quantized twin: node {node.name!r}: asymmetric or automatic "
                              "padding of AveragePool is not interpreted")
         return F.avg_pool2d(ins[0], tuple(attrs["kernel_shape"]),
@@ -382,8 +386,7 @@ def _module_class() -> type:
         begin, end = [0] * x.ndim, [0] * x.ndim
         for i, a in enumerate(axes):
             begin[a], end[a] = pads[i], pads[len(axes) + i]
-        mode = attrs.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = _text(attrs, "mode", "constant")
         torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(mode)
         if torch_mode is None or (torch_mode != "constant" and any(begin[:2] + end[:2])):
             raise ModelError(f"quantized twin: node {node.name!r}: Pad mode {mode!r} on these "

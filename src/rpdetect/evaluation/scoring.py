@@ -104,10 +104,15 @@ def cached_prefix_scores(path: Path, key: str, images: np.ndarray,
     rest = score(images[count:])
     scores = rest if have is None else ScoreSet(
         *(np.concatenate([a, b]) for a, b in zip(have, rest)))
+    _save_scores(path, f"{prefix}{n}", scores)
+    return scores
+
+
+def _save_scores(path: Path, key: str, scores: ScoreSet) -> None:
+    """``scores`` and their ``key`` in one npz, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        np.savez(tmp, key=np.array(f"{prefix}{n}"), **scores._asdict())
-    return scores
+        np.savez(tmp, key=np.array(key), **scores._asdict())
 
 
 def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) -> ScoreSet:
@@ -120,7 +125,5 @@ def cached_scores(path: Path | None, key: str, compute: Callable[[], ScoreSet]) 
                 return ScoreSet(*(z[f] for f in ScoreSet._fields))
     scores = compute()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            np.savez(tmp, key=np.array(key), **scores._asdict())
+        _save_scores(path, key, scores)
     return scores
