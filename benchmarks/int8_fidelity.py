@@ -54,6 +54,9 @@ VARIANTS = {
     "percentile-20": QuantizeOptions(calibrate_method="percentile", max_images=20),
     "entropy-20": QuantizeOptions(calibrate_method="entropy", max_images=20),
     "minmax-20": QuantizeOptions(max_images=20),
+    # quantization-aware refinement toward FP32 on the same 100 images (rpdetect.export.refine)
+    "minmax-refine-300": QuantizeOptions(refine_steps=300),
+    "minmax-refine-600": QuantizeOptions(refine_steps=600),
 }
 
 

@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the INT8 run's --attack-target (module doc)")
     p.add_argument("--quantize-stem", choices=("int8", "float"), default="int8",
                    help="how the INT8 run was exported (its --quantize-stem)")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="how the INT8 run was exported (its --quantize-refine-steps)")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "int8")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--cache", type=Path, default=None, help="rpdetect evaluate's --cache")
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     rules = {run: _thresholds(doc) for run, doc in docs.items()}
     names = [row["attack"] for row in docs[args.int8_run]["rows"]]
     n = args.n
-    options = QuantizeOptions(float_stem=args.quantize_stem == "float")
+    options = QuantizeOptions(float_stem=args.quantize_stem == "float",
+                              refine_steps=args.refine_steps)
     # per run and example (an adversarial example or a clean image, once per attack that used
     # it): its evaluation-pool position, whether it is a positive, and the verdict per rule
     pos: dict[str, list[np.ndarray]] = {run: [] for run in rules}

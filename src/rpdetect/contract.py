@@ -176,6 +176,16 @@ def _float_nodes_text(quantization: Mapping[str, Any]) -> str:
     return f", {head}; float32 nodes: {', '.join(nodes) if nodes else 'none'}"
 
 
+def _refine_text(quantization: Mapping[str, Any]) -> str:
+    """Whether the integer weights were refined toward FP32 (rpdetect.export.refine)."""
+    refine = quantization.get("refine")
+    if not isinstance(refine, Mapping):
+        return ""
+    return (f"; weights refined toward the FP32 classifier in {refine.get('steps', '?')} steps "
+            f"({refine.get('changed', '?')} of {refine.get('weights', '?')} integer weights "
+            "moved)")
+
+
 def check_normalisation(
     mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
 ) -> None:
@@ -373,8 +383,8 @@ class DetectorSpec:
                 f"{' per channel' if q.get('per_channel') else ''}, "
                 f"{q.get('calibrate_method', '?')} ranges from {q.get('images', '?')} images of "
                 f"{q.get('source', '?')} with their noisy copies, onnxruntime "
-                f"{q.get('onnxruntime', '?')}{_float_nodes_text(q)}); noise, scores and verdict "
-                "float32")
+                f"{q.get('onnxruntime', '?')}{_float_nodes_text(q)}{_refine_text(q)}); noise, "
+                "scores and verdict float32")
 
     def with_precision(self, precision: str, quantization: Mapping[str, Any] | None
                        ) -> "DetectorSpec":

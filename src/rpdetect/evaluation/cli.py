@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--quantize-stem", choices=("float", "int8"), default="int8",
                    help="--precision int8: quantize the layer that reads the image (default), "
                    "or keep it in float32")
+    p.add_argument("--quantize-refine-steps", type=int, default=0, metavar="N",
+                   help="--precision int8: N steps of quantization-aware refinement toward "
+                   "the FP32 classifier on the quantization images (rpdetect export "
+                   "--refine-steps; default 0: none)")
     p.add_argument("--attack-target", choices=("fp32", "int8"), default="fp32",
                    help="the classifier the attacks run on: fp32 (default; with --precision "
                    "int8 the examples transfer to the INT8 detector), or int8: the INT8 "
@@ -153,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         positives=args.positives, attack_target=args.attack_target,
         quantize_method=args.quantize_method,
         quantize_head=args.quantize_head, quantize_stem=args.quantize_stem,
+        quantize_refine_steps=args.quantize_refine_steps,
         eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
         adaptive_epsilons=args.adaptive_epsilons, adaptive_keep=args.adaptive_keep,

@@ -101,6 +101,7 @@ class EvaluationConfig:
     quantize_method: str = "minmax"  # int8: ONNX Runtime's range method
     quantize_head: str = "float"  # int8: the classifier's head kept float32, or "int8"
     quantize_stem: str = "int8"  # int8: the layer reading the image quantized, or "float"
+    quantize_refine_steps: int = 0  # int8: quantization-aware refinement steps (export.refine)
     attack_target: str = "fp32"  # the classifier the attacks run on: fp32, or (with
     # --precision int8) int8, the deployed INT8 classifier (evaluation.quantized_twin)
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
@@ -131,6 +132,9 @@ class EvaluationConfig:
                             ("--quantize-stem", self.quantize_stem)):
             if value not in ("float", "int8"):
                 raise InputError(f"{flag}: expected float or int8, got {value!r}")
+        if self.quantize_refine_steps < 0:
+            raise InputError(f"--quantize-refine-steps: expected >= 0, got "
+                             f"{self.quantize_refine_steps}")
         if self.positives not in ("attack", "deployed", "both"):
             raise InputError(f"--positives: expected attack, deployed or both, got "
                              f"{self.positives!r}")
@@ -391,6 +395,10 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                     if config.quantize_head == "float" else "its head quantized too")
             if config.quantize_stem == "float":
                 kept += ", its stem (the layer reading the image) kept float32"
+            if config.quantize_refine_steps:
+                kept += (f"; its integer weights then refined toward the FP32 classifier in "
+                         f"{config.quantize_refine_steps} steps on the same images "
+                         "(rpdetect.export.refine)")
             notes.append("INT8 detector: its classifier quantized by ONNX Runtime (QDQ, "
                          f"per-channel int8 weights, uint8 activations, "
                          f"{config.quantize_method} ranges from the "
@@ -436,7 +444,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                 quantize=QuantizeOptions(
                     calibrate_method=config.quantize_method,  # type: ignore[arg-type]
                     float_head=config.quantize_head == "float",
-                    float_stem=config.quantize_stem == "float"))
+                    float_stem=config.quantize_stem == "float",
+                    refine_steps=config.quantize_refine_steps))
         adaptive = None
         if adaptive_specs:
             from .adaptive import evaluate_adaptive

@@ -324,7 +324,7 @@ def prepare_detector(
     sample = quantization_sample(len(calibration), quantize.max_images)
     if precision == "int8":  # keyed by how and on which images it is quantized
         det_key += "-int8-" + hashlib.sha256(
-            f"{quantize!r}{sample!r}".encode()).hexdigest()[:8]
+            f"{quantize.cache_key()}{sample!r}".encode()).hexdigest()[:8]
     detector_path = work_dir / f"detector-{det_key}.onnx"
     if not detector_path.is_file():
         if precision == "int8":

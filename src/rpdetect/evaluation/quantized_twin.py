@@ -86,10 +86,16 @@ def _module_class() -> type:
                 else:
                     nodes.append(node)
             self._np_consts = consts
+            self.folded = frozenset(folded)  # consts that are dequantized initializers
+            # every fused integer convolution, by node name: its integer weight "w" and bias
+            # "b" (int32 units) as the forward pass reads them (rpdetect.export.refine swaps
+            # them for trainable tensors), the initializer names they came from, and "mult"
+            # (input scale x weight scale / output scale, per output channel)
+            self.quantized_layers: dict[str, dict[str, Any]] = {}
             self.consts: dict[str, Any] = {
                 k: torch.from_numpy(np.array(v, np.float32 if v.dtype.kind == "f" else v.dtype))
                 for k, v in consts.items() if v.dtype.kind in "fiu"}
-            self.steps = _plan(nodes, folded, consts, self.output_name)
+            self.steps = _plan(nodes, folded, consts, self.output_name, self.quantized_layers)
             self.mean = None if mean is None else torch.tensor(
                 np.asarray(mean, np.float32).reshape(1, -1, 1, 1))
             self.std = None if std is None else torch.tensor(
@@ -107,7 +113,8 @@ def _module_class() -> type:
             return env[self.output_name]
 
     def _plan(nodes: list[onnx.NodeProto], folded: dict[str, onnx.NodeProto],
-              consts: dict[str, np.ndarray], output: str) -> list[tuple[Callable, list, str]]:
+              consts: dict[str, np.ndarray], output: str, layers: dict[str, dict[str, Any]]
+              ) -> list[tuple[Callable, list, str]]:
         """The steps that compute ``output``: ``DequantizeLinear -> Conv / AveragePool ->
         QuantizeLinear`` and ``DequantizeLinear x2 -> Add -> QuantizeLinear`` fused as ONNX
         Runtime fuses them (QLinearConv, QLinearAveragePool, QLinearAdd: one rounding each,
@@ -119,7 +126,7 @@ def _module_class() -> type:
                 consumers.setdefault(i, []).append(nd)
         steps: dict[str, tuple[Callable, list, str]] = {}
         for nd in nodes:
-            fused = _fuse(nd, producer, consumers, folded, consts, output)
+            fused = _fuse(nd, producer, consumers, folded, consts, output, layers)
             if fused is not None:
                 steps[fused[2]] = fused
             elif nd.output[0] not in steps:
@@ -147,7 +154,8 @@ def _module_class() -> type:
         return (scale, zp) if scale.size == 1 else None
 
     def _fuse(nd: onnx.NodeProto, producer: dict, consumers: dict, folded: dict,
-              consts: dict, output: str) -> tuple[Callable, list, str] | None:
+              consts: dict, output: str, layers: dict[str, dict[str, Any]]
+              ) -> tuple[Callable, list, str] | None:
         users = consumers.get(nd.output[0], [])
         if nd.op_type not in ("Conv", "Add", "AveragePool") or len(users) != 1 \
                 or users[0].op_type != "QuantizeLinear" or nd.output[0] == output:
@@ -215,11 +223,14 @@ def _module_class() -> type:
             consts[b_dq.input[0]].astype(np.float32).reshape(1, -1, 1, 1))
         a = _attrs(nd)
         zp_x = float(zp_x)
+        layer = {"w": w, "b": bias, "mult": mult, "weight": w_dq.input[0],
+                 "bias": None if b_dq is None else b_dq.input[0]}
+        layers[nd.name or q_out.output[0]] = layer
 
         def qconv(ins: list) -> Any:
-            acc = conv([ins[0] - zp_x, w], a, consts, nd)
-            if bias is not None:
-                acc = acc + bias
+            acc = conv([ins[0] - zp_x, layer["w"]], a, consts, nd)
+            if layer["b"] is not None:
+                acc = acc + layer["b"]
             return torch.clamp(_round_ste(acc * mult) + zp_y, lo, hi)
         return qconv, [sources[0].input[0]], q_out.output[0]
 

@@ -25,7 +25,7 @@ calibrated on its own scores (``rpdetect calibrate``).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -59,6 +59,11 @@ class QuantizeOptions:
     float_head: bool = True  # keep the classifier's head in float32 (see classifier_head)
     float_stem: bool = False  # keep the layer that reads the image in float32 (classifier_stem)
     nodes_to_exclude: tuple[str, ...] = ()  # further nodes kept in float32, by name
+    # quantization-aware refinement toward the FP32 classifier on the calibration images
+    # (rpdetect.export.refine); 0: none. Not in the repr, which keys rpdetect evaluate's caches
+    # (cache_key() adds them when set)
+    refine_steps: int = field(default=0, repr=False)
+    refine_lr: float = field(default=0.02, repr=False)
 
     def __post_init__(self) -> None:
         choices = {"quant_format": ("qdq", "qoperator"), "activation_type": ("uint8", "int8"),
@@ -74,6 +79,16 @@ class QuantizeOptions:
                 isinstance(n, str) and n for n in self.nodes_to_exclude):
             raise ValueError("nodes_to_exclude: expected a tuple of node names, got "
                              f"{self.nodes_to_exclude!r}")
+        if isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) \
+                or self.refine_steps < 0:
+            raise ValueError(f"refine_steps: expected an integer >= 0, got {self.refine_steps!r}")
+        if not (isinstance(self.refine_lr, (int, float)) and 0 < self.refine_lr < 1):
+            raise ValueError(f"refine_lr: expected a number in (0, 1), got {self.refine_lr!r}")
+
+    def cache_key(self) -> str:
+        """What tells two quantizations apart (the repr, plus the refinement when set)."""
+        refine = f"refine({self.refine_steps}, {self.refine_lr})" if self.refine_steps else ""
+        return repr(self) + refine
 
 
 class InnerBatchReader:
@@ -83,7 +98,7 @@ class InnerBatchReader:
     and listed in ``failures``; ``count`` says how many were fed."""
 
     def __init__(self, images: ImageReader | Iterable[Any], spec: DetectorSpec, input_name: str,
-                 *, max_images: int = 100, seed: int = 0) -> None:
+                 *, max_images: int = 100, seed: int = 0, keep: bool = False) -> None:
         self.reader = as_reader(images)
         self.spec = spec
         self.input_name = input_name
@@ -91,6 +106,8 @@ class InnerBatchReader:
         self.rng = np.random.default_rng(seed)
         self.count = 0
         self.failures: list[tuple[str, str]] = []
+        self.keep = keep
+        self.images: list[np.ndarray] = []  # the images fed, with keep (for refinement)
         c, _, _ = spec.input_shape
         self._mean = None if spec.mean is None else np.asarray(spec.mean, np.float32).reshape(
             -1, 1, 1) * np.ones((c, 1, 1), np.float32)
@@ -110,6 +127,8 @@ class InnerBatchReader:
                 self.failures.append((name, str(exc)))
                 continue
             self.count += 1
+            if self.keep:
+                self.images.append(x)
             return {self.input_name: self.batch(x)}
         return None
 
@@ -276,11 +295,20 @@ def build_int8_detector(
     if spec.num_classes is not None:
         inner.graph.output[0].type.tensor_type.shape.dim[1].dim_value = spec.num_classes
     reader = InnerBatchReader(calibration, spec, inner.graph.input[0].name,
-                              max_images=options.max_images, seed=options.seed)
+                              max_images=options.max_images, seed=options.seed,
+                              keep=options.refine_steps > 0)
     quantized, float_nodes = _quantize(inner, reader, options)
     if reader.count == 0:
         detail = f": {reader.failures[0][0]}: {reader.failures[0][1]}" if reader.failures else ""
         raise InputError(f"quantization: no calibration image could be read{detail}")
+    refined: dict[str, Any] = {}
+    if options.refine_steps:
+        from .refine import refine_quantized
+
+        quantized, report = refine_quantized(quantized, inner, reader.images, reader.batch,
+                                             steps=options.refine_steps, lr=options.refine_lr,
+                                             seed=options.seed)
+        refined = {"refine": report.to_dict()}
     meta = {p.key: p.value for p in fp32.metadata_props}
     # the folded normalisation is in front of the extracted classifier: fold it again
     model = build_detector(quantized, replace(config, extra_metadata={}),
@@ -291,7 +319,8 @@ def build_int8_detector(
               "images": reader.count, "failed": len(reader.failures),
               "source": getattr(reader.reader, "source", "images"),
               "onnxruntime": onnxruntime.__version__,
-              "inputs": "each image with its n noisy copies, as the detector feeds them"}
+              "inputs": "each image with its n noisy copies, as the detector feeds them",
+              **refined}
     set_metadata(model, {
         **{k: v for k, v in read_spec(model).with_precision("int8", record).to_metadata().items()
            if k in ("precision", "quantization")},
