@@ -132,6 +132,8 @@ def test_refine_options_are_checked():
         QuantizeOptions(refine_steps=-1)
     with pytest.raises(ValueError, match="refine_lr"):
         QuantizeOptions(refine_lr=0.0)
+    with pytest.raises(ValueError, match="QDQ"):
+        QuantizeOptions(refine_steps=10, quant_format="qoperator")
     # the cache key of an unrefined quantization is what it was before refinement existed
     assert QuantizeOptions().cache_key() == repr(QuantizeOptions())
     assert QuantizeOptions(refine_steps=5).cache_key() != QuantizeOptions().cache_key()

@@ -82,6 +82,8 @@ class QuantizeOptions:
         if isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) \
                 or self.refine_steps < 0:
             raise ValueError(f"refine_steps: expected an integer >= 0, got {self.refine_steps!r}")
+        if self.refine_steps and self.quant_format != "qdq":
+            raise ValueError("refine_steps: refinement reads the QDQ format (quant_format qdq)")
         if not (isinstance(self.refine_lr, (int, float)) and 0 < self.refine_lr < 1):
             raise ValueError(f"refine_lr: expected a number in (0, 1), got {self.refine_lr!r}")
 
