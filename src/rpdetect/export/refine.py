@@ -45,11 +45,9 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelError
+from .quantize import WEIGHTED_OPS
 
 __all__ = ["RefineReport", "refine_quantized"]
-
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
 
 @dataclass(frozen=True)
 class RefineReport:
@@ -138,12 +136,10 @@ def refine_quantized(
         weights.append(pw)
         others += [pb] if pb is not None else []
     floats = _float_weights(quantized, twin)
-    float_units = {n: float(np.mean(np.abs(twin._np_consts[n]))) or 1.0 for n in floats}
+    float_units = {n: float(np.mean(np.abs(twin.consts[n].numpy()))) or 1.0 for n in floats}
     float_params = {n: torch.nn.Parameter(twin.consts[n].detach().clone() / float_units[n])
                     for n in floats}
     others += list(float_params.values())
-    originals = {id(layer): (layer["w"], layer["b"]) for layer, _, _ in trained}
-    float_originals = {n: twin.consts[n] for n in floats}
 
     optimizer = torch.optim.Adam([{"params": weights, "lr": lr},
                                   {"params": others, "lr": lr * other_lr}])
@@ -153,33 +149,27 @@ def refine_quantized(
     order = rng.permutation(len(images))
     losses: list[float] = []
     start = time.perf_counter()
-    twin.train(False)
-    try:
-        for step in range(steps):
-            picks = [order[(step * images_per_step + j) % len(order)]
-                     for j in range(images_per_step)]
-            xs = [batch(images[i]) for i in picks]
-            target = torch.from_numpy(np.stack([session.run(None, {feed: x})[0] for x in xs]))
-            for layer, pw, pb in trained:
-                layer["w"] = torch.clamp(ste(pw), -128.0, 127.0)
-                if pb is not None:
-                    layer["b"] = ste(pb / layer["mult"])
-            for n, p in float_params.items():
-                twin.consts[n] = p * float_units[n]
-            z = twin(torch.from_numpy(np.concatenate(xs))).reshape(target.shape)
-            diff_z = z[:, :1] - z[:, 1:]
-            diff_t = target[:, :1] - target[:, 1:]
-            loss = torch.mean((z - target) ** 2) + torch.mean((diff_z - diff_t) ** 2)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-    finally:
-        for layer, _, _ in trained:
-            layer["w"], layer["b"] = originals[id(layer)]
-        for n, v in float_originals.items():
-            twin.consts[n] = v
+    # the twin is this function's own: its layers are swapped for the trained tensors for good
+    for step in range(steps):
+        picks = [order[(step * images_per_step + j) % len(order)]
+                 for j in range(images_per_step)]
+        xs = [batch(images[i]) for i in picks]
+        target = torch.from_numpy(np.stack([session.run(None, {feed: x})[0] for x in xs]))
+        for layer, pw, pb in trained:
+            layer["w"] = torch.clamp(ste(pw), -128.0, 127.0)
+            if pb is not None:
+                layer["b"] = ste(pb / layer["mult"])
+        for n, p in float_params.items():
+            twin.consts[n] = p * float_units[n]
+        z = twin(torch.from_numpy(np.concatenate(xs))).reshape(target.shape)
+        diff_z = z[:, :1] - z[:, 1:]
+        diff_t = target[:, :1] - target[:, 1:]
+        loss = torch.mean((z - target) ** 2) + torch.mean((diff_z - diff_t) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
 
     refined = onnx.ModelProto.FromString(quantized.SerializeToString())
     inits = {t.name: t for t in refined.graph.initializer}
