@@ -168,3 +168,53 @@ def assert_standard_normal(x: np.ndarray) -> None:
         got = float((x < q).mean())
         assert abs(got - phi) < 5 * math.sqrt(phi * (1 - phi) / x.size), f"P(x < {q}) {got:.5f}"
 
+
+
+# the ISAs the C noise generator is built for (target_clones in rpdetect/engine/_normal.c), as
+# GCC flags, and the /proc/cpuinfo flag a CPU needs to run each
+NORMAL_ISAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sse2": ((), "sse2"),
+    "avx2": (("-mavx2",), "avx2"),
+    "avx512f": (("-mavx512f",), "avx512f"),
+}
+
+
+def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, None] = None,
+                 compiler: str = "gcc") -> object:
+    """Build ``rpdetect.engine._normal`` (or another version of it, ``source``) for one x86 ISA of
+    :data:`NORMAL_ISAS`, with no runtime dispatch (``-DRP_NO_CLONES``), into ``workdir``, and
+    import it. RuntimeError where it does not compile (no compiler, no Python headers)."""
+    import importlib.util
+    import subprocess
+    import sysconfig
+
+    flags, _ = NORMAL_ISAS[isa]
+    src = Path(source) if source is not None else \
+        Path(__file__).resolve().parent / "engine" / "_normal.c"
+    out = Path(workdir) / isa / f"_normal{sysconfig.get_config_var('EXT_SUFFIX')}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [compiler, "-shared", "-fPIC", "-O3", "-fno-math-errno", "-std=c99", "-DRP_NO_CLONES",
+           *flags, f"-I{sysconfig.get_paths()['include']}", str(src), "-o", str(out)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except OSError as exc:
+        raise RuntimeError(f"{compiler}: {exc}") from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    spec = importlib.util.spec_from_file_location("_normal", out)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()

@@ -5,6 +5,8 @@ and tails, and the graph's Mul-then-Add rounding."""
 from __future__ import annotations
 
 import math
+import platform
+import shutil
 
 import numpy as np
 import pytest
@@ -89,3 +91,61 @@ def test_xoshiro_without_its_extension_is_a_clear_error(monkeypatch):
     assert noise.default_generator() == "opencv"
     with pytest.raises(ValueError, match="C extension"):
         NoiseSource(SHAPE, generator="xoshiro")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("gcc") is None,
+                    reason="builds the extension per x86-64 ISA with gcc")
+def test_every_isa_build_draws_the_installed_values(tmp_path):
+    """The installed module runs the clone for this CPU (AVX-512 or AVX2 or baseline); every
+    clone this CPU can run, built alone, must give the very same values: the selects are bit
+    operations and ISO C has no FMA contraction, so no ISA rounds differently."""
+    from rpdetect.testing import NORMAL_ISAS, build_normal, cpu_flags
+
+    flags = cpu_flags()
+    runnable = [isa for isa, (_, need) in NORMAL_ISAS.items() if need in flags]
+    if "sse2" not in runnable:
+        pytest.skip("no x86 flags in /proc/cpuinfo")
+    state = np.random.default_rng(9).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+    size = 3 * 1024 + 517  # whole blocks and a tail shorter than one
+    base = np.random.default_rng(3).random(size, dtype=np.float32)
+    expected, expected_scaled = np.empty(size, np.float32), np.empty(size, np.float32)
+    xoshiro.fill(state.copy(), expected)
+    xoshiro.fill(state.copy(), expected_scaled, base, 0.05)
+    for isa in runnable:
+        try:
+            module = build_normal(isa, tmp_path)
+        except RuntimeError as exc:
+            pytest.skip(f"cannot build: {exc}")
+        got, got_scaled = np.empty(size, np.float32), np.empty(size, np.float32)
+        module.fill(state.copy(), got)  # type: ignore[attr-defined]
+        module.fill(state.copy(), got_scaled, base, 0.05)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(got, expected, err_msg=isa)
+        np.testing.assert_array_equal(got_scaled, expected_scaled, err_msg=isa)
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64")
+                    is None, reason="needs apt's gcc-aarch64-linux-gnu and qemu-user")
+def test_the_aarch64_build_draws_the_same_values(tmp_path):
+    """ARM edge CPUs build the plain-C path, vectorised for NEON: it must give the values the
+    installed module gives (run under qemu; the Python entry points are left unlinked)."""
+    import subprocess
+    import sysconfig
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[2] / "src" / "rpdetect" / "engine"
+    if not (engine / "_normal.c").is_file():
+        pytest.skip("no source checkout")
+    harness = Path(__file__).with_name("normal_harness.c")
+    binary = tmp_path / "normal"
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O3", "-fno-math-errno", "-std=c99", "-static",
+                    f"-I{engine}", f"-I{sysconfig.get_paths()['include']}", str(harness), "-o",
+                    str(binary), "-Wl,--unresolved-symbols=ignore-all"],
+                   check=True, capture_output=True, timeout=120)
+    n = 3 * 1024 + 517
+    got = np.frombuffer(subprocess.run(["qemu-aarch64", str(binary), str(n)], check=True,
+                                       capture_output=True, timeout=120).stdout, np.float32)
+    state = ((np.arange(64, dtype=np.uint64) + 1) * 2654435761 % 2**32).astype(np.uint32)
+    plain, scaled = np.empty(n, np.float32), np.empty(n, np.float32)
+    xoshiro.fill(state, plain)
+    xoshiro.fill(state, scaled, (np.arange(n) % 977).astype(np.float32) / np.float32(977), 0.05)
+    np.testing.assert_array_equal(got, np.concatenate([plain, scaled]))

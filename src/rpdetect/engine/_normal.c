@@ -4,9 +4,12 @@
    Generator: 16 independent xoshiro128+ lanes (Blackman & Vigna; period 2**128 - 1 each; only
    the top 24 bits of an output are used, not its weak low bits), two outputs per pair of
    normal values. Transform: Box-Muller, u1 in (0, 1] and the angle from 24 + 3 bits, with
-   Cephes' single-precision logf and sinf/cosf polynomials written branch-free so that the
-   compiler vectorises every loop (AVX-512 or AVX2 clones picked at load time on x86-64 Linux
-   with GCC; plain C elsewhere). |z| <= sqrt(48 ln 2) = 5.77 (u1 >= 2**-24).
+   Cephes' single-precision logf and sinf/cosf polynomials written branch-free (selects as bit
+   operations) so that the compiler vectorises every loop with or without mask registers
+   (AVX-512 or AVX2 clones picked at load time on x86-64 Linux with GCC; plain C elsewhere).
+   Every build gives the same values: setup.py compiles ISO C (-std=c99), in which GCC contracts
+   no multiply-add into an FMA (tests/engine/test_xoshiro.py compares each x86 build).
+   |z| <= sqrt(48 ln 2) = 5.77 (u1 >= 2**-24).
 
    fill(state, out[, base, scale]): state a writable C-contiguous buffer of 64 uint32 (4 words
    per lane, never all zero in a lane), out a writable C-contiguous float32 buffer, base None
@@ -23,7 +26,10 @@
 static inline float as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+/* RP_NO_CLONES: one build for the compiler flags given (rpdetect.testing.build_normal builds
+   each x86 ISA this way, for tests and benchmarks/noise_isa.py) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) \
+    && !defined(RP_NO_CLONES)
 #define RP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define RP_CLONES
@@ -58,9 +64,9 @@ static void rp_normal_fill(uint32_t *restrict state, float *restrict out,
             uint32_t bits = as_uint(u);
             int32_t e = (int32_t)(bits >> 23) - 126;
             float m = as_float((bits & 0x007fffffu) | 0x3f000000u); /* [0.5, 1) */
-            int small = m < 0.70710678118654752f;
+            int32_t small = m < 0.70710678118654752f;
             e -= small;
-            float x = small ? m + m - 1.0f : m - 1.0f;
+            float x = m * (float)(1 + small) - 1.0f; /* 2m - 1 or m - 1, both exact */
             float zz = x * x;
             float y = 7.0376836292e-2f;
             y = y * x - 1.1514610310e-1f; y = y * x + 1.1676998740e-1f;
@@ -84,10 +90,14 @@ static void rp_normal_fill(uint32_t *restrict state, float *restrict out,
                        * t2 * tt + tt;
             float cs = ((2.443315711809948e-5f * t2 - 1.388731625493765e-3f) * t2
                         + 4.166664568298827e-2f) * t2 * t2 - 0.5f * t2 + 1.0f;
-            int qq = q & 3;
-            float sv = (qq & 1) ? cs : sn, cv = (qq & 1) ? sn : cs;
-            sv = (qq & 2) ? -sv : sv;
-            cv = ((qq + 1) & 2) ? -cv : cv;
+            /* the quarter turn's swap and signs as bit operations: GCC if-converts the
+               ternary form only with AVX-512's masks; without them (AVX2, SSE2, NEON) it left
+               this loop scalar, 8x slower under AVX2 (same values either way) */
+            uint32_t qq = (uint32_t)q & 3u;
+            uint32_t swap = 0u - (qq & 1u);
+            uint32_t usn = as_uint(sn), ucs = as_uint(cs);
+            float sv = as_float(((ucs & swap) | (usn & ~swap)) ^ ((qq & 2u) << 30));
+            float cv = as_float(((usn & swap) | (ucs & ~swap)) ^ (((qq + 1u) & 2u) << 30));
             z1[j] = r * cv;
             z2[j] = r * sv;
         }
@@ -98,7 +108,7 @@ static void rp_normal_fill(uint32_t *restrict state, float *restrict out,
         if (base) {
             /* the product is stored (rounded) before the sum, in loops of their own, so the
                compiler cannot fuse them into an FMA: out = base + scale * z rounds exactly as
-               the graph's Mul then Add (the polynomials above may use FMA) */
+               the graph's Mul then Add whatever the compiler's contraction setting */
             const float *b1 = base + done, *b2 = base + done + BLOCK;
             for (size_t j = 0; j < a; j++) z1[j] = scale * z1[j];
             for (size_t j = 0; j < b; j++) z2[j] = scale * z2[j];

@@ -13,7 +13,11 @@ noise) takes about 20 ms.
 
 * ``"xoshiro"`` (default where it is built): the C extension ``rpdetect.engine._normal`` (see
   ``_normal.c``): 16 xoshiro128+ lanes (period 2**128 - 1 each) and Box-Muller with Cephes'
-  float32 polynomials, vectorised (AVX-512/AVX2 picked at load time). Each part of a source
+  float32 polynomials, vectorised with or without mask registers (AVX-512, AVX2 or SSE2 picked
+  at load time; NEON on aarch64), the same values from every build: one thread, 1.5 M values,
+  1.25 ms with AVX-512, 1.85 ms with AVX2, 5.1 ms with SSE2 on an AMD EPYC (``python
+  benchmarks/noise_isa.py``; before 2026-12-07 GCC left the AVX2, SSE2 and NEON builds scalar,
+  14-15 ms, slower than OpenCV on every CPU without AVX-512). Each part of a source
   has its own 16 lanes, seeded from a ``numpy.random.SeedSequence`` child (64 words). It is
   built by ``pip install`` (``setup.py``, optional): where it did not compile, the default is
   ``"opencv"``.
