@@ -191,6 +191,9 @@ def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, N
     flags, _ = NORMAL_ISAS[isa]
     src = Path(source) if source is not None else \
         Path(__file__).resolve().parent / "engine" / "_normal.c"
+    if not src.is_file():
+        raise RuntimeError(f"{src}: no such source file (an installed wheel has no C sources: "
+                           "use a source checkout)")
     out = Path(workdir) / isa / f"_normal{sysconfig.get_config_var('EXT_SUFFIX')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [compiler, "-shared", "-fPIC", "-O3", "-fno-math-errno", "-std=c99", "-DRP_NO_CLONES",
