@@ -105,6 +105,12 @@ def test_every_isa_build_draws_the_installed_values(tmp_path):
     runnable = [isa for isa, (_, need) in NORMAL_ISAS.items() if need in flags]
     if "sse2" not in runnable:
         pytest.skip("no x86 flags in /proc/cpuinfo")
+    # the installed module says which clone this CPU runs: the best it has, as GCC resolves it
+    assert xoshiro.isa() == runnable[-1]
+    assert NoiseSource(SHAPE).generator == "xoshiro"
+    from rpdetect.engine.noise import generator_description
+    assert generator_description() == f"xoshiro ({runnable[-1]})"
+    assert generator_description("opencv") == "opencv"
     state = np.random.default_rng(9).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
     size = 3 * 1024 + 517  # whole blocks and a tail shorter than one
     base = np.random.default_rng(3).random(size, dtype=np.float32)
@@ -119,6 +125,7 @@ def test_every_isa_build_draws_the_installed_values(tmp_path):
         got, got_scaled = np.empty(size, np.float32), np.empty(size, np.float32)
         module.fill(state.copy(), got)  # type: ignore[attr-defined]
         module.fill(state.copy(), got_scaled, base, 0.05)  # type: ignore[attr-defined]
+        assert module.isa() == isa  # type: ignore[attr-defined]
         np.testing.assert_array_equal(got, expected, err_msg=isa)
         np.testing.assert_array_equal(got_scaled, expected_scaled, err_msg=isa)
 

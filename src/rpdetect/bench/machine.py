@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..engine.noise import generator_description
+
 __all__ = ["machine_info"]
 
 
@@ -68,4 +70,6 @@ def machine_info(*, proc: Path = Path("/proc")) -> dict[str, Any]:
         "numpy": _version("numpy"),
         "torch": _version("torch"),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # the engine's default noise generator and the instruction set it runs with here
+        "noise_generator": generator_description(),
     }

@@ -247,7 +247,8 @@ class Report:
             f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
             f"Threads {s['session']['threads']}, graph optimisation "
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
-            f"input noise drawn by {s['session'].get('noise_generator') or default_generator()}; "
+            "input noise drawn by "
+            f"{s['session'].get('noise_generator') or m.get('noise_generator') or default_generator()}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
             f"per configuration, each in its own process: {s['isolate']}; "
             + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..contract import read_spec
-from ..engine.noise import default_generator, default_noise_threads
+from ..engine.noise import default_noise_threads, generator_description
 from ..export.graph import build_detector, extract_classifier, load_onnx, save_onnx
 from .cases import Case, DetectorFiles, SessionSettings, TorchModel, plan_cases
 from .machine import machine_info
@@ -191,7 +191,7 @@ def run_benchmark(
             "detector variants are rebuilt from the classifier inside the detector file with its "
             "kappas, clip, mean/std, seed and input format",
             f"input-noise runs draw the noise as rpdetect.Detector does (NoiseSource, generator "
-            f"{settings.noise_generator or default_generator()}, "
+            f"{generator_description(settings.noise_generator)}, "
             f"{settings.noise_threads or default_noise_threads(n * int(np.prod(info.input_shape)))}"
             f" drawing thread(s)) inside the timed run; the prefetched configuration draws the "
             f"next run's noise on a background thread once a run is done",

@@ -13,7 +13,9 @@
 
    fill(state, out[, base, scale]): state a writable C-contiguous buffer of 64 uint32 (4 words
    per lane, never all zero in a lane), out a writable C-contiguous float32 buffer, base None
-   or a float32 buffer of out's length; writes out = base + scale * z. Releases the GIL. */
+   or a float32 buffer of out's length; writes out = base + scale * z. Releases the GIL.
+   isa(): the instruction set fill runs with on this CPU ("avx512f", "avx2", "sse2", "neon" or
+   "scalar"). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -31,6 +33,7 @@ static inline uint32_t as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) \
     && !defined(RP_NO_CLONES)
 #define RP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define RP_HAVE_CLONES 1
 #else
 #define RP_CLONES
 #endif
@@ -181,9 +184,32 @@ static PyObject *py_fill(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* isa(): the instruction set fill runs with: the clone GCC's resolver picks (the same order:
+   avx512f, then avx2, then the x86-64 baseline), else what this build was compiled for */
+static PyObject *py_isa(PyObject *self, PyObject *noargs) {
+#ifdef RP_HAVE_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return PyUnicode_FromString("avx512f");
+    if (__builtin_cpu_supports("avx2")) return PyUnicode_FromString("avx2");
+    return PyUnicode_FromString("sse2");
+#elif defined(__AVX512F__)
+    return PyUnicode_FromString("avx512f");
+#elif defined(__AVX2__)
+    return PyUnicode_FromString("avx2");
+#elif defined(__SSE2__)
+    return PyUnicode_FromString("sse2");
+#elif defined(__ARM_NEON)
+    return PyUnicode_FromString("neon");
+#else
+    return PyUnicode_FromString("scalar");
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"fill", py_fill, METH_VARARGS,
      "fill(state, out[, base, scale]): out = base + scale * N(0, 1) draws (see the module)."},
+    {"isa", py_isa, METH_NOARGS,
+     "isa(): the instruction set fill runs with here (avx512f, avx2, sse2, neon or scalar)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -52,7 +52,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 __all__ = ["NOISE_GENERATORS", "NoiseGenerator", "NoiseSource", "check_seed",
-           "default_generator", "default_noise_threads", "ort_cpu_graph_noise_runs"]
+           "default_generator", "default_noise_threads", "generator_description",
+           "ort_cpu_graph_noise_runs"]
 
 NoiseGenerator = Literal["xoshiro", "opencv", "numpy"]
 NOISE_GENERATORS: tuple[str, ...] = ("xoshiro", "opencv", "numpy")
@@ -66,6 +67,16 @@ def _fast_module() -> Any:
     except ImportError:
         return None
     return _normal
+
+
+def generator_description(generator: str | None = None) -> str:
+    """``generator`` (None: the default) as a report states it: the C generator with the
+    instruction set it runs with on this CPU, e.g. "xoshiro (avx512f)"; a CPU without AVX-512
+    runs the AVX2 build, about 1.5x slower (``benchmarks/noise_isa.py``)."""
+    name = generator or default_generator()
+    module = _fast_module() if name == "xoshiro" else None
+    isa = getattr(module, "isa", None)
+    return f"{name} ({isa()})" if isa is not None else name
 
 
 def default_generator() -> str:
