@@ -1,6 +1,8 @@
 import time, numpy as np, rpdetect
 import rpdetect.engine.detector as dm
-C="/work/main/cache/bench-latency/efficientnet_lite0-224-005bdebd35-"
+# the detector and classifier benchmarks/bench_latency.py caches (run it first); run with fusion.patch applied
+from pathlib import Path
+C=str(Path(__file__).resolve().parents[4] / "cache" / "bench-latency" / "efficientnet_lite0-224-005bdebd35-")
 fused = rpdetect.Detector(C+"detector.onnx")
 orig = dm.fuse_normalisation
 dm.fuse_normalisation = lambda cut, c: (cut, None)
