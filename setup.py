@@ -8,4 +8,5 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "rpdetect.engine._normal", ["src/rpdetect/engine/_normal.c"],
+    # rpdetect.testing.NORMAL_CFLAGS repeats these for the per-ISA test builds
     extra_compile_args=["-O3", "-fno-math-errno", "-std=c99"], optional=True)])

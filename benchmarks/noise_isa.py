@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from rpdetect._atomic import atomic_write_text
-from rpdetect.bench.machine import machine_info
+from rpdetect.bench.machine import cpu_flags, machine_info
 from rpdetect.engine import noise
-from rpdetect.testing import NORMAL_ISAS, build_normal, cpu_flags
+from rpdetect.testing import NORMAL_ISAS, build_normal
 
 ROWS, ROW = 10, 3 * 224 * 224
 ROOT = Path(__file__).resolve().parent.parent

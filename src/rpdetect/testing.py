@@ -169,6 +169,9 @@ def assert_standard_normal(x: np.ndarray) -> None:
         assert abs(got - phi) < 5 * math.sqrt(phi * (1 - phi) / x.size), f"P(x < {q}) {got:.5f}"
 
 
+# setup.py's flags for rpdetect.engine._normal (ISO C: no FMA contraction, so every build rounds
+# alike)
+NORMAL_CFLAGS: tuple[str, ...] = ("-O3", "-fno-math-errno", "-std=c99")
 
 # the ISAs the C noise generator is built for (target_clones in rpdetect/engine/_normal.c), as
 # GCC flags, and the /proc/cpuinfo flag a CPU needs to run each
@@ -196,8 +199,8 @@ def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, N
                            "use a source checkout)")
     out = Path(workdir) / isa / f"_normal{sysconfig.get_config_var('EXT_SUFFIX')}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [compiler, "-shared", "-fPIC", "-O3", "-fno-math-errno", "-std=c99", "-DRP_NO_CLONES",
-           *flags, f"-I{sysconfig.get_paths()['include']}", str(src), "-o", str(out)]
+    cmd = [compiler, "-shared", "-fPIC", *NORMAL_CFLAGS, "-DRP_NO_CLONES", *flags,
+           f"-I{sysconfig.get_paths()['include']}", str(src), "-o", str(out)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except OSError as exc:
@@ -209,15 +212,3 @@ def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, N
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()

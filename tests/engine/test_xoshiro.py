@@ -99,7 +99,8 @@ def test_every_isa_build_draws_the_installed_values(tmp_path):
     """The installed module runs the clone for this CPU (AVX-512 or AVX2 or baseline); every
     clone this CPU can run, built alone, must give the very same values: the selects are bit
     operations and ISO C has no FMA contraction, so no ISA rounds differently."""
-    from rpdetect.testing import NORMAL_ISAS, build_normal, cpu_flags
+    from rpdetect.bench.machine import cpu_flags
+    from rpdetect.testing import NORMAL_ISAS, build_normal
 
     flags = cpu_flags()
     runnable = [isa for isa, (_, need) in NORMAL_ISAS.items() if need in flags]
@@ -144,7 +145,9 @@ def test_the_aarch64_build_draws_the_same_values(tmp_path):
         pytest.skip("no source checkout")
     harness = Path(__file__).with_name("normal_harness.c")
     binary = tmp_path / "normal"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-O3", "-fno-math-errno", "-std=c99", "-static",
+    from rpdetect.testing import NORMAL_CFLAGS
+
+    subprocess.run(["aarch64-linux-gnu-gcc", *NORMAL_CFLAGS, "-static",
                     f"-I{engine}", f"-I{sysconfig.get_paths()['include']}", str(harness), "-o",
                     str(binary), "-Wl,--unresolved-symbols=ignore-all"],
                    check=True, capture_output=True, timeout=120)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engine.noise import generator_description
 
-__all__ = ["machine_info"]
+__all__ = ["cpu_flags", "machine_info"]
 
 
 def _cpu_model(cpuinfo: Path) -> str:
@@ -23,6 +23,18 @@ def _cpu_model(cpuinfo: Path) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ...), empty where ``cpuinfo`` has none."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
 
 
 def _mem_total_gib(meminfo: Path) -> float | None:
