@@ -37,7 +37,7 @@ import numpy as np
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench.machine import cpu_flags, machine_info
 from rpdetect.engine import noise
-from rpdetect.testing import NORMAL_ISAS, build_normal
+from rpdetect.testing import NORMAL_ISAS, build_normal, load_normal
 
 ROWS, ROW = 10, 3 * 224 * 224
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,8 +97,8 @@ def worker(config: dict) -> dict:
         if det.front != "engine" or det.noise_source.generator != "xoshiro":
             raise SystemExit(f"{config['detector']}: the engine does not draw this file's noise "
                              "with the C generator here")
-        if config.get("build"):
-            module = build_normal(config["isa"], config["build"], config.get("source"))
+        if config.get("build"):  # the file main() built and timed
+            module = load_normal(config["build"])
             for part in det.noise_source._parts:
                 part.fast = module
         image = rng.random(det.info.input_shape, dtype=np.float32)
@@ -116,8 +116,7 @@ def worker(config: dict) -> dict:
     return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
 
 
-def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path | None]],
-                    tmp: Path) -> list[str]:
+def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path]]) -> list[str]:
     """The default path per build over the floor, each configuration in its own process."""
     import json
 
@@ -128,11 +127,9 @@ def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path 
     configs = {"floor": {"what": "floor", "classifier": str(args.classifier),
                          "inner_batch": inner},
                "installed": {"what": "detector", "detector": str(args.detector)}}
-    for label, isa, source in builds:
-        configs[f"{label} {isa}"] = {
-            "what": "detector", "detector": str(args.detector), "isa": isa,
-            "build": str(tmp / "workers" / re.sub(r"[^A-Za-z0-9_.-]", "_", label)),
-            "source": None if source is None else str(source)}
+    for label, isa, built in builds:
+        configs[f"{label} {isa}"] = {"what": "detector", "detector": str(args.detector),
+                                     "build": str(built)}
     ms: dict[str, list[float]] = {name: [] for name in configs}
     for r in range(args.rounds):
         for name, config in configs.items():
@@ -198,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{ms * 1e6 / (ROWS * ROW):.2f} | - |")
     with tempfile.TemporaryDirectory() as tmp:
         sources: list[tuple[str, Path | None]] = [("current", None)]
-        builds: list[tuple[str, str, Path | None]] = []
+        builds: list[tuple[str, str, Path]] = []  # label, ISA, the built file
         if args.rev:
             text = subprocess.run(["git", "show", f"{args.rev}:src/rpdetect/engine/_normal.c"],
                                   cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -211,14 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                 if need not in flags:
                     lines.append(f"| {label} | {isa} | not run: this CPU lacks {need} | - | - |")
                     continue
-                module = build_normal(isa, Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", label), source)
-                builds.append((label, isa, source))
+                folder = Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+                module = build_normal(isa, folder, source)
+                builds.append((label, isa, Path(module.__file__)))  # type: ignore[attr-defined]
                 ms, values = time_fill(module, args.runs)
                 same = "yes" if np.array_equal(values, reference) else "**no**"
                 lines.append(f"| {label} | {isa} | {ms:.2f} | {ms * 1e6 / (ROWS * ROW):.2f} | "
                              f"{same} |")
         if args.detector:
-            lines += detector_rounds(args, builds, Path(tmp))
+            lines += detector_rounds(args, builds)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

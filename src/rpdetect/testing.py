@@ -187,7 +187,6 @@ def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, N
     """Build ``rpdetect.engine._normal`` (or another version of it, ``source``) for one x86 ISA of
     :data:`NORMAL_ISAS`, with no runtime dispatch (``-DRP_NO_CLONES``), into ``workdir``, and
     import it. RuntimeError where it does not compile (no compiler, no Python headers)."""
-    import importlib.util
     import subprocess
     import sysconfig
 
@@ -207,8 +206,17 @@ def build_normal(isa: str, workdir: Union[str, Path], source: Union[str, Path, N
         raise RuntimeError(f"{compiler}: {exc}") from exc
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    spec = importlib.util.spec_from_file_location("_normal", out)
-    assert spec is not None and spec.loader is not None
+    return load_normal(out)
+
+
+def load_normal(path: Union[str, Path]) -> object:
+    """Import a build of ``rpdetect.engine._normal`` from its file (one :func:`build_normal`
+    made), beside the installed one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_normal", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"{path}: not an extension module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
