@@ -41,8 +41,8 @@ from rpdetect.testing import NORMAL_ISAS, build_normal, load_normal
 
 ROWS, ROW = 10, 3 * 224 * 224
 ROOT = Path(__file__).resolve().parent.parent
-CLONES_IF = re.compile(r"^(#if defined\(__x86_64__\)[^\n]*?)\s*$(?=\n#define RP_CLONES __attribute__)",
-                       re.MULTILINE)
+CLONES_IF = re.compile(
+    r"^(#if defined\(__x86_64__\)[^\n]*?)\s*$(?=\n#define RP_CLONES __attribute__)", re.MULTILINE)
 
 
 def other_version(text: str, folder: Path) -> Path:

@@ -238,6 +238,9 @@ class Report:
 
     def to_markdown(self) -> str:
         m, s = self.machine, self.settings
+        # as the run recorded it (with the build it ran on), else the default here
+        noise_generator = (s["session"].get("noise_generator") or m.get("noise_generator")
+                           or default_generator())
         lines = [
             f"# Latency: {self.title}",
             "",
@@ -247,8 +250,7 @@ class Report:
             f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
             f"Threads {s['session']['threads']}, graph optimisation "
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
-            "input noise drawn by "
-            f"{s['session'].get('noise_generator') or m.get('noise_generator') or default_generator()}; "
+            f"input noise drawn by {noise_generator}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
             f"per configuration, each in its own process: {s['isolate']}; "
             + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."
