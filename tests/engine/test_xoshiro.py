@@ -4,9 +4,11 @@ and tails, and the graph's Mul-then-Add rounding."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import platform
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -82,6 +84,62 @@ def test_fill_scaled_is_the_drawn_noise_scaled(monkeypatch):
         expected = base + np.asarray(scales, np.float32)[:, None, None, None] * eps
         np.testing.assert_array_equal(out, expected, err_msg=generator)
         a.close(), b.close()
+
+
+@pytest.mark.parametrize("generator", ["xoshiro", "numpy"])
+def test_the_first_part_draws_on_the_callers_thread_with_the_same_values(monkeypatch, generator):
+    """A threaded source runs its first part on the caller's thread (one thread fewer to wake
+    per draw): where a part runs never changes what it draws."""
+    from rpdetect.engine import noise
+
+    ran: list[tuple[int, int]] = []  # (part, thread) of every part's call
+    fill_scaled, fill = noise._Part.fill_scaled, noise._Part.fill
+
+    def tracked(method):
+        def call(self, *args):
+            ran.append((id(self), threading.get_ident()))
+            return method(self, *args)
+        return call
+
+    monkeypatch.setattr(noise._Part, "fill_scaled", tracked(fill_scaled))
+    monkeypatch.setattr(noise._Part, "fill", tracked(fill))
+    shape = (4, 3, 16, 16)
+    base = np.random.default_rng(2).random(shape[1:], dtype=np.float32)
+    scales = [0.01, 0.02, 0.05, 0.1]
+    here = NoiseSource(shape, seed=9, generator=generator, threads=2)
+    threaded = NoiseSource(shape, seed=9, generator=generator, threads=2)
+    for part in threaded._parts:
+        part.own_thread = True  # every part on a thread of its own, as before
+    got, expected = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    here.fill_scaled(got, base, scales)
+    first, second = (id(p) for p in here._parts)
+    assert (first, threading.get_ident()) in ran
+    assert not any(part == second and thread == threading.get_ident() for part, thread in ran)
+    threaded.fill_scaled(expected, base, scales)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(here.draw(), threaded.draw())
+    here.close(), threaded.close()
+
+
+def test_a_source_shared_by_threads_never_repeats_a_value():
+    """Draws and fills from several threads at once, a prefetching thread among them: the
+    first part, run on whichever thread calls, is used by one caller at a time."""
+    shape = (4, 50_000)
+    with NoiseSource(shape, seed=3, prefetch=1, threads=2) as source:
+        def work(i: int) -> np.ndarray:
+            if i % 2:
+                return source.draw()
+            out = np.empty(shape, np.float32)
+            source.fill(out)
+            return out
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            draws = list(pool.map(work, range(24)))
+    # each row's first values as its key: a part drawn twice from one state repeats a row
+    rows = {row[:4].tobytes() for d in draws for row in d}
+    assert len(rows) == 24 * shape[0]
+    for d in draws:
+        assert abs(float(d.std()) - 1.0) < 0.02
 
 
 def test_xoshiro_without_its_extension_is_a_clear_error(monkeypatch):
