@@ -36,6 +36,7 @@ import numpy as np
 
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench.machine import cpu_flags, machine_info
+from rpdetect.bench.worker import floor_run, timed_median_ms
 from rpdetect.engine import noise
 from rpdetect.testing import NORMAL_ISAS, build_normal, load_normal
 
@@ -81,39 +82,20 @@ def time_fill(module: object, runs: int) -> tuple[float, np.ndarray]:
 def worker(config: dict) -> dict:
     """One configuration's timed calls in this process (``--worker JSON``): median ms."""
     import rpdetect
-    from rpdetect.engine.session import SessionBuilder
 
-    rng = np.random.default_rng(0)
     if config["what"] == "floor":
-        session = SessionBuilder().build(config["classifier"]).session
-        feed_name = session.get_inputs()[0].name
-        shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
-        x = rng.random((config["inner_batch"], *shape), dtype=np.float32)
-
-        def call() -> object:
-            return session.run(None, {feed_name: x})
-    else:
-        det = rpdetect.Detector(config["detector"])
-        if det.front != "engine" or det.noise_source.generator != "xoshiro":
-            raise SystemExit(f"{config['detector']}: the engine does not draw this file's noise "
-                             "with the C generator here")
-        if config.get("build"):  # the file main() built and timed
-            module = load_normal(config["build"])
-            for part in det.noise_source._parts:
-                part.fast = module
-        image = rng.random(det.info.input_shape, dtype=np.float32)
-
-        def call() -> object:
-            return det.detect(image)
-    for _ in range(3):
-        call()
-    times = []
-    end = time.perf_counter() + config["seconds"]
-    while time.perf_counter() < end or len(times) < 5:
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
+        return timed_median_ms(floor_run(config["classifier"], config["inner_batch"]),
+                               config["seconds"])
+    det = rpdetect.Detector(config["detector"])
+    if det.front != "engine" or det.noise_source.generator != "xoshiro":
+        raise SystemExit(f"{config['detector']}: the engine does not draw this file's noise "
+                         "with the C generator here")
+    if config.get("build"):  # the file main() built and timed
+        module = load_normal(config["build"])
+        for part in det.noise_source._parts:
+            part.fast = module
+    image = np.random.default_rng(0).random(det.info.input_shape, dtype=np.float32)
+    return timed_median_ms(lambda: det.detect(image), config["seconds"])
 
 
 def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path]]) -> list[str]:

@@ -36,6 +36,7 @@ import numpy as np
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench.machine import machine_info
 from rpdetect.bench.stats import median_interval
+from rpdetect.bench.worker import floor_run, timed_median_ms
 
 PLACEMENTS = ("caller", "threads")
 
@@ -82,32 +83,12 @@ def paired(args: argparse.Namespace) -> list[str]:
 
 def worker(config: dict) -> dict:
     """One configuration's timed calls in this process (``--worker JSON``): median ms."""
-    from rpdetect.engine.session import SessionBuilder
-
-    rng = np.random.default_rng(0)
     if config["what"] == "floor":
-        session = SessionBuilder().build(config["classifier"]).session
-        feed_name = session.get_inputs()[0].name
-        shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
-        x = rng.random((config["inner_batch"], *shape), dtype=np.float32)
-
-        def call() -> object:
-            return session.run(None, {feed_name: x})
-    else:
-        det = _detector(config["detector"], config["what"])
-        image = rng.random(det.info.input_shape, dtype=np.float32)
-
-        def call() -> object:
-            return det.detect(image)
-    for _ in range(3):
-        call()
-    times = []
-    end = time.perf_counter() + config["seconds"]
-    while time.perf_counter() < end or len(times) < 5:
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
+        return timed_median_ms(floor_run(config["classifier"], config["inner_batch"]),
+                               config["seconds"])
+    det = _detector(config["detector"], config["what"])
+    image = np.random.default_rng(0).random(det.info.input_shape, dtype=np.float32)
+    return timed_median_ms(lambda: det.detect(image), config["seconds"])
 
 
 def rounds(args: argparse.Namespace) -> list[str]:

@@ -303,3 +303,16 @@ def test_cli_gap_ms_is_recorded(tiny_detector, tmp_path, capsys):
     assert "5 ms idle after every timed run (paced)" in (out / "g.md").read_text()
     assert main(["bench", str(tiny_detector), "--gap-ms", "-1"]) == 2
     assert "--gap-ms: expected >= 0" in capsys.readouterr().err
+
+
+def test_floor_run_and_timed_median_ms(tmp_path):
+    from rpdetect.bench.worker import floor_run, timed_median_ms
+
+    path = tmp_path / "clf.onnx"
+    onnx.save(plain_classifier(size=16), str(path))
+    run = floor_run(path, 11)
+    logits = run()[0]
+    assert logits.shape[0] == 11 and np.isfinite(logits).all()
+    calls = []
+    got = timed_median_ms(lambda: calls.append(time.perf_counter()), 0.0, min_runs=7, warmup=2)
+    assert got["calls"] == 7 and len(calls) == 9 and got["ms"] >= 0.0

@@ -31,13 +31,43 @@ import numpy as np
 
 from .cases import DetectorWorkload, OnnxWorkload, TorchWorkload, Workload, workload_from_dict
 
-__all__ = ["Worker", "main", "peak_rss_bytes"]
+__all__ = ["Worker", "floor_run", "main", "peak_rss_bytes", "timed_median_ms"]
 
 Run = Callable[[], object]
 
 
 class SkipCase(Exception):
     """The configuration cannot run here for a reason that is not a bug (provider missing)."""
+
+
+def floor_run(classifier: str | Path, inner_batch: int, *, seed: int = 0) -> Run:
+    """The floor for the ad-hoc benchmarks that start a process per configuration and round
+    (``benchmarks/noise_isa.py``, ``noise_placement.py``): the classifier alone at
+    ``inner_batch`` on a fixed random feed, in the session ``rpdetect.Detector`` opens by
+    default."""
+    from ..engine.session import SessionBuilder
+
+    session = SessionBuilder().build(classifier).session
+    arg = session.get_inputs()[0]
+    shape = [int(d) for d in arg.shape[1:]]
+    feed = {arg.name: np.random.default_rng(seed).random((inner_batch, *shape),
+                                                          dtype=np.float32)}
+    return lambda: session.run(None, feed)
+
+
+def timed_median_ms(run: Run, seconds: float, *, min_runs: int = 5, warmup: int = 3
+                    ) -> dict[str, float]:
+    """``run`` called ``warmup`` times, then timed for ``seconds`` (and ``min_runs`` calls):
+    ``{"ms": median, "calls": count}``."""
+    for _ in range(warmup):
+        run()
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < min_runs:
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
 
 
 def peak_rss_bytes(*, status: Path = Path("/proc/self/status")) -> int:
