@@ -32,8 +32,9 @@ noise) takes about 20 ms.
 ``threads`` splits every draw into that many contiguous parts drawn at once, each by its own
 generator (fixed part -> generator, so a seed still gives one sequence for a given ``threads``);
 the first part of an xoshiro or numpy source runs on the calling thread, the others on threads
-of their own (one wake-up fewer per draw: 0.34 ms less per 224x224 detection, paired in one
-process on a 2-core AMD EPYC; where a part runs does not change its values).
+of their own (one wake-up fewer per draw: 0.44 ms less per 224x224 detection, paired in one
+process on a 2-core AMD EPYC, ``python benchmarks/noise_placement.py``; where a part runs does
+not change its values).
 
 With ``prefetch > 0`` a background thread keeps that many draws ready: :meth:`refill`, called
 once a run is done, starts the next draws, so they happen between runs (or during the next one
@@ -308,7 +309,7 @@ class NoiseSource:
     def _run_parts(self, calls: list[tuple[Any, tuple]]) -> None:
         """Each part's call at once: those with threads of their own handed over first, then
         the others on this thread, then wait for all (the first part of a threaded xoshiro or
-        numpy source runs here, which saves a thread's wake-up, about 0.15 ms per draw)."""
+        numpy source runs here, which saves a thread's wake-up; see the module doc)."""
         futures = [f for part, (fn, args) in zip(self._parts, calls) if part.own_thread
                    for f in [part.run(fn, *args)] if f is not None]
         try:
