@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-time", type=float)
     p.add_argument("--gap-ms", type=float, default=0.0,
                    help="idle time after every timed run (default 0: back to back)")
+    p.add_argument("--restart-every", type=int, default=0, metavar="K",
+                   help="a fresh worker process per configuration every K rounds (default 0)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-spinning", action="store_true")
     p.add_argument("--noise-generator", choices=NOISE_GENERATORS, default=None)
@@ -204,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = replace(timing, round_time_s=args.round_time)
     if args.gap_ms < 0:
         p.error(f"--gap-ms: expected >= 0, got {args.gap_ms}")
-    timing = replace(timing, gap_s=args.gap_ms / 1000.0)
+    if args.restart_every < 0:
+        p.error(f"--restart-every: expected >= 0, got {args.restart_every}")
+    timing = replace(timing, gap_s=args.gap_ms / 1000.0, restart_every=args.restart_every)
     args.cache.mkdir(parents=True, exist_ok=True)
     for key in keys:
         model = models[key]

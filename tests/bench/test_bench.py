@@ -316,3 +316,33 @@ def test_floor_run_and_timed_median_ms(tmp_path):
     calls = []
     got = timed_median_ms(lambda: calls.append(time.perf_counter()), 0.0, min_runs=7, warmup=2)
     assert got["calls"] == 7 and len(calls) == 9 and got["ms"] >= 0.0
+
+
+def test_restart_every_gives_every_configuration_fresh_workers(tiny_detector, monkeypatch):
+    from dataclasses import replace
+
+    from rpdetect.bench import runner
+    from rpdetect.bench.cases import OnnxWorkload
+    from rpdetect.bench.runner import Timing
+
+    made: list[str] = []
+
+    class Counting(runner.InProcessWorker):
+        def __init__(self, label: str) -> None:
+            super().__init__(label)
+            made.append(label)
+
+    monkeypatch.setattr(runner, "InProcessWorker", Counting)
+    w = OnnxWorkload(str(tiny_detector), ("CPUExecutionProvider",), ({},), 1,
+                     SessionSettings(threads=1))
+    cases = [Case("a", "detector-graph", "cpu", 1, 4, 1, w),
+             Case("b", "detector-graph", "cpu", 1, 4, 1, w)]
+    out = runner.run_cases(cases, timing=replace(QUICK, rounds=5, restart_every=2),
+                           isolate=False)
+    assert made == ["a", "b"] * 3  # at the start, before round 3 and before round 5
+    assert all(o.status == "ok" and len(o.round_times_s) == 5 for o in out)
+    made.clear()
+    runner.run_cases(cases, timing=replace(QUICK, rounds=5), isolate=False)
+    assert made == ["a", "b"]  # by default one worker each for the whole run
+    with pytest.raises(ValueError, match="restart_every"):
+        Timing(restart_every=-1)

@@ -64,6 +64,10 @@ def register(sub: Any) -> None:
     p.add_argument("--gap-ms", type=float, default=0.0, metavar="MS",
                    help="idle time after every timed run, every configuration alike (default 0: "
                    "back to back)")
+    p.add_argument("--restart-every", type=int, default=0, metavar="K",
+                   help="a fresh worker process per configuration every K rounds, so a "
+                   "process's own speed becomes round-to-round noise (default 0: one process "
+                   "per configuration for the whole run)")
     p.add_argument("--quick", action="store_true", help="a few runs only (smoke test)")
     p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime profile")
     p.add_argument("--in-process", action="store_true",
@@ -107,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--noise-threads: expected >= 1, got {args.noise_threads}")
     if args.gap_ms < 0:
         raise ValueError(f"--gap-ms: expected >= 0, got {args.gap_ms}")
-    timing = replace(timing, gap_s=args.gap_ms / 1000.0)
+    if args.restart_every < 0:
+        raise ValueError(f"--restart-every: expected >= 0, got {args.restart_every}")
+    timing = replace(timing, gap_s=args.gap_ms / 1000.0, restart_every=args.restart_every)
     stem = args.stem or f"latency-{detector.stem}"
     if args.out is not None:  # before minutes of timing, not after
         check_output_dir(args.out, what="--out")

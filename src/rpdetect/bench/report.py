@@ -252,7 +252,9 @@ class Report:
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
             f"input noise drawn by {noise_generator}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
-            f"per configuration, each in its own process: {s['isolate']}; "
+            f"per configuration, each in its own process: {s['isolate']}"
+            + (f" (a fresh one every {s['timing']['restart_every']} rounds); "
+               if s['timing'].get('restart_every') else "; ")
             + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."
                if s['timing'].get('gap_s') else "runs back to back."),
             *([f"Command: `{s['command']}`"] if s.get("command") else []),

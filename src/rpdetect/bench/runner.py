@@ -6,6 +6,12 @@ is its own. All workers are set up first, then warmed up, then timed in ``rounds
 runs every configuration once for ``round_time_s`` (and at least ``min_runs`` runs), in an order
 rotated by one each round. On a shared machine, load that comes and goes then hits every
 configuration alike, which is what makes the ratios of one benchmark comparable.
+
+A process has a speed of its own too (where its memory landed, its threads' cores: on the
+project's 2-core VM two identical floor workers timed in the same rounds differ by up to 1.5%),
+which rounds alone cannot average out. ``Timing.restart_every`` = k > 0 replaces every worker
+by a fresh one (set up and warmed up again) every k rounds, so that a process's luck becomes
+round-to-round noise that the per-round intervals show.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ class Timing:
 
     ``gap_s``: idle time after every timed run (not timed), the same for every configuration:
     0 measures back-to-back runs that keep every core busy; a gap models requests that leave
-    the CPU idle in between (where background work such as noise prefetch can hide)."""
+    the CPU idle in between (where background work such as noise prefetch can hide).
+    ``restart_every``: k > 0 gives every configuration a fresh worker process every k rounds
+    (0: one process for the whole run; see the module doc)."""
 
     rounds: int = 7
     round_time_s: float = 1.0
@@ -40,11 +48,19 @@ class Timing:
     warmup_runs: int = 1
     warmup_time_s: float = 0.5
     gap_s: float = 0.0
+    restart_every: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.restart_every, bool) or not isinstance(self.restart_every, int) \
+                or self.restart_every < 0:
+            raise ValueError(f"restart_every: expected an integer >= 0, got "
+                             f"{self.restart_every!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "round_time_s": self.round_time_s,
                 "min_runs_per_round": self.min_runs, "warmup_runs": self.warmup_runs,
-                "warmup_time_s": self.warmup_time_s, "gap_s": self.gap_s}
+                "warmup_time_s": self.warmup_time_s, "gap_s": self.gap_s,
+                "restart_every": self.restart_every}
 
 
 QUICK = Timing(rounds=2, round_time_s=0.05, min_runs=2, warmup_runs=1, warmup_time_s=0.0)
@@ -152,25 +168,42 @@ def run_cases(
     outcomes = [CaseOutcome(case) for case in cases]
     make = WorkerProcess if isolate else InProcessWorker
     channels: dict[int, Channel] = {}
-    try:
-        for i, (case, outcome) in enumerate(zip(cases, outcomes)):
-            log(f"setup  {case.name}")
-            channel = make(case.name)
-            reply = channel.request({"op": "setup", "workload": case.workload.to_dict()})
-            if not reply.get("ok"):
-                _fail(outcome, reply, "setup")
-                channel.close()
-                log(f"  {outcome.status}: {outcome.reason}")
-                continue
-            outcome.providers, outcome.setup_s = reply["providers"], reply["setup_s"]
-            channels[i] = channel
-        for i, channel in list(channels.items()):
-            reply = channel.request({"op": "run", "min_time_s": timing.warmup_time_s,
+
+    def start(i: int, what: str) -> None:
+        """Case i's worker set up into ``channels`` (else marked failed, ``what`` failed)."""
+        case, outcome = cases[i], outcomes[i]
+        log(f"{what:6} {case.name}")
+        channel = make(case.name)
+        reply = channel.request({"op": "setup", "workload": case.workload.to_dict()})
+        if not reply.get("ok"):
+            _fail(outcome, reply, what)
+            channel.close()
+            log(f"  {outcome.status}: {outcome.reason}")
+            return
+        outcome.providers = reply["providers"]
+        if outcome.setup_s is None:
+            outcome.setup_s = reply["setup_s"]
+        channels[i] = channel
+
+    def warm_up(i: int) -> None:
+        reply = channels[i].request({"op": "run", "min_time_s": timing.warmup_time_s,
                                      "min_runs": timing.warmup_runs, "gap_s": timing.gap_s})
-            if not reply.get("ok"):
-                _fail(outcomes[i], reply, "warm-up")
-                channels.pop(i).close()
+        if not reply.get("ok"):
+            _fail(outcomes[i], reply, "warm-up")
+            channels.pop(i).close()
+
+    try:
+        for i in range(len(cases)):
+            start(i, "setup")
+        for i in list(channels):
+            warm_up(i)
         for r in range(timing.rounds):
+            if timing.restart_every and r and r % timing.restart_every == 0:
+                for i in sorted(channels):
+                    channels.pop(i).close()
+                    start(i, f"round {r + 1}: fresh worker's setup")
+                    if i in channels:
+                        warm_up(i)
             active = sorted(channels)
             shift = r % len(active) if active else 0
             for i in active[shift:] + active[:shift]:
