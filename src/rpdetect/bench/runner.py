@@ -8,7 +8,7 @@ rotated by one each round. On a shared machine, load that comes and goes then hi
 configuration alike, which is what makes the ratios of one benchmark comparable.
 
 A process has a speed of its own too (where its memory landed, its threads' cores: on the
-project's 2-core VM two identical floor workers timed in the same rounds differ by up to 1.5%),
+project's 2-core VM two identical floor workers timed in the same rounds differ by up to 2.3%),
 which rounds alone cannot average out. ``Timing.restart_every`` = k > 0 replaces every worker
 by a fresh one (set up and warmed up again) every k rounds, so that a process's luck becomes
 round-to-round noise that the per-round intervals show.
