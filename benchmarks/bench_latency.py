@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-time", type=float)
     p.add_argument("--gap-ms", type=float, default=0.0,
                    help="idle time after every timed run (default 0: back to back)")
+    p.add_argument("--aa", action="store_true",
+                   help="the floor twice, in two workers (an A/A check of the noise)")
     p.add_argument("--restart-every", type=int, default=0, metavar="K",
                    help="a fresh worker process per configuration every K rounds (default 0)")
     p.add_argument("--quick", action="store_true")
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             settings=SessionSettings(threads=args.threads, spinning=not args.no_spinning,
                                      noise_generator=args.noise_generator),
             timing=timing,
+            floor_twin=args.aa,
             profile_runs=3 if args.quick else 20,
             targets=model.targets,
             title=model.title,

@@ -64,6 +64,7 @@ def test_quick_benchmark_end_to_end(tiny_detector, tiny_int8_detector, tmp_path)
         profile_runs=2,
         targets=Targets(detector_over_floor=1.05, naive_over_detector=5.0, int8_over_floor=0.5),
         title="tiny",
+        floor_twin=True,
     )
     js, md = report.write(tmp_path / "out", "tiny")
     data = json.loads(js.read_text())
@@ -87,6 +88,7 @@ def test_quick_benchmark_end_to_end(tiny_detector, tiny_int8_detector, tmp_path)
         assert cases[("cpu", role, 2)]["inner_batch"] == 2 * 4, role
         assert cases[("cpu", role, 2)]["status"] == "ok", role
     assert cases[("cpu", "floor", 1)]["inner_batch"] == 4
+    assert cases[("cpu", "floor-twin", 1)]["inner_batch"] == 4
     for provider in ("cuda", "tensorrt", "tensorrt-fp16"):  # ... and is skipped elsewhere
         on_it = [c for c in data["cases"] if c["provider"] == provider]
         assert {c["role"] for c in on_it} >= set(ROLES) - {"naive", "torch-batch"}
@@ -102,7 +104,8 @@ def test_quick_benchmark_end_to_end(tiny_detector, tiny_int8_detector, tmp_path)
                            "naive / detector", "naive / detector (input noise)",
                            "torch batch / detector", "floor / classifier B=1",
                            "naive / floor (upper bound of naive / detector)",
-                           "detector / floor (profiled kernels)"}
+                           "detector / floor (profiled kernels)",
+                           "floor's A/A twin / floor (the measurement's own noise)"}
     for r in ratios.values():
         assert r["value"] > 0
         assert len(r["per_round"]) == (0 if "profiled" in r["name"] else QUICK.rounds)

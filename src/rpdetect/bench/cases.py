@@ -5,6 +5,9 @@ Roles (``Case.role``), per provider variant:
 * ``classifier-b1``: the classifier alone on one image;
 * ``floor``: the classifier alone at the detector's inner batch B * (n + 1) = 11 for B=1, n=10,
   i.e. the n + 1 forward passes the method cannot avoid;
+* ``floor-twin`` (``floor_twin=True``): the very same configuration in a worker of its own, an
+  A/A check: its ratio to the floor is the measurement's own noise (two processes of one
+  configuration differ by up to 2.3% on the project's 2-core VM);
 * ``detector-graph`` / ``detector-input``: the fused detector, noise drawn in the graph or fed as
   the ``noise`` input (drawn inside the timed run by ``rpdetect.engine.noise.NoiseSource``, as
   ``rpdetect.Detector`` draws it: ``SessionSettings.noise_generator`` and ``noise_threads``),
@@ -40,9 +43,9 @@ __all__ = ["Case", "DETECTOR_MODES", "DetectorFiles", "DetectorWorkload", "OnnxW
            "workload_from_dict"]
 
 ROLES: tuple[str, ...] = (
-    "classifier-b1", "floor", "detector-graph", "detector-input", "detector-input-prefetch",
-    "detector", "naive", "torch-batch", "floor-int8", "detector-int8", "detector-graph-int8",
-    "detector-input-int8",
+    "classifier-b1", "floor", "floor-twin", "detector-graph", "detector-input",
+    "detector-input-prefetch", "detector", "naive", "torch-batch", "floor-int8", "detector-int8",
+    "detector-graph-int8", "detector-input-int8",
 )
 # the detector roles by (noise mode, precision): "graph" runs the file's own random op,
 # "input" feeds the noise input, "engine" is rpdetect.Detector's default front on the CPU
@@ -240,10 +243,11 @@ def plan_cases(
     settings: SessionSettings,
     torch_model: TorchModel | None = None,
     int8: DetectorFiles | None = None,
+    floor_twin: bool = False,
 ) -> list[Case]:
     """Every configuration for every provider variant: for each precision, the classifier at
     the floor batch and the detectors at every B of ``files.graph`` (B=1 must be there), in
-    each noise mode."""
+    each noise mode; with ``floor_twin`` the floor twice (an A/A check)."""
     for files in (fp32, int8):
         if files is not None and (1 not in files.graph or 1 not in files.input):
             raise ValueError("detector files: the B=1 detectors are needed for the ratios")
@@ -254,6 +258,10 @@ def plan_cases(
                           _onnx(fp32.classifier, v, settings, batch=1)))
         cases.append(Case(f"classifier B={n + 1} (floor) [{p}]", "floor", p, 1, n + 1, 1,
                           _onnx(fp32.classifier, v, settings, batch=n + 1)))
+        if floor_twin:
+            cases.append(Case(f"classifier B={n + 1} (the floor's A/A twin) [{p}]",
+                              "floor-twin", p, 1, n + 1, 1,
+                              _onnx(fp32.classifier, v, settings, batch=n + 1)))
         cases += _detector_cases(fp32, v, settings, n=n, int8=False)
         if int8 is not None:
             cases.append(Case(f"classifier INT8 B={n + 1} (INT8 floor) [{p}]", "floor-int8", p,

@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
     p.add_argument("--gap-ms", type=float, default=0.0, metavar="MS",
                    help="idle time after every timed run, every configuration alike (default 0: "
                    "back to back)")
+    p.add_argument("--aa", action="store_true",
+                   help="time the floor twice, in two worker processes: their ratio (the "
+                   "floor's A/A twin / floor) is the measurement's own noise")
     p.add_argument("--restart-every", type=int, default=0, metavar="K",
                    help="a fresh worker process per configuration every K rounds, so a "
                    "process's own speed becomes round-to-round noise (default 0: one process "
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                                  noise_threads=args.noise_threads),
         timing=timing,
         isolate=not args.in_process,
+        floor_twin=args.aa,
         profile_runs=0 if args.no_profile else (3 if args.quick else 10),
         targets=Targets(args.target_floor, args.target_naive, args.target_int8),
         log=lambda msg: print(msg, file=sys.stderr),

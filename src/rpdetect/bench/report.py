@@ -96,6 +96,8 @@ _RATIOS: tuple[tuple[str, str, str, str | None], ...] = (
     ("naive / detector (input noise)", "naive", "detector-input", "naive_over_detector"),
     ("torch batch / detector", "torch-batch", "detector-graph", None),
     ("floor / classifier B=1", "floor", "classifier-b1", None),
+    # A/A: the same configuration in two processes; how far from 1 the measurement itself is
+    ("floor's A/A twin / floor (the measurement's own noise)", "floor-twin", "floor", None),
     # detector >= floor, so naive / floor bounds naive / detector from above
     ("naive / floor (upper bound of naive / detector)", "naive", "floor", None),
     ("INT8 detector (rpdetect.Detector) / floor", "detector-int8", "floor", "int8_over_floor"),

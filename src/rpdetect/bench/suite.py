@@ -98,11 +98,13 @@ def run_benchmark(
     title: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     int8_detector: str | Path | None = None,
+    floor_twin: bool = False,
 ) -> Report:
     """Time ``detector`` against its floor (and the naive torch way when ``torch_model`` is
     given) on every provider variant; ``profile_runs=0`` skips the ONNX Runtime profile.
     ``int8_detector``: an INT8 detector of the same classifier (``rpdetect export --quantize
-    int8``), timed the same way and compared with the FP32 floor."""
+    int8``), timed the same way and compared with the FP32 floor. ``floor_twin``: the floor
+    measured twice, in two workers, an A/A check of the measurement's noise."""
     detector = Path(detector)
     if any(not isinstance(b, int) or b < 1 for b in batches):
         raise ValueError(f"batches: expected integers >= 1, got {list(batches)}")
@@ -141,7 +143,7 @@ def run_benchmark(
                 root / "int8", log)
 
         plan = dict(fp32=fp32, int8=int8, n=n, kappas=info.kappas, settings=settings,
-                    torch_model=torch_model)
+                    torch_model=torch_model, floor_twin=floor_twin)
         cases = plan_cases(variants=runnable, **plan)
         outcomes = run_cases(cases, timing=timing, isolate=isolate, log=log)
         for v in skipped:  # listed configuration by configuration, with the reason
