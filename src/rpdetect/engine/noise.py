@@ -200,17 +200,14 @@ class _Part:
             self.fill(row.reshape(1, -1))
             scale_add(row, scale, base)
 
-    def run(self, fn: Any, *args: Any) -> Future[None] | None:
-        """``fn(*args)`` on this part's thread (a Future), or now when it has none."""
-        if not self.own_thread:
-            with self._inline:
-                fn(*args)
-            return None
+    def start(self, fn: Any, *args: Any) -> Future[None]:
+        """``fn(*args)`` handed to this part's own thread (``own_thread``)."""
         return self._pool().submit(fn, *args)
 
-    def submit(self, out: np.ndarray) -> Future[None] | None:
-        """Fill ``out`` on this part's thread (a Future), or now when it has none."""
-        return self.run(self.fill, out)
+    def call_here(self, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` on the calling thread, one caller at a time (no ``own_thread``)."""
+        with self._inline:
+            fn(*args)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self.pool is None:
@@ -310,12 +307,12 @@ class NoiseSource:
         """Each part's call at once: those with threads of their own handed over first, then
         the others on this thread, then wait for all (the first part of a threaded xoshiro or
         numpy source runs here, which saves a thread's wake-up; see the module doc)."""
-        futures = [f for part, (fn, args) in zip(self._parts, calls) if part.own_thread
-                   for f in [part.run(fn, *args)] if f is not None]
+        futures = [part.start(fn, *args) for part, (fn, args) in zip(self._parts, calls)
+                   if part.own_thread]
         try:
             for part, (fn, args) in zip(self._parts, calls):
                 if not part.own_thread:
-                    part.run(fn, *args)
+                    part.call_here(fn, *args)
         finally:  # never return (or raise) while a thread still writes into the caller's array
             wait(futures)
         for f in futures:
