@@ -36,7 +36,7 @@ import numpy as np
 
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench.machine import cpu_flags, machine_info
-from rpdetect.bench.worker import floor_run, timed_median_ms
+from rpdetect.bench.worker import floor_run, fresh_process_rounds, timed_median_ms
 from rpdetect.engine import noise
 from rpdetect.testing import NORMAL_ISAS, build_normal, load_normal
 
@@ -100,8 +100,6 @@ def worker(config: dict) -> dict:
 
 def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path]]) -> list[str]:
     """The default path per build over the floor, each configuration in its own process."""
-    import json
-
     import rpdetect
 
     with rpdetect.Detector(args.detector) as det:
@@ -112,15 +110,8 @@ def detector_rounds(args: argparse.Namespace, builds: list[tuple[str, str, Path]
     for label, isa, built in builds:
         configs[f"{label} {isa}"] = {"what": "detector", "detector": str(args.detector),
                                      "build": str(built)}
-    ms: dict[str, list[float]] = {name: [] for name in configs}
-    for r in range(args.rounds):
-        for name, config in configs.items():
-            config = {**config, "seconds": args.round_time}
-            done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(config)],
-                                  check=True, capture_output=True, text=True)
-            ms[name].append(json.loads(done.stdout.strip().splitlines()[-1])["ms"])
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{name} {v[-1]:.1f}" for name, v in ms.items()), file=sys.stderr)
+    ms = fresh_process_rounds(__file__, configs, rounds=args.rounds,
+                              round_time_s=args.round_time)
     floor = np.asarray(ms["floor"])
     lines = ["", f"The default path, `rpdetect.Detector({args.detector.name})`, B = 1, per build "
              f"(floor: `{args.classifier.name}` at batch {inner}); {args.rounds} rounds of "

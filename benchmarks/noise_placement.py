@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,7 +35,7 @@ import numpy as np
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench.machine import machine_info
 from rpdetect.bench.stats import median_interval
-from rpdetect.bench.worker import floor_run, timed_median_ms
+from rpdetect.bench.worker import floor_run, fresh_process_rounds, timed_median_ms
 
 PLACEMENTS = ("caller", "threads")
 
@@ -99,16 +98,8 @@ def rounds(args: argparse.Namespace) -> list[str]:
     configs = {"floor": {"what": "floor", "classifier": str(args.classifier),
                          "inner_batch": inner}}
     configs.update({p: {"what": p, "detector": str(args.detector)} for p in PLACEMENTS})
-    ms: dict[str, list[float]] = {name: [] for name in configs}
-    names = list(configs)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            config = {**configs[name], "seconds": args.round_time}
-            done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(config)],
-                                  check=True, capture_output=True, text=True)
-            ms[name].append(json.loads(done.stdout.strip().splitlines()[-1])["ms"])
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{name} {v[-1]:.2f}" for name, v in ms.items()), file=sys.stderr)
+    ms = fresh_process_rounds(__file__, configs, rounds=args.rounds,
+                              round_time_s=args.round_time, rotate=True)
     floor = np.asarray(ms["floor"])
     lines = ["", f"Over the floor (`{args.classifier.name}` at batch {inner}): {args.rounds} "
              f"rounds of {args.round_time:g} s per configuration, each in a fresh process:", "",

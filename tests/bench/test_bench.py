@@ -349,3 +349,16 @@ def test_restart_every_gives_every_configuration_fresh_workers(tiny_detector, mo
     assert made == ["a", "b"]  # by default one worker each for the whole run
     with pytest.raises(ValueError, match="restart_every"):
         Timing(restart_every=-1)
+
+
+def test_fresh_process_rounds_starts_a_process_per_configuration_and_round(tmp_path):
+    from rpdetect.bench.worker import fresh_process_rounds
+
+    script = tmp_path / "w.py"
+    script.write_text("import json, os, sys\n"
+                      "c = json.loads(sys.argv[2])\n"
+                      "print('noise from a library')\n"
+                      "print(json.dumps({'ms': c['value']}))\n")
+    ms = fresh_process_rounds(script, {"a": {"value": 1.0}, "b": {"value": 2.0}}, rounds=3,
+                              round_time_s=0.0, rotate=True)
+    assert ms == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}

@@ -31,7 +31,8 @@ import numpy as np
 
 from .cases import DetectorWorkload, OnnxWorkload, TorchWorkload, Workload, workload_from_dict
 
-__all__ = ["Worker", "floor_run", "main", "peak_rss_bytes", "timed_median_ms"]
+__all__ = ["Worker", "floor_run", "fresh_process_rounds", "main", "peak_rss_bytes",
+           "timed_median_ms"]
 
 Run = Callable[[], object]
 
@@ -68,6 +69,27 @@ def timed_median_ms(run: Run, seconds: float, *, min_runs: int = 5, warmup: int 
         run()
         times.append(time.perf_counter() - t)
     return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
+
+
+def fresh_process_rounds(script: str | Path, configs: dict[str, dict[str, Any]], *, rounds: int,
+                         round_time_s: float, rotate: bool = False) -> dict[str, list[float]]:
+    """Median ms per configuration and round, each configuration timed in a fresh process of
+    ``script --worker JSON`` every round (the script prints ``timed_median_ms``'s JSON last);
+    ``rotate`` turns the order by one each round. Progress goes to stderr."""
+    import subprocess
+
+    ms: dict[str, list[float]] = {name: [] for name in configs}
+    names = list(configs)
+    for r in range(rounds):
+        shift = r % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            config = {**configs[name], "seconds": round_time_s}
+            done = subprocess.run([sys.executable, str(script), "--worker", json.dumps(config)],
+                                  check=True, capture_output=True, text=True)
+            ms[name].append(json.loads(done.stdout.strip().splitlines()[-1])["ms"])
+        print(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{name} {v[-1]:.2f}" for name, v in ms.items()), file=sys.stderr)
+    return ms
 
 
 def peak_rss_bytes(*, status: Path = Path("/proc/self/status")) -> int:
