@@ -355,7 +355,7 @@ def test_fresh_process_rounds_starts_a_process_per_configuration_and_round(tmp_p
     from rpdetect.bench.worker import fresh_process_rounds
 
     script = tmp_path / "w.py"
-    script.write_text("import json, os, sys\n"
+    script.write_text("import json, sys\n"
                       "c = json.loads(sys.argv[2])\n"
                       "print('noise from a library')\n"
                       "print(json.dumps({'ms': c['value']}))\n")
