@@ -351,6 +351,35 @@ def test_restart_every_gives_every_configuration_fresh_workers(tiny_detector, mo
         Timing(restart_every=-1)
 
 
+def test_every_worker_is_warmed_up_twice_before_its_timed_rounds(tiny_detector, monkeypatch):
+    """ONNX Runtime allocates its memory pattern on a session's second run: two warm-up runs
+    keep that run out of the timed rounds, for every fresh worker too."""
+    from dataclasses import replace
+
+    from rpdetect.bench import runner
+    from rpdetect.bench.cases import OnnxWorkload
+
+    runs: list[tuple[str, int]] = []  # (worker, runs made by that request)
+
+    class Counting(runner.InProcessWorker):
+        def request(self, message):
+            reply = super().request(message)
+            if message["op"] == "run":
+                runs.append((self.label, len(reply["times_s"])))
+            return reply
+
+    monkeypatch.setattr(runner, "InProcessWorker", Counting)
+    w = OnnxWorkload(str(tiny_detector), ("CPUExecutionProvider",), ({},), 1,
+                     SessionSettings(threads=1))
+    timing = replace(runner.Timing(), rounds=3, round_time_s=0.0, warmup_time_s=0.0,
+                     restart_every=2)
+    assert timing.warmup_runs >= 2
+    runner.run_cases([Case("a", "detector-graph", "cpu", 1, 4, 1, w)], timing=timing,
+                     isolate=False)
+    # warm-up, rounds 1-2, a fresh worker's warm-up, round 3
+    assert [n for _, n in runs] == [timing.warmup_runs, 1, 1, timing.warmup_runs, 1]
+
+
 def test_fresh_process_rounds_starts_a_process_per_configuration_and_round(tmp_path):
     from rpdetect.bench.worker import fresh_process_rounds
 

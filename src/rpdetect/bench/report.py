@@ -254,7 +254,8 @@ class Report:
             f"{s['session']['graph_optimization']}, spinning {s['session']['spinning']}; "
             f"input noise drawn by {noise_generator}; "
             f"{s['timing']['rounds']} interleaved rounds of >= {s['timing']['round_time_s']} s "
-            f"per configuration, each in its own process: {s['isolate']}"
+            f"per configuration after {s['timing'].get('warmup_runs', 1)} warm-up run(s), "
+            f"each in its own process: {s['isolate']}"
             + (f" (a fresh one every {s['timing']['restart_every']} rounds); "
                if s['timing'].get('restart_every') else "; ")
             + (f"{1000 * s['timing']['gap_s']:g} ms idle after every timed run (paced)."
