@@ -380,6 +380,36 @@ def test_every_worker_is_warmed_up_twice_before_its_timed_rounds(tiny_detector, 
     assert [n for _, n in runs] == [timing.warmup_runs, 1, 1, timing.warmup_runs, 1]
 
 
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_the_noise_input_is_fresh_every_run_in_place_unless_prefetched(prefetch):
+    from rpdetect.bench.cases import OnnxWorkload
+    from rpdetect.bench.worker import _ort_run
+
+    class Arg:
+        def __init__(self, name, shape):
+            self.name, self.shape, self.type = name, shape, "tensor(float)"
+
+    fed: list[np.ndarray] = []
+
+    class Session:  # records the noise array each run is fed, and a copy of its values
+        def get_inputs(self):
+            return [Arg("image", [1, 3, 4, 4]), Arg("noise", [1, 5, 3, 4, 4])]
+
+        def run(self, outputs, feed):
+            fed.append((feed["noise"], feed["noise"].copy()))
+
+    w = OnnxWorkload("unused.onnx", ("CPUExecutionProvider",), ({},), 1,
+                     SessionSettings(threads=1), fresh_normal=("noise",), prefetch=prefetch)
+    run = _ort_run(w, Session())
+    for _ in range(3):
+        run()
+    arrays, values = zip(*fed)
+    assert all(v.shape == (1, 5, 3, 4, 4) and v.dtype == np.float32 for v in values)
+    assert not np.array_equal(values[0], values[1]) and not np.array_equal(values[1], values[2])
+    # one buffer refilled in place (no new memory per run), or fresh arrays when prefetched
+    assert (len({id(a) for a in arrays}) == 1) == (prefetch == 0)
+
+
 def test_fresh_process_rounds_starts_a_process_per_configuration_and_round(tmp_path):
     from rpdetect.bench.worker import fresh_process_rounds
 
