@@ -65,6 +65,17 @@ def test_detect_prints_a_line_per_image(det_input, images, capsys):
     assert "uncalibrated" in err and "never flags" in err
 
 
+def test_detect_images_per_run_changes_the_runs_not_the_answers(det_input, images, capsys):
+    args = ["detect", str(det_input), str(images / "good"), "--no-progress", "--seed", "0"]
+    assert main(args) == 0
+    default = capsys.readouterr().out
+    assert main(args + ["--images-per-run", "3"]) == 0
+    assert capsys.readouterr().out == default
+    with pytest.raises(SystemExit):
+        main(args + ["--images-per-run", "0"])
+    assert "--images-per-run" in capsys.readouterr().err
+
+
 def test_detect_threshold_override_flags(det_input, images, capsys):
     rc = main(["detect", str(det_input), str(images / "good" / "a_rgb.png"), "--threshold1", "0",
                "--threshold2", "1e9", "--providers", "cpu", "--threads", "1"])

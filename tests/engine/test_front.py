@@ -221,6 +221,53 @@ def test_large_images_of_a_batched_file_run_one_per_run(det_input_b3, tools, mon
         assert (x.label, x.is_adversarial) == (y.label, y.is_adversarial)
 
 
+def test_images_per_run_sets_the_engines_run_size_whatever_the_files_b(det_input_b3, det_input,
+                                                                     tools, caplog):
+    images = [tools.rgb_image(i) for i in range(5)]
+    noise = np.stack([tools.noise_for(i) for i in range(5)])
+    ref = Detector(det_input_b3, engine_noise=False).detect_many(images, noise=noise,
+                                                                  progress=False).results
+    for k, runs in ((1, [1] * 5), (2, [2, 2, 1]), (8, [5])):
+        det = Detector(det_input_b3, images_per_run=k)
+        n = det.info.n
+        assert det._buffer.batch == k
+        fill, rows = det._buffer.fill, []
+        det._buffer.fill = lambda *a: rows.append(len(out := fill(*a))) or out  # type: ignore
+        got = det.detect_many(images, noise=noise, progress=False).results
+        assert rows == [r * (n + 1) for r in runs]
+        for x, y in zip(got, ref, strict=True):
+            np.testing.assert_allclose(x.score2, y.score2, rtol=1e-4, atol=1e-6)
+            assert (x.label, x.is_adversarial) == (y.label, y.is_adversarial)
+    # a B = 1 file keeps its graph's shapes by default, and is freed when asked for more
+    assert Detector(det_input, images_per_run=None)._buffer.batch == 1
+    assert isinstance(Detector(det_input).session.get_inputs()[0].shape[0], int)
+    four = Detector(det_input, images_per_run=4)
+    assert four._buffer.batch == 4
+    assert isinstance(four.session.get_inputs()[0].shape[0], str)
+    for bad in (0, -1, True, 1.5, "2"):
+        with pytest.raises(ValueError, match="images_per_run"):
+            Detector(det_input_b3, images_per_run=bad)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        assert Detector(det_input_b3, engine_noise=False, images_per_run=2).front == "graph"
+    assert "images_per_run=2 is ignored" in caplog.text
+
+
+def test_images_per_run_other_than_b_is_refused_where_the_batch_axis_stays_fixed(
+        det_input_b3, monkeypatch):
+    import rpdetect.engine.detector as detector_module
+
+    real = detector_module.split_front
+
+    def fixed(model, spec, **kwargs):  # as for a graph whose batch axis cannot be freed
+        cut = real(model, spec, **kwargs)
+        return None if cut is None else type(cut)(cut.model, cut.batch_input, spec.batch)
+
+    monkeypatch.setattr(detector_module, "split_front", fixed)
+    assert Detector(det_input_b3, images_per_run=3)._buffer.batch == 3
+    with pytest.raises(ValueError, match="could not free the batch axis.*runs 3 images"):
+        Detector(det_input_b3, images_per_run=2)
+
+
 def test_the_freed_cut_graph_leaves_the_files_model_intact(det_input_b3):
     model, spec = load(det_input_b3)
     before = model.SerializeToString()

@@ -14,6 +14,7 @@ from .._cli_util import (
     add_decode_limit_args,
     add_session_args,
     decode_limit_kwargs,
+    positive_int,
     seed,
     session_kwargs,
 )
@@ -54,6 +55,9 @@ def register(sub: Any) -> None:
     d.add_argument("--graph-noise", action="store_true",
                    help="run the file's own front (its RandomNormalLike) even on the CPU, where "
                    "the engine otherwise builds the noisy copies itself")
+    d.add_argument("--images-per-run", type=positive_int, default=None, metavar="K",
+                   help="images per run of the engine's graph (default: the file's batch for "
+                   "small images, 1 for large ones; more: throughput for memory)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_session_args(d)
     d.set_defaults(func=_detect)
@@ -103,7 +107,7 @@ def _detect(args: argparse.Namespace) -> int:
     printed and exits 130 (the JSON document is closed first). See ``stream.py``."""
     detector = _detector(args, resize=args.resize, seed=args.seed,
                          noise_generator=args.noise_generator,
-                         **decode_limit_kwargs(args))
+                         images_per_run=args.images_per_run, **decode_limit_kwargs(args))
     files, dir_errors = _expand(args.images)
     overrides = {"threshold1": args.threshold1, "threshold2": args.threshold2,
                  "threshold3": args.threshold3}

@@ -24,7 +24,8 @@ from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, Detector
 from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
-from .front import BatchBuffer, images_per_run, split_front
+from .front import BatchBuffer, split_front
+from .front import images_per_run as default_images_per_run  # the rule; the option's name
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
@@ -213,6 +214,11 @@ class Detector:
       For a file exported with B > 1 the engine's graph takes any number of images per run:
       ``detect`` runs one image, ``detect_many`` the file's B together for small images and
       one at a time for large ones (``front.images_per_run``), never computing padding.
+    * ``images_per_run``: None (default: as just said) or k >= 1, the images ``detect_many``
+      puts in one run of the engine's graph, whatever the file's B. Larger runs trade memory
+      and the first answer's wait for throughput (see ``front.images_per_run``). A ValueError
+      where the engine could not free the graph's batch axis and k is not its B; ignored,
+      with a warning, where the file's own graph runs (``front == "graph"``).
     * ``session_builder``: a ``rpdetect.engine.SessionBuilder`` instead of ``providers``,
       ``threads``, ``provider_options`` and ``**options`` (which must then be left out): how
       the session is opened, and the rule for "did the provider start" (``session.py``).
@@ -238,8 +244,13 @@ class Detector:
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         session_builder: SessionBuilder | None = None,
         engine_noise: bool | None = None,
+        images_per_run: int | None = None,
         **options: Any,
     ) -> None:
+        if images_per_run is not None and (isinstance(images_per_run, bool) or not isinstance(
+                images_per_run, int) or images_per_run < 1):
+            raise ValueError(f"images_per_run: expected None or an integer >= 1, got "
+                             f"{images_per_run!r}")
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(
                 f"channel_order: expected one of {CHANNEL_ORDERS}, got {channel_order!r}")
@@ -273,7 +284,8 @@ class Detector:
         self._check_file_io()
         cut = None
         if engine_noise:
-            cut = split_front(file_model, spec)
+            cut = split_front(file_model, spec, free_batch=None if images_per_run in (
+                None, spec.batch) else True)
             if cut is None:
                 _log.warning("%s: its graph does not start with rpdetect's front (or is too big "
                              "to cut in memory); the graph builds the noisy copies itself",
@@ -328,9 +340,19 @@ class Detector:
             prefetch=0 if graph_draws else prefetch_noise,
             generator=noise_generator,
             threads=noise_threads)
+        per_run = None
+        if cut is not None:
+            per_run = cut.images or images_per_run or default_images_per_run(self.info)
+            if images_per_run is not None and images_per_run != per_run:
+                raise ValueError(f"images_per_run={images_per_run}: the engine could not free "
+                                 f"the batch axis of {self.path.name}'s graph, which runs "
+                                 f"{per_run} images per run")
+        elif images_per_run is not None and images_per_run != self.info.batch:
+            _log.warning("%s: images_per_run=%r is ignored: the file's own graph runs (front "
+                         "'graph'), %d images per run", self.path, images_per_run,
+                         self.info.batch)
         self._buffer = None if cut is None else BatchBuffer(
-            self.info, self.noise_source, images=cut.images or images_per_run(self.info),
-            trim=cut.images == 0)
+            self.info, self.noise_source, images=per_run, trim=cut.images == 0)
         self._bindings = threading.local()  # each thread's I/O binding of its buffer
 
     def close(self) -> None:

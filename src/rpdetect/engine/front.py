@@ -44,8 +44,11 @@ def images_per_run(spec: DetectorSpec) -> int:
     file's B where one image's inner batch ((n + 1) x C x H x W float32) is at most 1 MiB, else
     one. Small images gain from a larger batch (ResNet-9 at 32x32, 135 KB an image: 16 images
     in one run of the graph-noise file cost 0.95 of B = 1 per image, `benchmarks/bench_latency.py`
-    on a 2-core AMD EPYC); large ones lose (EfficientNet-Lite0 at 224x224, 6.6 MB: 1.02), and
-    one image at a time streams each through the caches and answers it at once."""
+    on a 2-core AMD EPYC). Large ones run one at a time, which answers each image at once and
+    keeps memory small: for EfficientNet-Lite0 at 224x224 (6.6 MB an image) 16 images in one
+    run cost 0.91 [0.90, 0.96] of one at a time per image, but the process peaks at 3.5 GB
+    against 0.35 GB, and the first answer waits for all 16 (`benchmarks/images_per_run.py`,
+    same machine); ``Detector(images_per_run=k)`` chooses throughput instead."""
     c, h, w = spec.input_shape
     one = (spec.n + 1) * c * h * w * 4
     return spec.batch if one <= RUN_TOGETHER_BYTES else 1
@@ -162,13 +165,14 @@ def _free_batch(graph: onnx.GraphProto, spec: DetectorSpec) -> bool:
     return True
 
 
-def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, free_batch: bool = True
+def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, free_batch: bool | None = None
                 ) -> CutModel | None:
     """``model`` (a detector with its weights) without its front, or None when its graph does
     not have the front rpdetect's export writes (the caller then runs the file as it is).
-    ``free_batch``: the cut graph of a file built for B > 1 images takes any number of images
-    per run, where the graph allows it, so a call on fewer images than the file's B computes no
-    padding and the engine chooses how many images go in one run."""
+    ``free_batch``: the cut graph takes any number of images per run, where the graph allows
+    it, so a call on fewer images than the file's B computes no padding and the engine chooses
+    how many images go in one run. None (default): for a file built for B > 1 images (a B = 1
+    file keeps its graph's shapes, the default path's); True: for any B."""
     graph = model.graph
     cut = _walk_to_reshape(_producers(graph), spec)
     if cut is None:
@@ -183,7 +187,7 @@ def split_front(model: onnx.ModelProto, spec: DetectorSpec, *, free_batch: bool 
     scratch.output.extend(graph.output)
     scratch.initializer.extend(t for t in graph.initializer if t.name in used)
     scratch.node.extend(nodes)
-    if free_batch and spec.batch > 1 and _free_batch(scratch, spec):
+    if (spec.batch > 1 if free_batch is None else free_batch) and _free_batch(scratch, spec):
         images = 0
     inner: int | str = images * (spec.n + 1) if images else "images_x_copies"
     inputs = [helper.make_tensor_value_info(cut, TensorProto.FLOAT, [inner, c, h, w])]
