@@ -25,7 +25,7 @@ from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
 from .front import BatchBuffer, split_front
-from .front import images_per_run as default_images_per_run  # the rule; the option's name
+from .front import images_per_run as default_images_per_run  # the default of the option
 from .image_header import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits
 from .images import (
     CHANNEL_ORDERS,
