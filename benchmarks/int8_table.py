@@ -10,8 +10,9 @@ misclassify, the same positives for the two detectors), and ``fp32-deployed`` /
 ``int8-target-int8`` (each detector under attacks on its own classifier: ``--positives
 deployed``, the INT8 run with ``--attack-target int8``; where present also
 ``int8-stem-target-int8`` with ``--quantize-stem float``, ``int8-refine-target-int8`` with
-``--quantize-refine-steps 300``, and ``fp32-deployed-n500`` /
-``int8-target-int8-n500`` / ``int8-refine-target-int8-n500`` with ``--n 500``), and writes
+``--quantize-refine-steps 300``, ``fp32-deployed-n500`` / ``int8-target-int8-n500`` /
+``int8-refine-target-int8-n500`` with ``--n 500``, and ``fp32-deployed-n200`` /
+``int8-refine-target-int8-n200`` with ``--n 200``), and writes
 ``<results>/summary.md``:
 each rule's combined F2 of the Total row with the clean false-positive rate it was measured at
 (FP / clean images of the Total row), and INT8 - FP32 on the same positives.
@@ -41,13 +42,17 @@ RUNS = {"fp32": "FP32", "int8": "INT8 (head float32)", "int8-head-int8": "INT8, 
         "fp32-deployed-n500": "FP32, attacks on FP32, deployed positives, n = 500",
         "int8-target-int8-n500": "INT8, attacks on INT8, deployed positives, n = 500",
         "int8-refine-target-int8-n500":
-            "INT8 refined 300 steps, attacks on it, deployed positives, n = 500"}
+            "INT8 refined 300 steps, attacks on it, deployed positives, n = 500",
+        "fp32-deployed-n200": "FP32, attacks on FP32, deployed positives, n = 200",
+        "int8-refine-target-int8-n200":
+            "INT8 refined 300 steps, attacks on it, deployed positives, n = 200"}
 BASE = {"int8": "fp32", "int8-head-int8": "fp32", "int8-stem": "fp32", "int8-both": "fp32-both",
         "int8-stem-both": "fp32-stem-both",
         "int8-target-int8": "fp32-deployed", "int8-stem-target-int8": "fp32-deployed",
         "int8-refine-target-int8": "fp32-deployed",
         "int8-target-int8-n500": "fp32-deployed-n500",
-        "int8-refine-target-int8-n500": "fp32-deployed-n500"}  # INT8 - FP32 (same positives, or same protocol)
+        "int8-refine-target-int8-n500": "fp32-deployed-n500",
+        "int8-refine-target-int8-n200": "fp32-deployed-n200"}  # INT8 - FP32 (same positives, or same protocol)
 
 
 def _total(doc: dict, rule: str) -> tuple[float, float, int]:
