@@ -89,6 +89,13 @@ def weighted_auc(stat: np.ndarray, is_pos: np.ndarray, weights: np.ndarray) -> n
     return (group_pos * (below + 0.5 * group_neg)).sum(1) / (wp.sum(1) * wn.sum(1))
 
 
+def _calibration_target(doc: dict) -> tuple[float, CalibrationMode]:
+    """The target rate and the combined rules' mode a run's ``table.json`` was calibrated for."""
+    rules = doc["rules"]
+    return (float(rules["paper"]["fpr"]),
+            CalibrationMode(next(r["mode"] for name, r in rules.items() if name != "paper")))
+
+
 def _with_calibration(out: dict, docs: dict, rules: dict, calibration: dict, raw: dict,
                       is_pos_of: dict, entry_units: dict, unit_weights: np.ndarray,
                       resamples: int, int8_run: str, fp32_run: str) -> None:
@@ -98,9 +105,7 @@ def _with_calibration(out: dict, docs: dict, rules: dict, calibration: dict, raw
     evaluate`` calibrates it; the evaluation images are resampled as before."""
     setup = {}
     for run in rules:
-        doc_rules = docs[run]["rules"]
-        fpr = float(doc_rules["paper"]["fpr"])
-        mode = CalibrationMode(next(r["mode"] for name, r in doc_rules.items() if name != "paper"))
+        fpr, mode = _calibration_target(docs[run])
         cal = calibration[run]
         # the recorded thresholds come back from the whole calibration set, or the caches differ
         again = table_rules(cal.score1, cal.score2, cal.flips, fpr=fpr, mode=mode)
@@ -162,9 +167,7 @@ def recalibrated(docs: dict, calibration: dict, raw: dict, is_pos_of: dict, entr
     f2s: dict[str, dict[str, np.ndarray]] = {}
     out: dict[str, dict] = {}
     for run in (fp32_run, int8_run):
-        doc_rules = docs[run]["rules"]
-        fpr = float(doc_rules["paper"]["fpr"])
-        mode = CalibrationMode(next(r["mode"] for name, r in doc_rules.items() if name != "paper"))
+        fpr, mode = _calibration_target(docs[run])
         cal = calibration[run]
         rules = table_rules(cal["score1"], cal["score2"], cal["flips"], fpr=fpr, mode=mode)
         r = {k: np.concatenate(v) for k, v in raw[run].items()}
