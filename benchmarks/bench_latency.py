@@ -28,6 +28,7 @@ from pathlib import Path
 
 from rpdetect._atomic import atomic_write_text
 from rpdetect.bench import QUICK, SessionSettings, Targets, Timing, TorchModel, run_benchmark
+from rpdetect.bench.machine import cpu_description
 from rpdetect.engine.noise import NOISE_GENERATORS
 from rpdetect.export.graph import DetectorConfig, build_detector, save_onnx
 from rpdetect.export.torch_export import load_module, state_dict_digest, torch_to_onnx
@@ -164,7 +165,7 @@ def headline(reports: dict[str, dict]) -> str:
     for key, rep in reports.items():
         m = rep["machine"]
         lines.append(f"- {key}: `{rep['settings'].get('command', '?')}`, {m['date_utc']}, "
-                     f"{m['cpu_model']}, {m['usable_cores']} usable cores, onnxruntime "
+                     f"{cpu_description(m)}, {m['usable_cores']} usable cores, onnxruntime "
                      f"{m['onnxruntime']}, torch {m['torch']}.")
     lines += ["", "GPU providers: see each model's report (skipped where onnxruntime has none).",
               ""]

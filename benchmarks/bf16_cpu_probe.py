@@ -19,7 +19,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from rpdetect._atomic import atomic_write_text
-from rpdetect.bench.machine import machine_info
+from rpdetect.bench.machine import cpu_description, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 OPSET = 22  # Conv and the pools take bfloat16 from opset 22 on
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(op, probe(op, shapes)) for op, shapes in OPERATORS.items()]
     text = "\n".join([
         "# bfloat16 on ONNX Runtime's CPU provider", "",
-        f"{m['cpu_model']}; onnxruntime {ort.__version__}; "
+        f"{cpu_description(m)}; onnxruntime {ort.__version__}; "
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; opset {OPSET}; "
         "`python benchmarks/bf16_cpu_probe.py`", "",
         "| operator (bfloat16 in and out) | CPU provider |", "|---|---|",

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rpdetect._atomic import atomic_write_text
-from rpdetect.bench.machine import machine_info
+from rpdetect.bench.machine import cpu_description, machine_info
 from rpdetect.bench.stats import median_interval
 from rpdetect.bench.worker import peak_rss_bytes
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     m = machine_info()
     command = f"python benchmarks/images_per_run.py {' '.join(argv or sys.argv[1:])}"
-    lines = [f"{m['cpu_model']}, {m['usable_cores']} usable cores; "
+    lines = [f"{cpu_description(m)}, {m['usable_cores']} usable cores; "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}",
              f"Command: `{command}`"]
     timing, cost = paired(args, ks)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from rpdetect.bench.machine import machine_info
+from rpdetect.bench.machine import cpu_description, machine_info
 from rpdetect.engine.noise import NOISE_GENERATORS, NoiseSource, default_generator
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     out = np.empty(shape, np.float32)
     kappas = list(np.linspace(0.01, 0.1, 10))
     m = machine_info()
-    print(f"{m['cpu_model']}, {m['usable_cores']} usable cores; default generator "
+    print(f"{cpu_description(m)}, {m['usable_cores']} usable cores; default generator "
           f"{default_generator()}; 1.5 M values per call\n")
     print("| generator | threads | median ms | ns a value |\n|---|---|---|---|")
     for generator in NOISE_GENERATORS:

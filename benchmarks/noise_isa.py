@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from rpdetect._atomic import atomic_write_text
-from rpdetect.bench.machine import cpu_flags, machine_info
+from rpdetect.bench.machine import cpu_description, cpu_flags, machine_info
 from rpdetect.bench.worker import floor_run, fresh_process_rounds, timed_median_ms
 from rpdetect.engine import noise
 from rpdetect.testing import NORMAL_ISAS, build_normal, load_normal
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the C extension rpdetect.engine._normal is not built here")
     flags = cpu_flags()
     m = machine_info()
-    lines = [f"{m['cpu_model']}, {m['usable_cores']} usable cores; "
+    lines = [f"{cpu_description(m)}, {m['usable_cores']} usable cores; "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; one thread; "
              f"{ROWS * ROW / 1e6:.2f} M values a call (one 224x224 image, n = 10); median of "
              f"{args.runs} calls",

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from rpdetect._atomic import atomic_write_text
-from rpdetect.bench.machine import machine_info
+from rpdetect.bench.machine import cpu_description, machine_info
 from rpdetect.bench.stats import median_interval
 from rpdetect.bench.worker import floor_run, fresh_process_rounds, timed_median_ms
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.detector is None or args.classifier is None:
         p.error("--detector and --classifier are needed")
     m = machine_info()
-    lines = [f"{m['cpu_model']}, {m['usable_cores']} usable cores; "
+    lines = [f"{cpu_description(m)}, {m['usable_cores']} usable cores; "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}",
              f"Command: `python benchmarks/noise_placement.py {' '.join(argv or sys.argv[1:])}`"]
     lines += paired(args)

@@ -12,6 +12,7 @@ in one process. Writes ``benchmarks/results/latency/precision_cpu.md``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_latency import calibration_images, detector_for, standard_models  # noqa: E402
 
 from rpdetect._atomic import atomic_write_text  # noqa: E402
-from rpdetect.bench.machine import machine_info  # noqa: E402
+from rpdetect.bench.machine import cpu_description, machine_info  # noqa: E402
 from rpdetect.contract import read_spec  # noqa: E402
 from rpdetect.export.graph import extract_classifier, load_onnx  # noqa: E402
 from rpdetect.export.quantize import InnerBatchReader, QuantizeOptions, quantize_classifier  # noqa: E402
@@ -88,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 s.run(None, feed)
                 times[name].append(time.perf_counter() - t)
     fp32_ms = 1e3 * float(np.median(times["fp32"]))
+    command = shlex.join(["python", "benchmarks/precision_cpu.py",
+                          *(argv if argv is not None else sys.argv[1:])])
     lines = ["# Classifier precision on the CPU (EfficientNet-Lite0, batch 11, 224x224)", "",
-             f"`python benchmarks/precision_cpu.py --rounds {args.rounds}`, "
+             f"`{command}`, "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
-             f"{machine_info()['cpu_model']}, 2 threads, onnxruntime "
+             f"{cpu_description(machine_info())}, 2 threads, onnxruntime "
              f"{ort.__version__}; INT8 ranges from {source} (32 images, with their noisy "
              f"copies). Medians of {args.rounds} x {args.runs} runs, models alternating.", "",
              "| precision | median ms | / fp32 |", "|---|---|---|"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engine.noise import generator_description
 
-__all__ = ["cpu_flags", "machine_info"]
+__all__ = ["cpu_description", "cpu_flags", "cpu_isa", "machine_info"]
 
 
 def _cpu_model(cpuinfo: Path) -> str:
@@ -35,6 +35,56 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     except OSError:
         pass
     return set()
+
+
+# the instruction sets that decide this project's CPU numbers: the noise generator's build
+# (AVX-512 or AVX2, rpdetect.engine._normal) and ONNX Runtime's INT8 kernels (VNNI, AMX); a VM
+# often names its CPU only "AMD EPYC" or "Intel Xeon", so two runs on different silicon would
+# otherwise read alike
+_ISA_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AVX2", ("avx2",)),
+    ("AVX-512", ("avx512f",)),
+    ("VNNI", ("avx512_vnni", "avx_vnni")),
+    ("BF16", ("avx512_bf16",)),
+    ("AMX", ("amx_int8", "amx_bf16")),
+)
+
+
+def cpu_isa(flags: set[str]) -> str:
+    """The instruction sets of :data:`_ISA_FLAGS` a CPU has and has not, e.g. "AVX2, AVX-512,
+    VNNI, BF16; no AMX"; "" where ``flags`` is empty (no /proc/cpuinfo, or not x86)."""
+    if not flags:
+        return ""
+    has = [name for name, keys in _ISA_FLAGS if any(k in flags for k in keys)]
+    lacks = [f"no {name}" for name, keys in _ISA_FLAGS if not any(k in flags for k in keys)]
+    return "; ".join(part for part in (", ".join(has), ", ".join(lacks)) if part)
+
+
+def _cpu_family_model(cpuinfo: Path) -> str | None:
+    """"family F, model M" of the first CPU in ``cpuinfo`` (x86), else None."""
+    found: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("cpu family", "model") and key not in found:
+                found[key] = value.strip()
+            if not line.strip() and found:
+                break
+    except OSError:
+        return None
+    if "cpu family" not in found or "model" not in found:
+        return None
+    return f"family {found['cpu family']}, model {found['model']}"
+
+
+def cpu_description(info: dict[str, Any]) -> str:
+    """The CPU as a report names it: its model name, then, where :func:`machine_info` recorded
+    them, its family and model and :func:`cpu_isa`, e.g. "AMD EPYC (family 25, model 1; AVX2;
+    no AVX-512, no VNNI, no BF16, no AMX)"."""
+    details = "; ".join(d for d in (info.get("cpu_family_model"), info.get("cpu_isa")) if d)
+    model = info.get("cpu_model") or "unknown CPU"
+    return f"{model} ({details})" if details else str(model)
 
 
 def _mem_total_gib(meminfo: Path) -> float | None:
@@ -70,6 +120,8 @@ def machine_info(*, proc: Path = Path("/proc")) -> dict[str, Any]:
         load = None
     return {
         "cpu_model": _cpu_model(proc / "cpuinfo"),
+        "cpu_family_model": _cpu_family_model(proc / "cpuinfo"),
+        "cpu_isa": cpu_isa(cpu_flags(proc / "cpuinfo")),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gib": _mem_total_gib(proc / "meminfo"),

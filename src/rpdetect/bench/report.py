@@ -12,6 +12,7 @@ import numpy as np
 from .._atomic import atomic_write_text
 from ..engine.noise import default_generator
 from .cases import DETECTOR_MODES, OnnxWorkload
+from .machine import cpu_description
 from .profile import GROUPS, ProfileBreakdown
 from .runner import CaseOutcome
 from .stats import median_interval, summarise
@@ -246,7 +247,7 @@ class Report:
         lines = [
             f"# Latency: {self.title}",
             "",
-            f"{m.get('cpu_model')}, {m.get('usable_cores')} usable cores, "
+            f"{cpu_description(m)}, {m.get('usable_cores')} usable cores, "
             f"{m.get('memory_gib')} GiB; onnxruntime {m.get('onnxruntime')}, torch "
             f"{m.get('torch')}; {m.get('date_utc')}; load average at start "
             f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
