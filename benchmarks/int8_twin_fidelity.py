@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from _preset import open_preset  # noqa: E402  (benchmarks/, the script's folder)
 from rpdetect._atomic import atomic_write_text  # noqa: E402
+from rpdetect.bench.machine import cpu_description, machine_info  # noqa: E402
 from rpdetect.evaluation.presets import PRESETS  # noqa: E402
 from rpdetect.evaluation.protocol import prepare_detector  # noqa: E402
 from rpdetect.export.quantize import QuantizeOptions  # noqa: E402
@@ -53,13 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS))
     p.add_argument("--images", type=int, default=40)
     p.add_argument("--quantize-stem", choices=("int8", "float"), default="int8")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="7-bit weights (rpdetect export --reduce-range), which ONNX Runtime's u8s8 "
+                   "kernels without VNNI multiply without saturating")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--cache", type=Path, default=None, help="rpdetect evaluate's --cache")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8" / "twin")
     args = p.parse_args(argv)
     with open_preset(args.dataset, args.data, args.cache) as inputs:
         int8 = prepare_detector(inputs.classifier, precision="int8", quantize=QuantizeOptions(
-            float_stem=args.quantize_stem == "float"), **inputs.common)
+            float_stem=args.quantize_stem == "float", reduce_range=args.reduce_range),
+            **inputs.common)
         calibration = inputs.calibration
         step = max(1, len(calibration) // args.images)
         x = calibration.images(list(range(0, len(calibration), step))[:args.images])
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:])
     lines = [f"# The INT8 classifier's torch twin against ONNX Runtime: {args.dataset}", "",
              f"Command: `{command}`; {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
-             f"INT8 detector `{int8.path.name}`; {len(x)} clean calibration images.", "",
+             f"INT8 detector `{int8.path.name}`; {len(x)} clean calibration images; "
+             f"{cpu_description(machine_info())}, onnxruntime {ort.__version__}.", "",
              "Per image, the largest |logit difference| to the INT8 classifier run by ONNX "
              "Runtime (median / 90th percentile / max over the images):", "",
              "| model | max abs logit difference | images equal (< 1e-4) | same label |",
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
              f"| FP32 classifier | {_stats(fp32)} | {np.mean(fp32 < 1e-4):.2f} | "
              f"{np.mean(z_fp32.argmax(1) == z_int8.argmax(1)):.2f} |",
              "", f"Logit scale: median largest |logit| {np.median(np.abs(z_int8).max(1)):.2f}."]
-    name = args.dataset + ("-stem-float" if args.quantize_stem == "float" else "")
+    name = args.dataset + ("-stem-float" if args.quantize_stem == "float" else "") + (
+        "-reduce-range" if args.reduce_range else "")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,8 +3,8 @@
 EfficientNet-Lite0 at the detector's inner batch (11 x 3 x 224 x 224), 2 threads, ONNX Runtime's
 CPU provider: the FP32 export, its FP16 conversion (``onnxruntime.transformers.float16``,
 float32 inputs and outputs kept), and the INT8 QDQ classifier of ``rpdetect export --quantize
-int8`` in its variants (u8 or s8 activations, QDQ or QOperator). The models alternate in rounds
-in one process. Writes ``benchmarks/results/latency/precision_cpu.md``.
+int8`` in its variants (u8 or s8 activations, QDQ or QOperator, 7-bit weights). The models
+alternate in rounds in one process. Writes ``benchmarks/results/latency/precision_cpu.md``.
 
     python benchmarks/precision_cpu.py [--rounds 7] [--data ../shared/data]
 """
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             "int8 QDQ s8s8": QuantizeOptions(activation_type="int8"),
             # --quantize-stem float: the layer that reads the image kept float32 too
             "int8 QDQ u8s8, head and stem float32": QuantizeOptions(float_stem=True),
+            # --reduce-range: 7-bit weights, which u8s8 kernels without VNNI do not saturate
+            "int8 QDQ u8s8, reduce_range": QuantizeOptions(reduce_range=True),
     }.items():
         reader = InnerBatchReader(images, spec, fp32.graph.input[0].name, max_images=32)
         variants[name] = quantize_classifier(fp32, reader, options)

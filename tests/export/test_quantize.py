@@ -110,6 +110,38 @@ def test_int8_file_is_checked_quantized_and_says_so(int8_setup, capsys):
     assert doc["precision"] == "int8" and doc["quantization"]["images"] == 18
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_an_int8_file_warns_where_the_cpus_int8_kernels_saturate(int8_setup, tmp_path, capsys,
+                                                                 caplog, monkeypatch, saturates):
+    """On a CPU with AVX2 and no VNNI (rpdetect.cpu.u8s8_saturates, faked here either way)
+    ONNX Runtime's u8 x s8 kernels saturate on full-range weights: the engine warns and
+    ``rpdetect info`` says so, for the default export; a --reduce-range export, whose 7-bit
+    weights do not saturate, and an FP32 file get neither."""
+    import logging
+
+    import rpdetect.engine.detector as detector_module
+
+    cls, calib, fp32, int8 = int8_setup
+    monkeypatch.setattr(detector_module, "u8s8_saturates", lambda: saturates)
+    reduced = tmp_path / "int8-reduced.onnx"
+    assert main(["export", str(cls), "-o", str(reduced), "--kappas", "0.01,0.03,0.05,0.1",
+                 "--quantize", "int8", "--calibration-images", str(calib),
+                 "--reduce-range"]) == 0
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(reduced)).graph.initializer
+               if t.data_type == TensorProto.INT8]
+    assert weights and all(-64 <= w.min() and w.max() <= 64 for w in weights)
+    assert read_spec(onnx.load(str(reduced))).quantization["reduce_range"] is True
+    for path, warned in ((int8, saturates), (reduced, False), (fp32, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rpdetect.engine"):
+            det = Detector(path, providers=["cpu"])
+        assert det.int8_saturates is warned, path
+        assert any("--reduce-range" in r.getMessage() for r in caplog.records) is warned, path
+        capsys.readouterr()
+        assert main(["info", str(path)]) == 0
+        assert ("u8 x s8 kernels saturate" in capsys.readouterr().out) is warned, path
+
+
 @pytest.mark.parametrize("engine_noise", [None, False])
 def test_int8_labels_agree_with_fp32(int8_setup, engine_noise):
     _, _, fp32, int8 = int8_setup

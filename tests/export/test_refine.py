@@ -18,7 +18,8 @@ import onnxruntime as ort  # noqa: E402
 
 from rpdetect.cli import main  # noqa: E402
 from rpdetect.contract import read_spec  # noqa: E402
-from rpdetect.export.quantize import QuantizeOptions, quantize_classifier  # noqa: E402
+from rpdetect.cpu import u8s8_saturates  # noqa: E402
+from rpdetect.export.quantize import QuantizeOptions, quantize_classifier, weight_range  # noqa: E402,E501
 from rpdetect.export.refine import refine_quantized  # noqa: E402
 
 SIZE = 12
@@ -82,9 +83,13 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def refined():
     fp32 = _cnn()
     train = _images(12, seed=2)
-    int8 = quantize_classifier(fp32, _Reader(train), QuantizeOptions(float_head=True))
+    # 7-bit weights where ONNX Runtime's u8 x s8 kernels saturate on full-range ones (AVX2
+    # without VNNI), so that ONNX Runtime computes the twin's integer arithmetic here too
+    options = QuantizeOptions(float_head=True, reduce_range=u8s8_saturates())
+    int8 = quantize_classifier(fp32, _Reader(train), options)
     model, report = refine_quantized(int8, fp32, train, _batch(np.random.default_rng(5)),
-                                     steps=200, lr=0.05, other_lr=5.0)
+                                     steps=200, lr=0.05, other_lr=5.0,
+                                     weight_range=weight_range(options))
     return fp32, int8, model, report
 
 
@@ -125,6 +130,26 @@ def test_refined_file_computes_what_was_trained(refined):
     with torch.no_grad():
         twin = quantized_twin(model)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(twin, _run(model, x), atol=1e-4)
+
+
+def test_refined_weights_keep_the_reduced_range_they_were_quantized_to():
+    """--reduce-range quantizes weights to [-64, 64], which u8 x s8 kernels without VNNI do not
+    saturate on; a refinement that pushes them hard must not leave that range."""
+    fp32 = _cnn()
+    train = _images(6, seed=2)
+    options = QuantizeOptions(float_head=True, reduce_range=True)
+    assert weight_range(options) == (-64, 64)
+    assert weight_range(QuantizeOptions()) == (-128, 127)
+    int8 = quantize_classifier(fp32, _Reader(train), options)
+    model, _ = refine_quantized(int8, fp32, train, _batch(np.random.default_rng(5)), steps=40,
+                                lr=20.0, weight_range=(-64, 64))  # steps of 20 integer levels
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == TensorProto.INT8]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == 64  # pushed to the edge
+    for bad in ((-129, 127), (0, 127), (-64, 0)):
+        with pytest.raises(ValueError, match="weight_range"):
+            refine_quantized(int8, fp32, train, _batch(np.random.default_rng(5)), steps=1,
+                             weight_range=bad)
 
 
 def test_refine_options_are_checked():

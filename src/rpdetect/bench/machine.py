@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..cpu import cpu_flags, cpu_isa
 from ..engine.noise import generator_description
 
 __all__ = ["cpu_description", "cpu_flags", "cpu_isa", "machine_info"]
@@ -23,41 +24,6 @@ def _cpu_model(cpuinfo: Path) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags (``avx2``, ``avx512f``, ...), empty where ``cpuinfo`` has none."""
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
-    except OSError:
-        pass
-    return set()
-
-
-# the instruction sets that decide this project's CPU numbers: the noise generator's build
-# (AVX-512 or AVX2, rpdetect.engine._normal) and ONNX Runtime's INT8 kernels (VNNI, AMX); a VM
-# often names its CPU only "AMD EPYC" or "Intel Xeon", so two runs on different silicon would
-# otherwise read alike
-_ISA_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("AVX2", ("avx2",)),
-    ("AVX-512", ("avx512f",)),
-    ("VNNI", ("avx512_vnni", "avx_vnni")),
-    ("BF16", ("avx512_bf16",)),
-    ("AMX", ("amx_int8", "amx_bf16")),
-)
-
-
-def cpu_isa(flags: set[str]) -> str:
-    """The instruction sets of :data:`_ISA_FLAGS` a CPU has and has not, e.g. "AVX2, AVX-512,
-    VNNI, BF16; no AMX"; "" where ``flags`` is empty (no /proc/cpuinfo, or not x86)."""
-    if not flags:
-        return ""
-    has = [name for name, keys in _ISA_FLAGS if any(k in flags for k in keys)]
-    lacks = [f"no {name}" for name, keys in _ISA_FLAGS if not any(k in flags for k in keys)]
-    return "; ".join(part for part in (", ".join(has), ", ".join(lacks)) if part)
 
 
 def _cpu_family_model(cpuinfo: Path) -> str | None:

@@ -259,6 +259,10 @@ def _info_text(detector: Detector) -> str:
         f"input        {info.input_format} {c}x{h}x{w}, batch {info.batch}{normalisation}",
         f"classes      {info.num_classes if info.num_classes is not None else 'unknown'}",
         f"precision    {info.precision_text()}",
+        *(["             on this CPU (AVX2, no VNNI) ONNX Runtime's u8 x s8 kernels saturate "
+           "with full-range int8 weights: the logits are not the INT8 model's exact ones "
+           "(export with --reduce-range for CPUs without VNNI)"]
+          if detector.int8_saturates else []),
         "front        "
         + ("built by the engine (noise drawn by rpdetect, not the graph's random op)"
            if detector.front == "engine" else "the graph's own nodes"),

@@ -21,6 +21,7 @@ import onnx
 from tqdm import tqdm
 
 from ..contract import FLIP_OUTPUTS, REQUIRED_OUTPUTS, THRESHOLD_NAMES, DetectorSpec, load
+from ..cpu import u8s8_saturates
 from ..errors import InputError, ModelError, RpdetectError
 from ..rule import Thresholds, check_threshold
 from .finite import check_finite, nonfinite_message
@@ -42,6 +43,27 @@ from .session import SessionBuilder
 __all__ = ["BatchReport", "DetectionResult", "Detector", "Failure", "TensorSpec"]
 
 _log = logging.getLogger("rpdetect.engine")
+
+
+INT8_SATURATION_WARNING = (
+    "%s: an INT8 detector with full-range int8 weights, on a CPU with AVX2 but no VNNI: ONNX "
+    "Runtime's u8 x s8 kernels saturate here, so its logits and scores are not the INT8 "
+    "model's exact ones, nor those its thresholds were calibrated on where VNNI computes them "
+    "(measured: 6 of 40 clean ImageNette images change label); export it with --reduce-range "
+    "for this CPU, or calibrate it on this CPU")
+
+
+def _int8_saturates(spec: DetectorSpec, providers: Sequence[str]) -> bool:
+    """Whether ``spec``'s classifier is INT8 with u8 activations and full-range s8 weights and
+    runs on ONNX Runtime's CPU provider on a CPU whose u8 x s8 kernels saturate
+    (:func:`rpdetect.cpu.u8s8_saturates`)."""
+    if spec.precision != "int8" or providers[:1] != ("CPUExecutionProvider",):
+        return False
+    q = spec.quantization or {}
+    if q.get("activation_type", "uint8") != "uint8" or q.get("weight_type", "int8") != "int8" \
+            or q.get("reduce_range", False):
+        return False
+    return u8s8_saturates()
 
 
 def _stack(arrays: Sequence[np.ndarray], pad: int, filler: np.ndarray) -> np.ndarray:
@@ -311,6 +333,10 @@ class Detector:
         self.providers: tuple[str, ...] = built.providers
         _log.info("%s: running on %s, front built by the %s", self.path, list(self.providers),
                   self.front)
+        # an INT8 classifier whose logits this CPU's ONNX Runtime kernels do not compute exactly
+        self.int8_saturates: bool = _int8_saturates(spec, self.providers)
+        if self.int8_saturates:
+            _log.warning(INT8_SATURATION_WARNING, self.path)
         # the file's outputs too: a graph cut per image answers [1, ...] per run
         self.outputs: tuple[TensorSpec, ...] = _tensor_specs(file_model.graph.output)
         self._batch_input = None if cut is None else cut.batch_input

@@ -114,7 +114,9 @@ def register(sub: Any) -> None:
                    "--calibration-limit on large inputs)")
     q.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq")
     q.add_argument("--reduce-range", action="store_true",
-                   help="7-bit weights, for CPUs without VNNI (AVX2/AVX-512 without VNNI)")
+                   help="7-bit weights, for x86 CPUs without VNNI (AVX2, or AVX-512 without "
+                   "VNNI): there ONNX Runtime's u8 x s8 kernels saturate on full-range weights "
+                   "and do not compute the INT8 model's logits exactly")
     q.add_argument("--quantize-head", choices=("float", "int8"), default="float",
                    help="float (default): keep the classifier's head (its last weighted layer "
                    "and what follows it to the logits) in float32: uint8 logits round away "

@@ -9,12 +9,13 @@ static quantization; the noise, the scores and the verdict stay float32.
 2. ``onnxruntime.quantization.quant_pre_process`` (shape inference, graph optimisation), then
    ``quantize_static``: QDQ format, weights int8 per output channel, activations uint8 (the
    u8 x s8 products that AVX-512 VNNI and AMX run natively; measured on an Intel Xeon:
-   QOperator runs as fast as QDQ, s8 activations twice as slow; ``reduce_range`` is for CPUs
-   without VNNI), activation ranges calibrated (MinMax by default) through a
-   :class:`InnerBatchReader`, an ONNX Runtime ``CalibrationDataReader`` that feeds the
-   classifier what the detector feeds it: each clean calibration image together with its n
-   noisy copies x + kappa_i * N(0, 1) (normalised where the detector folds normalisation in);
-   with ``refine_steps``, the quantized classifier is then refined toward the FP32 one on the
+   QOperator runs as fast as QDQ, s8 activations twice as slow; ``reduce_range``, 7-bit
+   weights, is for CPUs without VNNI: there ONNX Runtime's u8 x s8 kernels saturate on
+   full-range weights, see ``rpdetect.cpu.u8s8_saturates``), activation ranges calibrated
+   (MinMax by default) through a :class:`InnerBatchReader`, an ONNX Runtime
+   ``CalibrationDataReader`` that feeds the classifier what the detector feeds it: each clean
+   calibration image together with its n noisy copies x + kappa_i * N(0, 1) (normalised where
+   the detector folds normalisation in); with ``refine_steps``, the quantized classifier is then refined toward the FP32 one on the
    same images (``rpdetect.export.refine``: its integer weights, biases and float head; scales
    and graph unchanged);
 3. the detector is rebuilt around the quantized classifier with the same config; its metadata
@@ -42,7 +43,7 @@ from ..errors import InputError, ModelError
 from .intake import IntakeOptions
 
 __all__ = ["QuantizeOptions", "InnerBatchReader", "build_int8_detector", "classifier_head",
-           "classifier_stem", "quantize_classifier"]
+           "classifier_stem", "quantize_classifier", "weight_range"]
 
 CalibrateMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -279,6 +280,15 @@ def _quantize(classifier: onnx.ModelProto, reader: Any, options: QuantizeOptions
         return onnx.load(str(out)), exclude
 
 
+def weight_range(options: QuantizeOptions) -> tuple[int, int]:
+    """The integer range ONNX Runtime quantizes int8 weights to under ``options``: (-128, 127),
+    or (-64, 64) with ``reduce_range`` (``quant_utils.get_qmin_qmax_for_qType``)."""
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    low, high = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, reduce_range=options.reduce_range)
+    return int(low), int(high)
+
+
 def build_int8_detector(
     classifier: onnx.ModelProto | str | Path,
     config: DetectorConfig,
@@ -312,7 +322,8 @@ def build_int8_detector(
 
         quantized, report = refine_quantized(quantized, inner, reader.images, reader.batch,
                                              steps=options.refine_steps, lr=options.refine_lr,
-                                             seed=options.seed)
+                                             seed=options.seed,
+                                             weight_range=weight_range(options))
         refined = {"refine": report.to_dict()}
     meta = {p.key: p.value for p in fp32.metadata_props}
     # the folded normalisation is in front of the extracted classifier: fold it again

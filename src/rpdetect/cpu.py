@@ -1,0 +1,61 @@
+"""What this CPU can do, from /proc/cpuinfo (Linux; elsewhere nothing is known): the
+instruction sets that decide rpdetect's CPU numbers, read by the benchmark's reports and by the
+engine (an INT8 detector on a CPU whose ONNX Runtime kernels saturate, below)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["VNNI_FLAGS", "cpu_flags", "cpu_isa", "u8s8_saturates"]
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ...), empty where ``cpuinfo`` has none."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+# the instruction sets that decide this project's CPU numbers: the noise generator's build
+# (AVX-512 or AVX2, rpdetect.engine._normal) and ONNX Runtime's INT8 kernels (VNNI, AMX); a VM
+# often names its CPU only "AMD EPYC" or "Intel Xeon", so two runs on different silicon would
+# otherwise read alike
+_ISA_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AVX2", ("avx2",)),
+    ("AVX-512", ("avx512f",)),
+    ("VNNI", ("avx512_vnni", "avx_vnni")),
+    ("BF16", ("avx512_bf16",)),
+    ("AMX", ("amx_int8", "amx_bf16")),
+)
+
+
+def cpu_isa(flags: set[str]) -> str:
+    """The instruction sets of :data:`_ISA_FLAGS` a CPU has and has not, e.g. "AVX2, AVX-512,
+    VNNI, BF16; no AMX"; "" where ``flags`` is empty (no /proc/cpuinfo, or not x86)."""
+    if not flags:
+        return ""
+    has = [name for name, keys in _ISA_FLAGS if any(k in flags for k in keys)]
+    lacks = [f"no {name}" for name, keys in _ISA_FLAGS if not any(k in flags for k in keys)]
+    return "; ".join(part for part in (", ".join(has), ", ".join(lacks)) if part)
+
+
+# /proc/cpuinfo flags of the instructions that multiply u8 x s8 into int32 without an int16
+# step (AVX512-VNNI, AVX-VNNI, AMX)
+VNNI_FLAGS: tuple[str, ...] = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def u8s8_saturates(flags: set[str] | None = None) -> bool:
+    """True on an x86 CPU with AVX2 but neither VNNI nor AMX (AMD Zen 1-3, Intel before Ice Lake
+    and Cascade Lake): there ONNX Runtime's u8 x s8 kernels (QLinearConv, QGemm) multiply with
+    ``vpmaddubsw``, which adds the products in pairs into int16 and saturates where weights use
+    the full int8 range, so the logits are not the INT8 model's exact ones (ONNX Runtime's
+    quantization guide; ``benchmarks/int8_twin_fidelity.py`` measures it). 7-bit weights
+    (``reduce_range``: 255 x 64 x 2 < 2**15) do not saturate. ``flags``: :func:`cpu_flags`
+    by default."""
+    flags = cpu_flags() if flags is None else flags
+    return "avx2" in flags and not any(f in flags for f in VNNI_FLAGS)
