@@ -254,6 +254,26 @@ def test_int8_detector_of_an_onnx_file_under_white_box_attacks(tree: Path, tmp_p
     assert doc["rows"][0]["mean_queries"] is None  # white-box: no queries counted
 
 
+def test_int8_detector_with_7_bit_weights_is_evaluated_on_its_own(tree: Path, tmp_path: Path):
+    # --quantize-reduce-range: the INT8 detector of rpdetect export --reduce-range (what CPUs
+    # without VNNI compute exactly; its 7-bit range: tests/export/test_quantize.py)
+    import onnx
+
+    from rpdetect.contract import read_spec
+
+    attacks = ["ddn-t"]
+    model = ["--classifier", str(tree / "clf.onnx"), "--precision", "int8", "--positives",
+             "deployed", "--attack-target", "int8", "--quantize-reduce-range"]
+    out = _evaluate(tree, tmp_path, model, attacks)
+    _check_detection(_table(out), attacks)
+    assert "7-bit weights (--reduce-range)" in (out / "table.md").read_text()
+    # the INT8 detector (the calibrated copies of it are named after it, plus the rule)
+    files = [f for f in (tmp_path / "cache").rglob("detector-*-int8-*.onnx")
+             if len(f.stem.split("-int8-")[1]) == 8]
+    assert len(files) == 1, files
+    assert read_spec(onnx.load(str(files[0]))).quantization["reduce_range"] is True
+
+
 def test_onnx_classifier_under_white_box_attacks_asked_by_name(tree: Path, tmp_path: Path,
                                                                capsys) -> None:
     # the float file's graph interpreted in torch gives the white-box attacks their gradients

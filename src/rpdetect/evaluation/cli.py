@@ -78,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--quantize-stem", choices=("float", "int8"), default="int8",
                    help="--precision int8: quantize the layer that reads the image (default), "
                    "or keep it in float32")
+    p.add_argument("--quantize-reduce-range", action="store_true",
+                   help="--precision int8: 7-bit weights (rpdetect export --reduce-range), "
+                   "which ONNX Runtime computes exactly on x86 CPUs without VNNI")
     p.add_argument("--quantize-refine-steps", type=int, default=0, metavar="N",
                    help="--precision int8: N steps of quantization-aware refinement toward "
                    "the FP32 classifier on the quantization images (rpdetect export "
@@ -158,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_method=args.quantize_method,
         quantize_head=args.quantize_head, quantize_stem=args.quantize_stem,
         quantize_refine_steps=args.quantize_refine_steps,
+        quantize_reduce_range=args.quantize_reduce_range,
         eot=args.eot,
         adaptive_steps=args.adaptive_steps, adaptive_target=args.adaptive_target,
         adaptive_epsilons=args.adaptive_epsilons, adaptive_keep=args.adaptive_keep,

@@ -102,6 +102,7 @@ class EvaluationConfig:
     quantize_head: str = "float"  # int8: the classifier's head kept float32, or "int8"
     quantize_stem: str = "int8"  # int8: the layer reading the image quantized, or "float"
     quantize_refine_steps: int = 0  # int8: quantization-aware refinement steps (export.refine)
+    quantize_reduce_range: bool = False  # int8: 7-bit weights (export --reduce-range)
     attack_target: str = "fp32"  # the classifier the attacks run on: fp32, or (with
     # --precision int8) int8, the deployed INT8 classifier (evaluation.quantized_twin)
     eot: int | None = None  # adaptive attacks: noise draws per step (default: the spec's, 16)
@@ -395,6 +396,8 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                     if config.quantize_head == "float" else "its head quantized too")
             if config.quantize_stem == "float":
                 kept += ", its stem (the layer reading the image) kept float32"
+            if config.quantize_reduce_range:
+                kept += "; 7-bit weights (--reduce-range)"
             if config.quantize_refine_steps:
                 kept += (f"; its integer weights then refined toward the FP32 classifier in "
                          f"{config.quantize_refine_steps} steps on the same images "
@@ -445,6 +448,7 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationRun:
                     calibrate_method=config.quantize_method,  # type: ignore[arg-type]
                     float_head=config.quantize_head == "float",
                     float_stem=config.quantize_stem == "float",
+                    reduce_range=config.quantize_reduce_range,
                     refine_steps=config.quantize_refine_steps))
         adaptive = None
         if adaptive_specs:
