@@ -1,6 +1,6 @@
 """INT8 - FP32 Table 1 Total F2, with a paired bootstrap interval:
 `python benchmarks/int8_paired.py --dataset cifar10 [--fp32-run fp32-both --int8-run int8-both]
-[--quantize-stem float] [--attack-target int8]`.
+[--quantize-stem float] [--reduce-range] [--attack-target int8]`.
 
 ``rpdetect evaluate --positives both`` gives the INT8 and the FP32 detectors the same positives
 (the adversarial examples both classifiers misclassify) and the same clean images; the F2 of
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the INT8 run was exported (its --quantize-stem)")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="how the INT8 run was exported (its --quantize-refine-steps)")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="how the INT8 run was exported (its --quantize-reduce-range)")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "int8")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--cache", type=Path, default=None, help="rpdetect evaluate's --cache")
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [row["attack"] for row in docs[args.int8_run]["rows"]]
     n = args.n
     options = QuantizeOptions(float_stem=args.quantize_stem == "float",
-                              refine_steps=args.refine_steps)
+                              reduce_range=args.reduce_range, refine_steps=args.refine_steps)
     # per run and example (an adversarial example or a clean image, once per attack that used
     # it): its evaluation-pool position, whether it is a positive, and the verdict per rule
     pos: dict[str, list[np.ndarray]] = {run: [] for run in rules}
