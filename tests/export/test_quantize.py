@@ -124,9 +124,16 @@ def test_an_int8_file_warns_where_the_cpus_int8_kernels_saturate(int8_setup, tmp
     cls, calib, fp32, int8 = int8_setup
     monkeypatch.setattr(detector_module, "u8s8_saturates", lambda: saturates)
     reduced = tmp_path / "int8-reduced.onnx"
+    capsys.readouterr()
     assert main(["export", str(cls), "-o", str(reduced), "--kappas", "0.01,0.03,0.05,0.1",
                  "--quantize", "int8", "--calibration-images", str(calib),
                  "--reduce-range"]) == 0
+    assert "saturates" not in capsys.readouterr().err
+    # a full-range export says, whatever the CPU it runs on, where its weights saturate
+    assert main(["export", str(cls), "-o", str(tmp_path / "full.onnx"), "--kappas",
+                 "0.01,0.03,0.05,0.1", "--quantize", "int8", "--calibration-images",
+                 str(calib)]) == 0
+    assert "export with --reduce-range for those" in capsys.readouterr().err
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(reduced)).graph.initializer
                if t.data_type == TensorProto.INT8]
     assert weights and all(-64 <= w.min() and w.max() <= 64 for w in weights)
