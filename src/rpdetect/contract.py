@@ -373,6 +373,16 @@ class DetectorSpec:
             classifier_sha256=classifier_sha256, classifier_source=classifier_source,
             version=__version__, raw=dict(config.extra_metadata))
 
+    def int8_full_range(self) -> bool:
+        """An INT8 classifier with uint8 activations and full-range int8 weights (no
+        ``reduce_range``): what ONNX Runtime computes exactly with VNNI, AMX or on ARM, and
+        saturates on x86 CPUs with AVX2 and no VNNI (``rpdetect.cpu.u8s8_saturates``)."""
+        if self.precision != "int8":
+            return False
+        q = self.quantization or {}
+        return (q.get("activation_type", "uint8") == "uint8"
+                and q.get("weight_type", "int8") == "int8" and not q.get("reduce_range", False))
+
     def precision_text(self) -> str:
         """The classifier's precision in words (``rpdetect info``)."""
         if self.precision != "int8":

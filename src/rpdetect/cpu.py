@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["VNNI_FLAGS", "cpu_flags", "cpu_isa", "u8s8_saturates"]
+__all__ = ["FULL_RANGE_NOTE", "VNNI_FLAGS", "cpu_flags", "cpu_isa", "u8s8_saturates"]
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -59,3 +59,11 @@ def u8s8_saturates(flags: set[str] | None = None) -> bool:
     by default."""
     flags = cpu_flags() if flags is None else flags
     return "avx2" in flags and not any(f in flags for f in VNNI_FLAGS)
+
+
+# what rpdetect export and export-triton say of a file with full-range int8 weights
+FULL_RANGE_NOTE = (
+    "full-range int8 weights: ONNX Runtime computes them exactly on CPUs with VNNI or AMX and "
+    "on ARM, but saturates them on x86 CPUs with AVX2 and no VNNI (AMD Zen 1-3, Intel before "
+    "Ice Lake / Cascade Lake), where the detector then detects worse; export with "
+    "--reduce-range for those (rpdetect.Detector warns when it runs there)")

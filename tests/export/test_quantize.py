@@ -134,6 +134,10 @@ def test_an_int8_file_warns_where_the_cpus_int8_kernels_saturate(int8_setup, tmp
                  "0.01,0.03,0.05,0.1", "--quantize", "int8", "--calibration-images",
                  str(calib)]) == 0
     assert "export with --reduce-range for those" in capsys.readouterr().err
+    # so does a Triton repository of it, for the server's CPUs
+    for path, noted in ((int8, True), (reduced, False)):
+        assert main(["export-triton", str(path), "--repo", str(tmp_path / f"repo-{noted}")]) == 0
+        assert ("export with --reduce-range for those" in capsys.readouterr().err) is noted
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(reduced)).graph.initializer
                if t.data_type == TensorProto.INT8]
     assert weights and all(-64 <= w.min() and w.max() <= 64 for w in weights)

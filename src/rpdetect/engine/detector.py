@@ -57,13 +57,8 @@ def _int8_saturates(spec: DetectorSpec, providers: Sequence[str]) -> bool:
     """Whether ``spec``'s classifier is INT8 with u8 activations and full-range s8 weights and
     runs on ONNX Runtime's CPU provider on a CPU whose u8 x s8 kernels saturate
     (:func:`rpdetect.cpu.u8s8_saturates`)."""
-    if spec.precision != "int8" or providers[:1] != ("CPUExecutionProvider",):
-        return False
-    q = spec.quantization or {}
-    if q.get("activation_type", "uint8") != "uint8" or q.get("weight_type", "int8") != "int8" \
-            or q.get("reduce_range", False):
-        return False
-    return u8s8_saturates()
+    return (spec.int8_full_range() and providers[:1] == ("CPUExecutionProvider",)
+            and u8s8_saturates())
 
 
 def _stack(arrays: Sequence[np.ndarray], pad: int, filler: np.ndarray) -> np.ndarray:

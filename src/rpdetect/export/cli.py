@@ -12,7 +12,8 @@ import numpy as np
 
 from .._cli_util import finite_float, float_list, shape
 from .._atomic import check_output
-from ..contract import INPUT_FORMATS, METADATA_PREFIX, NOISE_MODES, DetectorConfig, save
+from ..contract import INPUT_FORMATS, METADATA_PREFIX, NOISE_MODES, DetectorConfig, read_spec, save
+from ..cpu import FULL_RANGE_NOTE
 from ..reference import PAPER_KAPPA_MAX, PAPER_KAPPA_MIN, PAPER_N
 from .graph import build_detector
 from .intake import INPUT_LAYOUTS, IntakeOptions
@@ -35,13 +36,6 @@ def kappas_from_args(
             raise ValueError("--kappa-spacing log needs --kappa-min > 0")
         return tuple(float(k) for k in np.geomspace(kappa_min, kappa_max, n))
     return tuple(float(k) for k in np.linspace(kappa_min, kappa_max, n))
-
-
-FULL_RANGE_NOTE = (
-    "rpdetect export: note: full-range int8 weights: ONNX Runtime computes them exactly on CPUs "
-    "with VNNI or AMX and on ARM, but saturates them on x86 CPUs with AVX2 and no VNNI (AMD Zen "
-    "1-3, Intel before Ice Lake / Cascade Lake), where the detector then detects worse; export "
-    "with --reduce-range for those (rpdetect.Detector warns when it runs there)")
 
 
 def register(sub: Any) -> None:
@@ -207,8 +201,8 @@ def _export(args: argparse.Namespace) -> int:
     meta = {p.key: p.value for p in model.metadata_props}
     for note in json.loads(meta.get(METADATA_PREFIX + "classifier_intake", "[]")):
         print(f"rpdetect export: note: {note}", file=sys.stderr)
-    if args.quantize and not args.reduce_range:
-        print(FULL_RANGE_NOTE, file=sys.stderr)
+    if read_spec(model).int8_full_range():
+        print(f"rpdetect export: note: {FULL_RANGE_NOTE}", file=sys.stderr)
     out = save(model, args.output)
     state = "calibrated" if math.isfinite(args.threshold1) or math.isfinite(args.threshold2) else \
         "uncalibrated (thresholds +inf: never flags; run `rpdetect calibrate`)"

@@ -16,6 +16,8 @@ from .._cli_util import (
     positive_int,
     session_kwargs,
 )
+from ..contract import load
+from ..cpu import FULL_RANGE_NOTE
 from .protocol import DEFAULT_MAX_IMAGES, DEFAULT_MAX_REQUEST_BYTES
 from .triton import ACCELERATORS, check_model_name, other_versions, write_repository
 
@@ -93,6 +95,8 @@ def _export_triton(args: argparse.Namespace) -> int:
         print(f"rpdetect export-triton: note: {files.model_dir} also holds version(s) "
               f"{', '.join(others)}; Triton's default version policy serves the highest",
               file=sys.stderr)
+    if load(files.model, weights=False)[1].int8_full_range():
+        print(f"rpdetect export-triton: note: {FULL_RANGE_NOTE}", file=sys.stderr)
     print(f"start Triton on it: tritonserver --model-repository={Path(args.repo).resolve()}")
     return 0
 
