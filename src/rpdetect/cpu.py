@@ -6,19 +6,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FULL_RANGE_NOTE", "VNNI_FLAGS", "cpu_flags", "cpu_isa", "u8s8_saturates"]
+__all__ = ["FULL_RANGE_NOTE", "VNNI_FLAGS", "cpu_flags", "cpu_isa", "cpuinfo_fields",
+           "u8s8_saturates"]
+
+
+def cpuinfo_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The ``key: value`` lines of the first CPU in ``cpuinfo`` (up to its first blank line),
+    empty where it cannot be read."""
+    fields: dict[str, str] = {}
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The CPU's feature flags (``avx2``, ``avx512f``, ...), empty where ``cpuinfo`` has none."""
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
-    except OSError:
-        pass
-    return set()
+    return set(cpuinfo_fields(cpuinfo).get("flags", "").split())
 
 
 # the instruction sets that decide this project's CPU numbers: the noise generator's build

@@ -19,7 +19,11 @@ import onnxruntime as ort  # noqa: E402
 from rpdetect.cli import main  # noqa: E402
 from rpdetect.contract import read_spec  # noqa: E402
 from rpdetect.cpu import u8s8_saturates  # noqa: E402
-from rpdetect.export.quantize import QuantizeOptions, quantize_classifier, weight_range  # noqa: E402,E501
+from rpdetect.export.quantize import (  # noqa: E402
+    QuantizeOptions,
+    quantize_classifier,
+    weight_range,
+)
 from rpdetect.export.refine import refine_quantized  # noqa: E402
 
 SIZE = 12

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..cpu import cpu_flags, cpu_isa
+from ..cpu import cpu_flags, cpu_isa, cpuinfo_fields
 from ..engine.noise import generator_description
 
 __all__ = ["cpu_description", "cpu_flags", "cpu_isa", "machine_info"]
@@ -28,20 +28,10 @@ def _cpu_model(cpuinfo: Path) -> str:
 
 def _cpu_family_model(cpuinfo: Path) -> str | None:
     """"family F, model M" of the first CPU in ``cpuinfo`` (x86), else None."""
-    found: dict[str, str] = {}
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("cpu family", "model") and key not in found:
-                found[key] = value.strip()
-            if not line.strip() and found:
-                break
-    except OSError:
+    fields = cpuinfo_fields(cpuinfo)
+    if "cpu family" not in fields or "model" not in fields:
         return None
-    if "cpu family" not in found or "model" not in found:
-        return None
-    return f"family {found['cpu family']}, model {found['model']}"
+    return f"family {fields['cpu family']}, model {fields['model']}"
 
 
 def cpu_description(info: dict[str, Any]) -> str:

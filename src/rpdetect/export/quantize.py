@@ -15,9 +15,9 @@ static quantization; the noise, the scores and the verdict stay float32.
    (MinMax by default) through a :class:`InnerBatchReader`, an ONNX Runtime
    ``CalibrationDataReader`` that feeds the classifier what the detector feeds it: each clean
    calibration image together with its n noisy copies x + kappa_i * N(0, 1) (normalised where
-   the detector folds normalisation in); with ``refine_steps``, the quantized classifier is then refined toward the FP32 one on the
-   same images (``rpdetect.export.refine``: its integer weights, biases and float head; scales
-   and graph unchanged);
+   the detector folds normalisation in); with ``refine_steps``, the quantized classifier is
+   then refined toward the FP32 one on the same images (``rpdetect.export.refine``: its integer
+   weights, biases and float head; scales and graph unchanged);
 3. the detector is rebuilt around the quantized classifier with the same config; its metadata
    says ``precision = int8`` and how it was quantized (``rpdetect info`` prints it), and keeps
    the SHA-256 and name of the FP32 classifier it came from.

@@ -12,9 +12,10 @@ here as distillation on the images the ranges came from:
   ONNX Runtime's integer arithmetic forward, straight-through rounding backward;
 - trained: each fused integer convolution's weights (in integer steps, rounded
   straight-through and clamped to int8, or to the reduced range the weights were quantized
-  to, in the forward pass) and biases (in steps of the layer's output scale), and the float32 layers' weights and biases (the head rpdetect keeps
-  float32), each in units of its own mean magnitude; the scales and zero points stay as ONNX
-  Runtime calibrated them, so the file keeps its structure, its speed and its ranges;
+  to, in the forward pass) and biases (in steps of the layer's output scale), and the float32
+  layers' weights and biases (the head rpdetect keeps float32), each in units of its own mean
+  magnitude; the scales and zero points stay as ONNX Runtime calibrated them, so the file
+  keeps its structure, its speed and its ranges;
 - the teacher is the FP32 classifier in ONNX Runtime, fed the same batches: one clean image and
   its n noisy copies (``InnerBatchReader.batch``: the detector's kappas, fresh noise each
   step);
