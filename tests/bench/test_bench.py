@@ -16,7 +16,7 @@ from rpdetect.bench import (
     summarise,
 )
 from rpdetect.bench.cases import ROLES
-from rpdetect.bench.profile import GROUPS, group_of
+from rpdetect.bench.profile import GROUPS, group_of, node_times
 from rpdetect.bench.providers import DEFAULT_VARIANTS, ProviderVariant, SkippedVariant
 from rpdetect.bench.report import Ratio, compute_ratios, throughput
 from rpdetect.bench.stats import median_interval
@@ -281,6 +281,21 @@ def test_profile_groups_follow_rpdetect_node_names():
     assert group_of("rpdetect/z_noisy_node/GatherSliceToSplitFusion") == "scores"
     assert group_of("rpdetect/noisy_node/SomeFusion") == "noise"
     assert group_of("/features/conv/Conv") == "classifier"
+
+
+def test_node_times_are_medians_without_the_first_run():
+    def node(name, op, dur):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
+
+    trace = [{"cat": "Session", "name": "model_run", "dur": 900}, node("a", "Conv", 500),
+             node("b", "Add", 70), {"cat": "Node", "name": "a_fence_before", "dur": 1}]
+    for dur in (10, 30, 20):
+        trace += [{"cat": "Session", "name": "model_run", "dur": 10 * dur},
+                  node("a", "Conv", dur), node("b", "Add", 7)]
+    nodes, run_us = node_times(trace)
+    assert nodes == {"a": {"op": "Conv", "us": 20.0}, "b": {"op": "Add", "us": 7.0}}
+    assert run_us == 200.0
+    assert node_times([node("c", "Mul", 3)]) == ({"c": {"op": "Mul", "us": 3.0}}, 0.0)
 
 
 def test_gap_is_idle_time_outside_the_timed_runs():

@@ -10,14 +10,38 @@ nodes included).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from ..contract import NODE_GROUPS, node_group
 
-__all__ = ["GROUPS", "ProfileBreakdown", "group_of", "breakdown"]
+__all__ = ["GROUPS", "ProfileBreakdown", "group_of", "breakdown", "node_times"]
 
 GROUPS: tuple[str, ...] = (*NODE_GROUPS, "classifier")
 group_of = node_group  # the contract's rule, under the name bench has always used
+
+
+def node_times(trace: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], float]:
+    """``({node name: {"op", "us"}}, run_us)`` from the events of an ONNX Runtime profile (the
+    JSON list ``InferenceSession.end_profiling`` writes): each node's median kernel time and the
+    median ``model_run`` time, in microseconds, the first occurrence of each dropped (the run
+    that allocates). Medians, as a descheduled thread on a shared machine makes single kernel
+    times jump."""
+    nodes: dict[str, dict[str, Any]] = {}
+    run_us: list[float] = []
+    for event in trace:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            run_us.append(float(event["dur"]))
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        entry = nodes.setdefault(name, {"op": event.get("args", {}).get("op_name", "?"),
+                                        "us": []})
+        entry["us"].append(float(event["dur"]))
+    out = {name: {"op": e["op"], "us": float(np.median(e["us"][1:] or e["us"]))}
+           for name, e in nodes.items()}
+    return out, float(np.median(run_us[1:] or run_us)) if run_us else 0.0
 
 
 @dataclass(frozen=True)

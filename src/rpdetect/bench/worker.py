@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cases import DetectorWorkload, OnnxWorkload, TorchWorkload, Workload, workload_from_dict
+from .profile import node_times
 
 __all__ = ["Worker", "floor_run", "fresh_process_rounds", "main", "peak_rss_bytes",
            "timed_median_ms"]
@@ -300,23 +301,8 @@ class Worker:
         run()  # the first run allocates; its events are dropped below
         for _ in range(runs):
             run()
-        trace = json.loads(Path(session.end_profiling()).read_text())
-        nodes: dict[str, dict[str, Any]] = {}
-        run_us: list[float] = []
-        for event in trace:
-            if event.get("cat") == "Session" and event.get("name") == "model_run":
-                run_us.append(float(event["dur"]))
-            if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-                continue
-            name = event["name"][: -len("_kernel_time")]
-            entry = nodes.setdefault(name, {"op": event.get("args", {}).get("op_name", "?"),
-                                            "us": []})
-            entry["us"].append(float(event["dur"]))
-        # drop the first (warm-up) occurrence of every node and of model_run; medians, as a
-        # descheduled thread on a shared machine makes single kernel times jump
-        out = {name: {"op": e["op"], "us": float(np.median(e["us"][1:] or e["us"]))}
-               for name, e in nodes.items()}
-        return {"ok": True, "nodes": out, "run_us": float(np.median(run_us[1:] or run_us))}
+        nodes, run_us = node_times(json.loads(Path(session.end_profiling()).read_text()))
+        return {"ok": True, "nodes": nodes, "run_us": run_us}
 
 
 def main() -> int:
