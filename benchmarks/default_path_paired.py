@@ -14,8 +14,8 @@ bootstrap intervals. This needs the Detector's session to stop its workers' spin
 run (``session.force_spinning_stop``, which ``rpdetect.Detector`` sets where it draws the noise
 on threads of its own: large images), set in the floor's sessions too; otherwise the three
 sessions' idle workers spin on the cores the next call runs on (a 32x32 floor took about 3x
-its time in ``rpdetect bench`` that way), and the script refuses: ``rpdetect bench``, a process per configuration, is the
-measurement there.
+its time in ``rpdetect bench`` that way), and the script refuses: ``rpdetect bench``, a process
+per configuration, is the measurement there.
 """
 
 from __future__ import annotations
